@@ -1,0 +1,259 @@
+"""What an upstream release is: one data model for nerdctl, nerdctl-full and BuildKit.
+
+Everything here is pure (no host): asset names, URLs, architecture mapping,
+version parsing and checksum resolution, so it is unit-tested without a host.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+CHECKSUM_TABLE = Path(__file__).with_name("release-checksums.json")
+DEFAULT_GITHUB_URL = "https://github.com"
+VERSION_PATTERN = re.compile(r"^v?(\d+\.\d+\.\d+(?:-(?:alpha|beta|rc)\.?\d+)?)$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+# `uname -m` to the architecture names upstream uses in asset names.
+MACHINE_TO_ARCH = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "armv7l": "arm-v7",
+    "ppc64le": "ppc64le",
+    "riscv64": "riscv64",
+    "s390x": "s390x",
+    "loongarch64": "loong64",
+}
+
+
+class ReleaseError(ValueError):
+    """A release that cannot be installed as asked (bad version, arch or checksum)."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """One kind of upstream release archive and what to take from it.
+
+    ``member_dir`` is the folder inside the archive whose files go to ``bin_dir``;
+    ``version_binaries`` are the files a version fact reads, moved into place
+    last so that an interrupted install still reports the old version.
+    """
+
+    name: str
+    repo: str
+    asset_template: str
+    arches: tuple[str, ...]
+    member_dir: str
+    version_binaries: tuple[str, ...]
+    sums_asset: str | None = None
+    arch_since: tuple[tuple[str, str], ...] = ()
+
+    def asset(self, version: str, arch: str) -> str:
+        """The archive's file name, e.g. ``nerdctl-2.3.5-linux-amd64.tar.gz``."""
+        return self.asset_template.format(version=version, arch=arch)
+
+    def url(self, github_url: str, version: str, asset: str) -> str:
+        """Where ``asset`` of ``version`` lives under ``github_url`` (github.com's paths)."""
+        return f"{github_url.rstrip('/')}/{self.repo}/releases/download/v{version}/{asset}"
+
+    def supports(self, version: str, arch: str) -> bool:
+        if arch not in self.arches:
+            return False
+        since = dict(self.arch_since).get(arch)
+        return since is None or Version(version) >= Version(since)
+
+
+NERDCTL = Release(
+    name="nerdctl",
+    repo="containerd/nerdctl",
+    asset_template="nerdctl-{version}-linux-{arch}.tar.gz",
+    arches=("amd64", "arm64", "arm-v7", "ppc64le", "riscv64", "s390x", "loong64"),
+    member_dir="",
+    version_binaries=("nerdctl",),
+    sums_asset="SHA256SUMS",
+    arch_since=(("loong64", "2.1.0"),),
+)
+NERDCTL_FULL = Release(
+    name="nerdctl-full",
+    repo="containerd/nerdctl",
+    asset_template="nerdctl-full-{version}-linux-{arch}.tar.gz",
+    arches=("amd64", "arm64"),
+    member_dir="bin",
+    version_binaries=("nerdctl",),
+    sums_asset="SHA256SUMS",
+)
+BUILDKIT = Release(
+    name="buildkit",
+    repo="moby/buildkit",
+    asset_template="buildkit-v{version}.linux-{arch}.tar.gz",
+    arches=("amd64", "arm64", "arm-v7", "s390x", "ppc64le", "riscv64"),
+    member_dir="bin",
+    version_binaries=("buildctl", "buildkitd"),
+)
+RELEASES = {release.name: release for release in (NERDCTL, NERDCTL_FULL, BUILDKIT)}
+
+
+def normalise_version(value: object, key: str = "version") -> str:
+    """``"v0.12.5"`` or ``"0.12.5"`` to ``"0.12.5"``; anything else is a ReleaseError.
+
+    >>> normalise_version("v0.12.5")
+    '0.12.5'
+
+    Values parsed from ``--data`` arrive as numbers (``0.10`` as ``0.1``): a number
+    is never a full release version, so it is refused with a hint.
+    """
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        raise ReleaseError(
+            f"{key}={value!r} arrived as a number, not a release version: "
+            f"write all three parts, e.g. {key}=0.12.5"
+        )
+    match = VERSION_PATTERN.match(str(value).strip()) if isinstance(value, str) else None
+    if not match:
+        raise ReleaseError(f"{key}={value!r} is not a release version (expected X.Y.Z, e.g. 2.3.5 or v0.12.5)")
+    version = match.group(1)
+    try:
+        Version(version)
+    except InvalidVersion as error:  # pragma: no cover - the pattern admits only valid versions
+        raise ReleaseError(f"{key}={value!r} is not a release version") from error
+    return version
+
+
+def upstream_arch(machine: str, release: Release, version: str) -> str:
+    """The upstream architecture name for a host's ``uname -m``, or a ReleaseError."""
+    arch = MACHINE_TO_ARCH.get(machine)
+    if arch is None or not release.supports(version, arch):
+        supported = ", ".join(release.arches)
+        raise ReleaseError(
+            f"architecture {machine!r} is not shipped by {release.name} {version} (it ships: {supported})"
+        )
+    return arch
+
+
+def normalise_sha256(value: object, key: str) -> str | None:
+    """A pinned SHA-256 in lower case, None when unset, else a ReleaseError."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip().lower().removeprefix("sha256:")
+    if not SHA256_PATTERN.match(text):
+        raise ReleaseError(f"{key}={value!r} is not a SHA-256 (64 hex digits)")
+    return text
+
+
+@cache
+def checksum_table() -> dict[str, dict[str, dict[str, str]]]:
+    """The shipped pins as ``{release repo name: {version: {asset: sha256}}}``."""
+    raw = json.loads(CHECKSUM_TABLE.read_text())
+    return {
+        component: {
+            version.lstrip("v"): {asset: entry["sha256"] for asset, entry in assets.items()}
+            for version, assets in versions.items()
+        }
+        for component, versions in raw.items()
+        if not component.startswith("_")
+    }
+
+
+def _table_component(release: Release) -> str:
+    return release.repo.split("/")[1]
+
+
+def pinned_sha256(release: Release, version: str, asset: str) -> str | None:
+    return checksum_table().get(_table_component(release), {}).get(version, {}).get(asset)
+
+
+def default_version(release: Release) -> str:
+    """The newest version whose amd64 and arm64 archives are both pinned by a named source.
+
+    Entries known only from unnamed index files are lower confidence and never a default.
+    """
+    raw = json.loads(CHECKSUM_TABLE.read_text())[_table_component(release)]
+    candidates = []
+    for tagged, assets in raw.items():
+        version = tagged.lstrip("v")
+        wanted = [release.asset(version, arch) for arch in ("amd64", "arm64")]
+        if all(
+            asset in assets and any(not source.startswith("unnamed") for source in assets[asset]["sources"])
+            for asset in wanted
+        ):
+            candidates.append(Version(version))
+    return str(max(candidates))
+
+
+def parse_sha256sums(text: str) -> dict[str, str]:
+    """``sha256sum`` output (``<hex>  <name>`` or ``<hex> *<name>``) as ``{name: hex}``."""
+    sums = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and SHA256_PATTERN.match(parts[0].lower()):
+            sums[parts[1].lstrip("*")] = parts[0].lower()
+    return sums
+
+
+@cache
+def fetch_text(url: str, timeout: float = 20) -> str:
+    """GET ``url`` from the controller, once per run; a ReleaseError says why it failed."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError as error:
+        raise ReleaseError(f"{url} answered HTTP {error.code}") from error
+    except (urllib.error.URLError, OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "reason", error)
+        raise ReleaseError(f"cannot fetch {url}: {reason}") from error
+
+
+@dataclass(frozen=True)
+class Download:
+    """One archive to fetch and the hash it must have."""
+
+    release: Release
+    version: str
+    arch: str
+    url: str
+    sha256: str
+    checksum_source: str
+
+
+def resolve_download(
+    release: Release,
+    version: str,
+    arch: str,
+    github_url: str,
+    pin: str | None,
+    fetch: Callable[[str], str] = fetch_text,
+) -> Download:
+    """Where to fetch ``release`` and which SHA-256 it must match.
+
+    Checksum order: explicit pin, else the shipped table, else the release's own
+    SHA256SUMS (nerdctl publishes one; BuildKit does not), else a ReleaseError.
+    """
+    asset = release.asset(version, arch)
+    url = release.url(github_url, version, asset)
+    if pin:
+        return Download(release, version, arch, url, pin, "explicit pin")
+    table = pinned_sha256(release, version, asset)
+    if table:
+        return Download(release, version, arch, url, table, "shipped checksum table")
+    key = f"{release.name.split('-')[0]}_sha256"
+    if release.sums_asset is None:
+        raise ReleaseError(
+            f"{release.name} {version} ({asset}) is not in the shipped checksum table and "
+            f"{release.name} publishes no checksums: pin it with {key}=<sha256>"
+        )
+    sums = parse_sha256sums(fetch(release.url(github_url, version, release.sums_asset)))
+    if asset not in sums:
+        raise ReleaseError(
+            f"{release.name} {version}: {asset} is not listed in the release's {release.sums_asset}: "
+            f"pin it with {key}=<sha256>"
+        )
+    return Download(release, version, arch, url, sums[asset], release.sums_asset)

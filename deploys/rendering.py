@@ -1,0 +1,86 @@
+"""The files the deploys write, rendered from settings (pure, unit-tested).
+
+The units differ from the widely copied naive recipe on purpose: correct keys
+(``Documentation=``, ``Requires=``), ``Type=notify`` (buildkitd sends READY),
+``--addr fd://`` (without it buildkitd unlinks systemd's socket and binds its
+own, losing ``SocketMode``/``SocketGroup``), and the socket is what gets enabled.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .settings import Settings
+
+BUILDKIT_CONFIG = "/etc/buildkit/buildkitd.toml"
+NERDCTL_CONFIG = "/etc/nerdctl/nerdctl.toml"
+SOCKET_UNIT = "buildkit.socket"
+SERVICE_UNIT = "buildkit.service"
+UNIT_DIR = "/etc/systemd/system"
+DOCKER_ALIAS = "/etc/profile.d/nerdctl-docker-alias.sh"
+HEADER = "# Managed by pyinfra-nerdctl: local changes are overwritten.\n"
+# After= on a unit that is not installed is a no-op, so both containerd flavours can be named.
+CONTAINERD_UNITS = ("containerd.service", "k3s.service", "k3s-agent.service")
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string (JSON string escaping is valid TOML)."""
+    return json.dumps(value)
+
+
+def nerdctl_toml(settings: Settings) -> str:
+    """``/etc/nerdctl/nerdctl.toml``: the containerd nerdctl talks to, and its namespace."""
+    return (
+        HEADER
+        + f"address = {toml_string(settings.containerd_address)}\n"
+        + f"namespace = {toml_string(settings.containerd_namespace)}\n"
+    )
+
+
+def buildkitd_toml(settings: Settings) -> str:
+    """``/etc/buildkit/buildkitd.toml``: the containerd worker only, on nerdctl's containerd and namespace.
+
+    The worker address must be a plain path (``unix://`` makes buildkitd exit), and
+    the namespace must be nerdctl's so that built images show up in ``nerdctl images``.
+    """
+    return (
+        HEADER
+        + "\n[worker.oci]\n  enabled = false\n"
+        + "\n[worker.containerd]\n  enabled = true\n"
+        + f"  address = {toml_string(settings.containerd_socket)}\n"
+        + f"  namespace = {toml_string(settings.containerd_namespace)}\n"
+    )
+
+
+def buildkit_socket_unit(settings: Settings) -> str:
+    """``buildkit.socket``: root-only (0660) unless a group is configured."""
+    group = f"SocketGroup={settings.buildkit_socket_group}\n" if settings.buildkit_socket_group else ""
+    return (
+        HEADER
+        + "[Unit]\nDescription=BuildKit socket\nDocumentation=https://github.com/moby/buildkit\n\n"
+        + "[Socket]\nListenStream=%t/buildkit/buildkitd.sock\nSocketMode=0660\nSocketUser=root\n"
+        + group
+        + "\n[Install]\nWantedBy=sockets.target\n"
+    )
+
+
+def buildkit_service_unit(settings: Settings) -> str:
+    """``buildkit.service``: started by its socket, never enabled on its own."""
+    return (
+        HEADER
+        + "[Unit]\nDescription=BuildKit\nDocumentation=https://github.com/moby/buildkit\n"
+        + f"Requires={SOCKET_UNIT}\n"
+        + f"After={SOCKET_UNIT} {' '.join(CONTAINERD_UNITS)}\n\n"
+        + "[Service]\nType=notify\n"
+        + f"ExecStart={settings.bin_dir}/buildkitd --addr fd:// --config {BUILDKIT_CONFIG}\n"
+    )
+
+
+def docker_alias(settings: Settings) -> str:
+    """A login-shell alias ``docker`` to nerdctl that never shadows a real docker."""
+    return (
+        HEADER
+        + "if ! command -v docker >/dev/null 2>&1; then\n"
+        + f"  alias docker={settings.bin_dir}/nerdctl\n"
+        + "fi\n"
+    )

@@ -1,0 +1,164 @@
+"""Every setting of the build-host deploys: defaults, lookup order and checks.
+
+A setting comes from a keyword argument, else host data (inventory, group data,
+``--data``), else the default below. All of it is checked here, before anything
+touches a host; nothing in this module needs a host.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from .releases import BUILDKIT, NERDCTL, ReleaseError, default_version, normalise_sha256, normalise_version
+
+DEFAULTS: dict[str, Any] = {
+    "nerdctl_version": None,  # newest pinned release, see releases.default_version
+    "buildkit_version": None,
+    "github_url": "https://github.com",
+    "nerdctl_sha256": None,
+    "buildkit_sha256": None,
+    "bin_dir": "/usr/local/bin",
+    "containerd_address": "/run/containerd/containerd.sock",
+    "containerd_namespace": "default",
+    "buildkit_socket_group": None,
+    "nerdctl_docker_alias": False,
+}
+GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}\$?$")
+NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,74}[A-Za-z0-9])?$")
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+class SettingError(ValueError):
+    """A setting whose value cannot work; the message names the key and the value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    nerdctl_version: str
+    buildkit_version: str
+    github_url: str
+    nerdctl_sha256: str | None
+    buildkit_sha256: str | None
+    bin_dir: str
+    containerd_address: str
+    containerd_namespace: str
+    buildkit_socket_group: str | None
+    nerdctl_docker_alias: bool
+
+    @property
+    def containerd_socket(self) -> str:
+        """The containerd socket as a plain path (BuildKit's worker refuses ``unix://``)."""
+        return self.containerd_address.removeprefix("unix://")
+
+
+def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any]) -> Settings:
+    """Settings from ``overrides`` (keyword arguments), else ``lookup`` (host data), else defaults.
+
+    >>> resolve_settings({}.get, {"buildkit_version": "v0.12.5"}).buildkit_version
+    '0.12.5'
+    """
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise SettingError("; ".join(_unknown_key_message(key) for key in sorted(unknown)))
+
+    def value(key: str) -> Any:
+        if overrides.get(key) is not None:
+            return overrides[key]
+        found = lookup(key)
+        return DEFAULTS[key] if found is None else found
+
+    try:
+        return Settings(
+            nerdctl_version=_version(value("nerdctl_version"), "nerdctl_version", default_version(NERDCTL)),
+            buildkit_version=_version(value("buildkit_version"), "buildkit_version", default_version(BUILDKIT)),
+            github_url=_github_url(value("github_url")),
+            nerdctl_sha256=normalise_sha256(value("nerdctl_sha256"), "nerdctl_sha256"),
+            buildkit_sha256=normalise_sha256(value("buildkit_sha256"), "buildkit_sha256"),
+            bin_dir=_absolute_path(value("bin_dir"), "bin_dir"),
+            containerd_address=_containerd_address(value("containerd_address")),
+            containerd_namespace=_namespace(value("containerd_namespace")),
+            buildkit_socket_group=_group(value("buildkit_socket_group")),
+            nerdctl_docker_alias=_flag(value("nerdctl_docker_alias"), "nerdctl_docker_alias"),
+        )
+    except ReleaseError as error:
+        raise SettingError(str(error)) from error
+
+
+def unknown_key_warnings(keys: Iterable[str]) -> list[str]:
+    """Warnings for data keys that look like a misspelt setting (``nerdctl_verison``)."""
+    known = set(DEFAULTS)
+    return [
+        _unknown_key_message(key)
+        for key in sorted(keys)
+        if key not in known and difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+    ]
+
+
+def _unknown_key_message(key: str) -> str:
+    close = difflib.get_close_matches(key, DEFAULTS, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown setting {key!r}{hint}"
+
+
+def _version(value: Any, key: str, default: str) -> str:
+    return default if value is None else normalise_version(value, key)
+
+
+def _github_url(value: Any) -> str:
+    url = str(value).strip().rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SettingError(f"github_url={value!r} is not an http(s) URL (e.g. https://github.com)")
+    return url
+
+
+def _absolute_path(value: Any, key: str) -> str:
+    path = str(value).strip()
+    if not path.startswith("/") or any(char in path for char in "\n'\"$`\\"):
+        raise SettingError(f"{key}={value!r} must be an absolute path without quotes or shell characters")
+    return path.rstrip("/") or "/"
+
+
+def _containerd_address(value: Any) -> str:
+    address = str(value).strip()
+    path = address.removeprefix("unix://")
+    if "://" in path or not path.startswith("/"):
+        raise SettingError(
+            f"containerd_address={value!r} must be a socket path or unix:// URL "
+            "(e.g. /run/containerd/containerd.sock)"
+        )
+    _absolute_path(path, "containerd_address")
+    return address
+
+
+def _namespace(value: Any) -> str:
+    namespace = str(value).strip()
+    if not NAMESPACE_NAME.match(namespace):
+        raise SettingError(f"containerd_namespace={value!r} is not a containerd namespace name (e.g. default, k8s.io)")
+    return namespace
+
+
+def _group(value: Any) -> str | None:
+    if value in (None, "", False):
+        return None
+    group = str(value).strip()
+    if not GROUP_NAME.match(group):
+        raise SettingError(f"buildkit_socket_group={value!r} is not a valid group name (e.g. buildkit)")
+    return group
+
+
+def _flag(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise SettingError(f"{key}={value!r} is not a yes/no value")

@@ -1,0 +1,165 @@
+"""Facts about a build host: installed versions, and socket and unit state.
+
+Each fact returns a documented shape and a clear empty value when nothing is
+installed, never an error. Usable from the CLI, e.g.
+``pyinfra INVENTORY fact pyinfra_nerdctl.facts.NerdctlVersion bin_dir=/opt/bin``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from pyinfra.api import FactBase
+
+DEFAULT_BIN_DIR = "/usr/local/bin"
+NERDCTL_VERSION = re.compile(r"^nerdctl version v?(\S+)$")
+BUILDKIT_VERSION = re.compile(r"^(buildkitd|buildctl) github\.com/moby/buildkit v?(\S+)(?: \S+)?$")
+
+
+def parse_nerdctl_version(lines: list[str]) -> str | None:
+    """``nerdctl version 2.3.5`` to ``"2.3.5"``; None for anything else."""
+    for line in lines:
+        match = NERDCTL_VERSION.match(line.strip())
+        if match:
+            return match.group(1)
+    return None
+
+
+def parse_buildkit_versions(lines: list[str]) -> dict[str, str | None]:
+    """``buildkitd github.com/moby/buildkit v0.12.5 <rev>`` lines to ``{"buildkitd": "0.12.5", "buildctl": ...}``."""
+    versions: dict[str, str | None] = {"buildkitd": None, "buildctl": None}
+    for line in lines:
+        match = BUILDKIT_VERSION.match(line.strip())
+        if match:
+            versions[match.group(1)] = match.group(2)
+    return versions
+
+
+def parse_key_values(lines: list[str]) -> dict[str, str]:
+    """``Key=value`` lines (``systemctl show`` style) to a dict."""
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def _version_command(binary: str) -> str:
+    path = shlex.quote(binary)
+    return f"if [ -x {path} ]; then {path} --version 2>/dev/null || true; fi"
+
+
+class NerdctlVersion(FactBase[str | None]):
+    """The installed nerdctl version, from ``nerdctl --version`` (needs no daemon).
+
+    .. code:: python
+
+        "2.3.5"  # or None when nerdctl is not installed
+    """
+
+    def command(self, bin_dir: str = DEFAULT_BIN_DIR) -> str:
+        return _version_command(f"{bin_dir}/nerdctl")
+
+    def process(self, output: list[str]) -> str | None:
+        return parse_nerdctl_version(output)
+
+    @staticmethod
+    def default() -> None:
+        return None
+
+
+class BuildkitVersion(FactBase[dict]):
+    """Versions of ``buildkitd`` and ``buildctl``, each None when absent.
+
+    .. code:: python
+
+        {"buildkitd": "0.12.5", "buildctl": "0.12.5"}
+    """
+
+    def command(self, bin_dir: str = DEFAULT_BIN_DIR) -> str:
+        return "; ".join(_version_command(f"{bin_dir}/{name}") for name in ("buildkitd", "buildctl"))
+
+    def process(self, output: list[str]) -> dict:
+        return parse_buildkit_versions(output)
+
+    @staticmethod
+    def default() -> dict:
+        return {"buildkitd": None, "buildctl": None}
+
+
+def _stat_command(path: str) -> str:
+    """Print ``stat=<type>|<mode>|<user>|<group>`` for ``path``, nothing when it is absent."""
+    return f"stat -c 'stat=%F|%a|%U|%G' {path} 2>/dev/null || true"
+
+
+def parse_stat(value: str | None) -> dict:
+    if not value:
+        return {"exists": False, "is_socket": False, "mode": None, "user": None, "group": None}
+    kind, mode, user, group = value.split("|")
+    return {"exists": True, "is_socket": kind == "socket", "mode": mode, "user": user, "group": group}
+
+
+def parse_socket_unit(lines: list[str]) -> dict:
+    values = parse_key_values(lines)
+    listen = values.get("Listen", "").split(" (")[0] or None
+    return {
+        "enabled": values.get("UnitFileState") == "enabled",
+        "active": values.get("ActiveState") == "active",
+        "path": listen,
+        **parse_stat(values.get("stat")),
+    }
+
+
+class BuildkitSocket(FactBase[dict]):
+    """The BuildKit socket unit's state and the file it listens on.
+
+    .. code:: python
+
+        {"enabled": True, "active": True, "path": "/run/buildkit/buildkitd.sock",
+         "exists": True, "is_socket": True, "mode": "660", "user": "root", "group": "buildkit"}
+    """
+
+    def command(self, unit: str = "buildkit.socket") -> str:
+        unit = shlex.quote(unit)
+        return (
+            f"systemctl show --property=UnitFileState,ActiveState,Listen {unit} 2>/dev/null || true; "
+            f"listen=$(systemctl show --property=Listen --value {unit} 2>/dev/null | sed 's/ (.*//' | head -n1); "
+            f'if [ -n "$listen" ]; then {_stat_command(chr(34) + "$listen" + chr(34))}; fi'
+        )
+
+    def process(self, output: list[str]) -> dict:
+        return parse_socket_unit(output)
+
+    @staticmethod
+    def default() -> dict:
+        return parse_socket_unit([])
+
+
+class ContainerdSocket(FactBase[dict]):
+    """Whether the containerd socket exists and is a socket (``unix://`` prefix accepted).
+
+    .. code:: python
+
+        {"path": "/run/containerd/containerd.sock", "exists": True, "is_socket": True}
+    """
+
+    def command(self, address: str = "/run/containerd/containerd.sock") -> str:
+        path = shlex.quote(address.removeprefix("unix://"))
+        return f"echo path={path}; {_stat_command(path)}"
+
+    def process(self, output: list[str]) -> dict:
+        values = parse_key_values(output)
+        found = parse_stat(values.get("stat"))
+        return {"path": values.get("path"), "exists": found["exists"], "is_socket": found["is_socket"]}
+
+
+class BuildHostPlatform(FactBase[dict]):
+    """The machine architecture (``uname -m``) and whether systemd is the running init.
+
+    .. code:: python
+
+        {"machine": "x86_64", "systemd": True}
+    """
+
+    command = "echo machine=$(uname -m); if [ -d /run/systemd/system ]; then echo systemd=yes; fi"
+
+    def process(self, output: list[str]) -> dict:
+        values = parse_key_values(output)
+        return {"machine": values.get("machine", ""), "systemd": values.get("systemd") == "yes"}

@@ -1,0 +1,82 @@
+"""Fixtures: the stand-in release mirror and real systemd test hosts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import testhosts  # noqa: E402
+from mirror import Mirror, start_mirror  # noqa: E402
+
+HOST_TOOLS = ("systemd-nspawn", "debootstrap", "zstd", "ssh", "ssh-keygen")
+_address_counter = iter(range(1, 250 * 250))
+
+
+def _next_address() -> str:
+    # 127.0.X.Y with X >= 10 stays clear of 127.0.0.1 (the mirror) and 127.0.1.1 (Debian's hostname).
+    index = next(_address_counter)
+    return f"127.0.{10 + index // 250}.{1 + index % 250}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = [tool for tool in HOST_TOOLS if shutil.which(tool) is None]
+    if os.geteuid() != 0:
+        missing.append("root")
+    if not missing:
+        return
+    if os.environ.get("CI"):
+        return  # in CI a missing tool must fail the host tests, not skip them
+    skip = pytest.mark.skip(reason=f"host tests need {', '.join(missing)}")
+    for item in items:
+        if "hosts" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Iterator[Mirror]:
+    """The stand-in GitHub release mirror on 127.0.0.1."""
+    server = start_mirror()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _healed_mirror(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "mirror" in request.fixturenames:
+        request.getfixturevalue("mirror").heal()
+
+
+@pytest.fixture(scope="session")
+def _reaped() -> None:
+    testhosts.reap_leftovers()
+
+
+@pytest.fixture
+def boot_hosts(_reaped: None, request: pytest.FixtureRequest) -> Iterator[Callable[..., list[testhosts.TestHost]]]:
+    """Boot N hosts from an image (``testhosts.BOOKWORM`` unless told); all stop at teardown."""
+    booted: list[testhosts.TestHost] = []
+
+    def boot(count: int = 1, image: testhosts.ImageRecipe = testhosts.BOOKWORM) -> list[testhosts.TestHost]:
+        rootfs = testhosts.image_dir(image)
+        prefix = request.node.name.replace("[", "-").replace("]", "")[:20].strip("-_")
+        for index in range(count):
+            name = f"{prefix}-{len(booted)}".replace("_", "-")
+            booted.append(testhosts.boot(name, _next_address(), rootfs))
+        return booted[-count:]
+
+    yield boot
+    for host in booted:
+        testhosts.stop(host)
+
+
+def inventory(hosts: list[testhosts.TestHost], **data: object) -> list[tuple[str, dict]]:
+    """``(name, data)`` inventory entries for ``hosts``, with extra host data."""
+    return [(host.name, {**host.inventory_data(), **data}) for host in hosts]

@@ -1,0 +1,250 @@
+"""A stand-in GitHub release mirror on 127.0.0.1.
+
+Builds, for any version asked, the nerdctl, nerdctl-full and BuildKit release
+archives in the exact upstream layout (../shared/upstream-facts.md) with small
+stand-in executables inside, and serves them under github.com's paths. It can
+be told to fail (404, 500, a truncated body, an HTML page with status 200, or
+wrong bytes) and counts what it served.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+STANDINS = Path(__file__).parent / "standins"
+NERDCTL_ARCHES = ("amd64", "arm64", "arm-v7", "ppc64le", "riscv64", "s390x")
+FULL_ARCHES = ("amd64", "arm64")
+BUILDKIT_ARCHES = ("amd64", "arm64", "arm-v7", "s390x", "ppc64le", "riscv64")
+QEMU_TARGETS = {"amd64": "x86_64", "arm64": "aarch64", "arm-v7": "arm", "s390x": "s390x", "ppc64le": "ppc64le", "riscv64": "riscv64"}
+FAULTS = ("404", "500", "truncated", "html", "wrong-bytes")
+
+
+def nerdctl_path(version: str, asset: str) -> str:
+    return f"/containerd/nerdctl/releases/download/v{version}/{asset}"
+
+
+def buildkit_path(version: str, asset: str) -> str:
+    return f"/moby/buildkit/releases/download/v{version}/{asset}"
+
+
+def nerdctl_asset(version: str, arch: str, full: bool = False) -> str:
+    return f"nerdctl-{'full-' if full else ''}{version}-linux-{arch}.tar.gz"
+
+
+def buildkit_asset(version: str, arch: str) -> str:
+    return f"buildkit-v{version}.linux-{arch}.tar.gz"
+
+
+def _standin(name: str, version: str, release: str, arch: str) -> bytes:
+    template = STANDINS / name if (STANDINS / name).exists() else STANDINS / "generic"
+    revision = hashlib.sha1(f"{release}-{version}".encode()).hexdigest()
+    text = template.read_text()
+    for key, value in {"@VERSION@": version, "@REVISION@": revision, "@NAME@": name, "@RELEASE@": release}.items():
+        text = text.replace(key, value)
+    return f"{text}# stand-in built for linux/{arch}\n".encode()
+
+
+def _tar_gz(members: dict[str, tuple[bytes, int]]) -> bytes:
+    """A reproducible .tar.gz: fixed mtimes and owners, so its hash is stable."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        directories = sorted({str(Path(name).parents[i]) for name in members for i in range(len(Path(name).parts) - 1)})
+        for directory in directories:
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1700000000
+            tar.addfile(info)
+        for name, (data, mode) in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 1700000000
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+@lru_cache(maxsize=None)
+def nerdctl_archive(version: str, arch: str) -> bytes:
+    names = ("nerdctl", "containerd-rootless.sh", "containerd-rootless-setuptool.sh")
+    return _tar_gz({name: (_standin(name, version, "nerdctl", arch), 0o755) for name in names})
+
+
+FULL_BINARIES = (
+    "nerdctl", "containerd", "containerd-shim-runc-v2", "ctr", "runc", "buildctl", "buildkitd",
+    "rootlesskit", "rootlessctl", "slirp4netns", "tini", "containerd-rootless.sh", "containerd-rootless-setuptool.sh",
+)
+FULL_UNITS = ("containerd.service", "buildkit.service", "stargz-snapshotter.service")
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "firewall", "tuning")
+
+
+def full_component_versions(version: str) -> dict[str, str]:
+    """Component versions that the stand-in full archive claims to carry."""
+    return {"nerdctl": f"v{version}", "containerd": "v2.1.4", "runc": "v1.3.0", "BuildKit": "v0.23.2", "CNI plugins": "v1.7.1"}
+
+
+@lru_cache(maxsize=None)
+def full_archive(version: str, arch: str) -> bytes:
+    components = full_component_versions(version)
+    members = {}
+    for name in FULL_BINARIES:
+        component_version = components["BuildKit"][1:] if name in ("buildctl", "buildkitd") else version
+        members[f"bin/{name}"] = (_standin(name, component_version, "nerdctl-full", arch), 0o755)
+    for unit in FULL_UNITS:
+        members[f"lib/systemd/system/{unit}"] = (_archive_unit(unit), 0o644)
+    for plugin in CNI_PLUGINS:
+        members[f"libexec/cni/{plugin}"] = (_standin(plugin, components["CNI plugins"][1:], "cni", arch), 0o755)
+    readme = f"# nerdctl (full distribution)\n- nerdctl: {components['nerdctl']}\n" + "".join(
+        f"- {name}: {value}\n" for name, value in components.items() if name != "nerdctl"
+    )
+    members["share/doc/nerdctl-full/README.md"] = (readme.encode(), 0o644)
+    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, (data, _) in sorted(members.items()))
+    members["share/doc/nerdctl-full/SHA256SUMS"] = (sums.encode(), 0o644)
+    return _tar_gz(members)
+
+
+def _archive_unit(unit: str) -> bytes:
+    binary = unit.removesuffix(".service")
+    binary = "buildkitd" if binary == "buildkit" else binary
+    return (
+        f"[Unit]\nDescription={binary} (from the nerdctl-full archive)\nAfter=network.target\n\n"
+        f"[Service]\nExecStart=/usr/local/bin/{binary}\nType=notify\n\n[Install]\nWantedBy=multi-user.target\n"
+    ).encode()
+
+
+@lru_cache(maxsize=None)
+def buildkit_archive(version: str, arch: str) -> bytes:
+    names = ["buildctl", "buildkitd", "buildkit-runc"]
+    names += [f"buildkit-qemu-{target}" for a, target in QEMU_TARGETS.items() if a != arch]
+    if _version_tuple(version) >= (0, 13):
+        names += [f"buildkit-cni-{plugin}" for plugin in ("bridge", "firewall", "host-local", "loopback")]
+    return _tar_gz({f"bin/{name}": (_standin(name, version, "buildkit", arch), 0o755) for name in names})
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("-")[0].split(".")[:3])
+
+
+def nerdctl_sums(version: str) -> bytes:
+    lines = [f"{sha256(nerdctl_archive(version, arch))}  {nerdctl_asset(version, arch)}" for arch in NERDCTL_ARCHES]
+    lines += [f"{sha256(full_archive(version, arch))}  {nerdctl_asset(version, arch, full=True)}" for arch in FULL_ARCHES]
+    return ("\n".join(sorted(lines, key=lambda line: line.split()[1])) + "\n").encode()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def content_for(path: str) -> bytes | None:
+    """The bytes github.com would serve at ``path``, or None for a 404."""
+    parts = path.strip("/").split("/")
+    if len(parts) != 6 or parts[2:4] != ["releases", "download"] or not parts[4].startswith("v"):
+        return None
+    repo, version, asset = "/".join(parts[:2]), parts[4][1:], parts[5]
+    try:
+        _version_tuple(version)
+    except ValueError:
+        return None
+    if repo == "containerd/nerdctl":
+        if asset == "SHA256SUMS":
+            return nerdctl_sums(version)
+        for arch in NERDCTL_ARCHES:
+            if asset == nerdctl_asset(version, arch):
+                return nerdctl_archive(version, arch)
+        for arch in FULL_ARCHES:
+            if asset == nerdctl_asset(version, arch, full=True):
+                return full_archive(version, arch)
+    if repo == "moby/buildkit":
+        for arch in BUILDKIT_ARCHES:
+            if asset == buildkit_asset(version, arch):
+                return buildkit_archive(version, arch)
+    return None
+
+
+@dataclass
+class Mirror:
+    """A running mirror: its base URL, what it served, and the faults to inject."""
+
+    url: str = ""
+    requests: list[tuple[str, int, int]] = field(default_factory=list)
+    faults: dict[str, str] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)
+    server: ThreadingHTTPServer | None = None
+
+    def fail(self, fault: str, path_contains: str = "") -> None:
+        """Answer every request whose path contains ``path_contains`` with ``fault``."""
+        assert fault in FAULTS, fault
+        self.faults[path_contains] = fault
+
+    def heal(self) -> None:
+        self.faults.clear()
+        self.missing.clear()
+
+    def fetched(self, path_contains: str = "") -> list[str]:
+        """Paths served successfully (status 200) whose path contains ``path_contains``."""
+        return [path for path, status, _ in self.requests if status == 200 and path_contains in path]
+
+    def fault_for(self, path: str) -> str | None:
+        for needle, fault in self.faults.items():
+            if needle in path:
+                return fault
+        return None
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep pytest output clean
+            pass
+
+        def do_GET(self) -> None:
+            self._answer(with_body=True)
+
+        def do_HEAD(self) -> None:
+            self._answer(with_body=False)
+
+        def _answer(self, with_body: bool) -> None:
+            path = self.path.split("?")[0]
+            body = content_for(path)
+            status, length = 200, None
+            fault = mirror.fault_for(path)
+            if fault == "404" or body is None or path in mirror.missing:
+                status, body = 404, b"Not Found"
+            elif fault == "500":
+                status, body = 500, b"Internal Server Error"
+            elif fault == "html":
+                body = b"<!DOCTYPE html><html><body>Please log in</body></html>\n"
+            elif fault == "wrong-bytes":
+                body = bytes(reversed(body))
+            elif fault == "truncated":
+                length, body = len(body), body[: len(body) // 2]
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html" if fault == "html" else "application/octet-stream")
+            self.send_header("Content-Length", str(length if length is not None else len(body)))
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+            mirror.requests.append((path, status, len(body) if with_body else 0))
+            if fault == "truncated":
+                self.close_connection = True
+
+    return Handler
+
+
+def start_mirror(address: str = "127.0.0.1") -> Mirror:
+    """Serve the mirror on ``address`` (a free port) in a background thread."""
+    mirror = Mirror()
+    server = ThreadingHTTPServer((address, 0), _handler(mirror))
+    server.daemon_threads = True
+    mirror.server = server
+    mirror.url = f"http://{address}:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return mirror

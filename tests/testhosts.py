@@ -1,0 +1,312 @@
+"""Real systemd test hosts: a cached debootstrap image booted with systemd-nspawn.
+
+Every host is a systemd-nspawn container booted from one read-only base image
+(``--volatile=overlay``), with sshd listening on its own loopback address. Hosts
+run in their own cgroups, report readiness through a notify socket, and halt
+when the test process dies. See ../shared/test-hosts.md for the measurements
+this follows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CACHE_DIR = Path(os.environ.get("PYINFRA_NERDCTL_TEST_CACHE", Path.home() / ".cache" / "pyinfra-nerdctl-tests"))
+RUN_DIR = Path("/run/pyinfra-nerdctl-tests")
+MACHINE_PREFIX = "pnt-"
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+DEBIAN_MIRROR = os.environ.get("PYINFRA_NERDCTL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+BASE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,iproute2,ca-certificates,curl,wget,python3"
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "fstrim.timer",
+    "getty@tty1.service",
+    "console-getty.service",
+)
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """What a base image holds; its hash names the cached tarball."""
+
+    suite: str
+    packages: str
+
+    @property
+    def key(self) -> str:
+        recipe = f"{self.suite}|{self.packages}|{'|'.join(MASKED_UNITS)}|v2"
+        return f"{self.suite}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+
+
+# bookworm: the plain systemd host. trixie: the one that ships a real containerd.
+BOOKWORM = ImageRecipe("bookworm", BASE_PACKAGES)
+TRIXIE_CONTAINERD = ImageRecipe("trixie", BASE_PACKAGES + ",containerd,runc")
+
+
+def test_key() -> Path:
+    """The ed25519 key every test host accepts for root (made once)."""
+    key = CACHE_DIR / "id_ed25519"
+    if not key.exists():
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
+def image_dir(recipe: ImageRecipe) -> Path:
+    """An unpacked base image for ``recipe``, built with debootstrap on first use, then cached."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tarball = CACHE_DIR / f"{recipe.key}.tar.zst"
+    rootfs = RUN_DIR / "images" / recipe.key
+    with open(CACHE_DIR / f"{recipe.key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tarball.exists():
+            _build_image(recipe, tarball)
+        if not (rootfs / "etc" / "os-release").exists():
+            if rootfs.exists():
+                shutil.rmtree(rootfs)
+            rootfs.mkdir(parents=True)
+            subprocess.run(
+                ["tar", "--numeric-owner", "--xattrs", "--acls", "-I", "zstd", "-xf", str(tarball), "-C", str(rootfs)],
+                check=True,
+            )
+    return rootfs
+
+
+def _build_image(recipe: ImageRecipe, tarball: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={recipe.packages}", recipe.suite, str(rootfs), DEBIAN_MIRROR],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        _prepare_rootfs(rootfs)
+        partial = tarball.with_suffix(".partial")
+        subprocess.run(
+            ["tar", "--numeric-owner", "--xattrs", "--acls", "-I", "zstd", "-cf", str(partial), "-C", str(rootfs), "."],
+            check=True,
+        )
+        partial.rename(tarball)
+
+
+def _prepare_rootfs(rootfs: Path) -> None:
+    ssh_dir = rootfs / "root" / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(test_key().with_suffix(".pub").read_text())
+    (rootfs / "etc" / "machine-id").write_text("")
+    (rootfs / "etc" / "hostname").unlink(missing_ok=True)
+    for unit in MASKED_UNITS:
+        link = rootfs / "etc" / "systemd" / "system" / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
+    (rootfs / "var" / "cache" / "apt" / "archives").mkdir(parents=True, exist_ok=True)
+    for deb in (rootfs / "var" / "cache" / "apt" / "archives").glob("*.deb"):
+        deb.unlink()
+
+
+@dataclass
+class TestHost:
+    """One booted host: its name, loopback address and nspawn process."""
+
+    name: str
+    address: str
+    process: subprocess.Popen
+    workdir: Path
+    _notify_thread: threading.Thread | None = field(default=None, repr=False)
+
+    def run(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``command`` on the host over SSH, as root."""
+        result = subprocess.run(
+            ["ssh", *ssh_options(), f"root@{self.address}", command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{self.name}: {command!r} exited {result.returncode}: {result.stderr}{result.stdout}")
+        return result
+
+    def inventory_data(self) -> dict:
+        return {
+            "ssh_hostname": self.address,
+            "ssh_port": 22,
+            "ssh_user": "root",
+            "ssh_key": str(test_key()),
+            "ssh_known_hosts_file": "/dev/null",
+            "ssh_strict_host_key_checking": "off",
+        }
+
+
+def ssh_options() -> list[str]:
+    return [
+        "-i", str(test_key()),
+        "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR",
+        "-o", "BatchMode=yes",
+    ]
+
+
+def _libc_prctl_pdeathsig() -> None:
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _cgroup_dirs(name: str) -> list[Path]:
+    return [root / name for root in CGROUP_ROOTS if root.is_dir()]
+
+
+def boot(name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = ()) -> TestHost:
+    """Boot one host from ``rootfs`` and return once its sshd answers."""
+    workdir = RUN_DIR / "hosts" / name
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    sshd_dir = workdir / "sshd.d"
+    sshd_dir.mkdir(parents=True)
+    (sshd_dir / "test.conf").write_text(f"ListenAddress {address}:22\nUseDNS no\nMaxStartups 200\n")
+    cgroups = _cgroup_dirs(MACHINE_PREFIX + name)
+    for cgroup in cgroups:
+        cgroup.mkdir(exist_ok=True)
+
+    notify_path = workdir / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    ready = threading.Event()
+
+    def read_notify() -> None:
+        # Keep draining: an unread notify socket blocks nspawn and hangs the guest.
+        while True:
+            try:
+                message = notify.recv(4096)
+            except OSError:
+                return
+            if not message:
+                return
+            if b"READY=1" in message.split(b"\n"):
+                ready.set()
+
+    def enter_cgroups() -> None:
+        for cgroup in cgroups:
+            (cgroup / "cgroup.procs").write_text("0")
+        _libc_prctl_pdeathsig()
+
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "NOTIFY_SOCKET": str(notify_path)}
+    command = [
+        "systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
+        f"--machine={MACHINE_PREFIX}{name}", "--notify-ready=yes", "--console=read-only",
+        "-D", str(rootfs), "--volatile=overlay",
+        f"--bind-ro={sshd_dir}:/etc/ssh/sshd_config.d",
+        *extra_args,
+    ]
+    log = open(workdir / "console.log", "wb")
+    process = subprocess.Popen(command, env=env, preexec_fn=enter_cgroups, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    (workdir / "pid").write_text(str(process.pid))
+    thread = threading.Thread(target=read_notify, daemon=True)
+    thread.start()
+    host = TestHost(name, address, process, workdir, thread)
+    deadline = time.monotonic() + 60
+    while not ready.wait(0.05):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(host)
+            raise RuntimeError(f"host {name} did not boot: {(workdir / 'console.log').read_text(errors='replace')[-2000:]}")
+    _wait_for_sshd(address, deadline)
+    notify.close()
+    return host
+
+
+def _wait_for_sshd(address: str, deadline: float) -> None:
+    while True:
+        try:
+            with socket.create_connection((address, 22), timeout=2) as conn:
+                if conn.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sshd on {address} did not answer")
+        time.sleep(0.02)
+
+
+def stop(host: TestHost) -> None:
+    """Halt ``host`` cleanly, then kill whatever is left in its cgroups."""
+    if host.process.poll() is None:
+        host.process.send_signal(signal.SIGTERM)
+        try:
+            host.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            host.process.kill()
+            host.process.wait()
+    _reap_cgroups(MACHINE_PREFIX + host.name)
+    shutil.rmtree(host.workdir, ignore_errors=True)
+
+
+def _reap_cgroups(machine: str) -> None:
+    for cgroup in _cgroup_dirs(machine):
+        if not cgroup.exists():
+            continue
+        for _ in range(50):
+            pids = _pids_below(cgroup)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
+        for directory in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            _rmdir_quietly(directory)
+        _rmdir_quietly(cgroup)
+
+
+def _pids_below(cgroup: Path) -> list[int]:
+    pids = []
+    for procs in cgroup.rglob("cgroup.procs"):
+        try:
+            pids += [int(line) for line in procs.read_text().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def _rmdir_quietly(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
+def reap_leftovers() -> None:
+    """Stop hosts that an earlier, crashed run left behind."""
+    hosts_dir = RUN_DIR / "hosts"
+    if hosts_dir.is_dir():
+        for workdir in hosts_dir.iterdir():
+            pid_file = workdir / "pid"
+            if pid_file.exists():
+                try:
+                    os.kill(int(pid_file.read_text()), signal.SIGTERM)
+                except (ProcessLookupError, ValueError):
+                    pass
+        time.sleep(0.3)
+    for root in CGROUP_ROOTS:
+        if root.is_dir():
+            for cgroup in root.glob(MACHINE_PREFIX + "*"):
+                _reap_cgroups(cgroup.name)
+    if hosts_dir.is_dir():
+        shutil.rmtree(hosts_dir, ignore_errors=True)
