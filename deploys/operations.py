@@ -39,9 +39,11 @@ want={download.sha256}
 bin_dir={quote(bin_dir)}
 manifest={quote(manifest)}
 mkdir -p "$bin_dir"
-archive=$(mktemp)
+work=$(mktemp -d)
+archive="$work/archive"
+listing="$work/files"
 unpacked=$(mktemp -d "$bin_dir/.pyinfra-nerdctl.XXXXXX")
-trap 'rm -rf "$archive" "$unpacked"' EXIT
+trap 'rm -rf "$work" "$unpacked"' EXIT
 if command -v curl >/dev/null 2>&1; then
   curl --fail --silent --show-error --location --retry 2 --output "$archive" "$url" || {{ echo "download of $url failed" >&2; exit 1; }}
 elif command -v wget >/dev/null 2>&1; then
@@ -58,19 +60,19 @@ members={members}
 for name in {last}; do
   [ -f "$members/$name" ] || {{ echo "$url has no $name: nothing was installed" >&2; exit 1; }}
 done
-(cd "$members" && find . -maxdepth 1 -type f | sed 's|^\\./||' | sort) > "$unpacked/.files"
+(cd "$members" && find . -maxdepth 1 -type f | sed 's|^\\./||' | sort) > "$listing"
 chown root:root "$members"/*
 chmod 0755 "$members"/*
-for name in $(cat "$unpacked/.files"); do
+for name in $(cat "$listing"); do
   case " {last} " in *" $name "*) continue;; esac
   mv -f "$members/$name" "$bin_dir/$name"
 done
 for name in {last}; do mv -f "$members/$name" "$bin_dir/$name"; done
 mkdir -p {quote(STATE_DIR)}
 if [ -f "$manifest" ]; then
-  for name in $(grep -vxF -f "$unpacked/.files" "$manifest" || true); do rm -f "$bin_dir/$name"; done
+  for name in $(grep -vxF -f "$listing" "$manifest" || true); do rm -f "$bin_dir/$name"; done
 fi
-cp "$unpacked/.files" "$manifest.new" && mv -f "$manifest.new" "$manifest"
+cp "$listing" "$manifest.new" && mv -f "$manifest.new" "$manifest"
 """
 
 

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import testhosts  # noqa: E402
-from mirror import Mirror, start_mirror  # noqa: E402
+from mirror import Mirror, buildkit_archive, sha256, start_mirror  # noqa: E402
 
 HOST_TOOLS = ("systemd-nspawn", "debootstrap", "zstd", "ssh", "ssh-keygen")
 _address_counter = iter(range(1, 250 * 250))
@@ -80,3 +80,18 @@ def boot_hosts(_reaped: None, request: pytest.FixtureRequest) -> Iterator[Callab
 def inventory(hosts: list[testhosts.TestHost], **data: object) -> list[tuple[str, dict]]:
     """``(name, data)`` inventory entries for ``hosts``, with extra host data."""
     return [(host.name, {**host.inventory_data(), **data}) for host in hosts]
+
+
+def deploy_data(mirror: Mirror, nerdctl_version: str = "2.4.0", buildkit_version: str = "0.12.5", **data: object) -> dict:
+    """Host data for a deploy from the stand-in mirror.
+
+    nerdctl versions outside the shipped table are verified through the release's
+    SHA256SUMS; BuildKit publishes no sums, so its stand-in archive is pinned.
+    """
+    return {
+        "github_url": mirror.url,
+        "nerdctl_version": nerdctl_version,
+        "buildkit_version": buildkit_version,
+        "buildkit_sha256": sha256(buildkit_archive(buildkit_version, "amd64")),
+        **data,
+    }

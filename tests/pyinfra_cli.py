@@ -33,7 +33,7 @@ class PyinfraRun:
         """From a ``--dry --json`` plan: host name to the names of the operations it would change."""
         plan = self.json
         changes: dict[str, list[str]] = {}
-        for operation in plan.get("operations", []):
+        for operation in plan["plan"]:
             for host_name in operation.get("hosts_with_change", []) + operation.get("hosts_with_conditional_change", []):
                 changes.setdefault(host_name, []).append(operation["name"])
         return changes
@@ -56,10 +56,11 @@ def run_pyinfra(
     cwd: Path | None = None,
     timeout: float = 300,
 ) -> PyinfraRun:
-    """``pyinfra -y [--dry] [--json] INVENTORY OPERATIONS...`` with ``--data key=value`` per item."""
+    """``pyinfra -y [--json] INVENTORY OPERATIONS...`` (``--dry`` instead of ``-y``), ``--data key=value`` per item."""
     with tempfile.TemporaryDirectory() as tmp:
         inventory = write_inventory(Path(tmp), hosts)
-        command = [PYINFRA, "-y", str(inventory), *operations]
+        # -y skips change detection, so a plan is only printed by --dry without it.
+        command = [PYINFRA, *([] if dry else ["-y"]), str(inventory), *operations]
         command[2:2] = [f"--data={key}={value}" for key, value in (data or {}).items()]
         if dry:
             command.insert(1, "--dry")

@@ -29,7 +29,9 @@ MACHINE_PREFIX = "pnt-"
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 DEBIAN_MIRROR = os.environ.get("PYINFRA_NERDCTL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
-BASE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,iproute2,ca-certificates,curl,wget,python3"
+BASE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,iproute2,ca-certificates,curl,wget,python3,sudo"
+# A non-root login with password-less sudo, for `_sudo` deploys and socket permission tests.
+OPERATOR = "operator1"
 MASKED_UNITS = (
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
@@ -109,6 +111,12 @@ def _prepare_rootfs(rootfs: Path) -> None:
     ssh_dir = rootfs / "root" / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text(test_key().with_suffix(".pub").read_text())
+    subprocess.run(["chroot", str(rootfs), "useradd", "--create-home", "--shell", "/bin/bash", OPERATOR], check=True)
+    operator_ssh = rootfs / "home" / OPERATOR / ".ssh"
+    operator_ssh.mkdir(mode=0o700)
+    shutil.copy(ssh_dir / "authorized_keys", operator_ssh / "authorized_keys")
+    subprocess.run(["chroot", str(rootfs), "chown", "-R", f"{OPERATOR}:{OPERATOR}", f"/home/{OPERATOR}/.ssh"], check=True)
+    (rootfs / "etc" / "sudoers.d" / OPERATOR).write_text(f"{OPERATOR} ALL=(ALL) NOPASSWD: ALL\n")
     (rootfs / "etc" / "machine-id").write_text("")
     (rootfs / "etc" / "hostname").unlink(missing_ok=True)
     for unit in MASKED_UNITS:
