@@ -54,11 +54,16 @@ def run_pyinfra(
     as_json: bool = False,
     extra_args: tuple[str, ...] = (),
     cwd: Path | None = None,
+    inventory_path: Path | None = None,
+    env: dict[str, str] | None = None,
     timeout: float = 300,
 ) -> PyinfraRun:
-    """``pyinfra -y [--json] INVENTORY OPERATIONS...`` (``--dry`` instead of ``-y``), ``--data key=value`` per item."""
+    """``pyinfra -y [--json] INVENTORY OPERATIONS...`` (``--dry`` instead of ``-y``), ``--data key=value`` per item.
+
+    The inventory is written from ``hosts`` unless ``inventory_path`` names a file.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        inventory = write_inventory(Path(tmp), hosts)
+        inventory = inventory_path or write_inventory(Path(tmp), hosts)
         # -y skips change detection, so a plan is only printed by --dry without it.
         command = [PYINFRA, *([] if dry else ["-y"]), str(inventory), *operations]
         command[2:2] = [f"--data={key}={value}" for key, value in (data or {}).items()]
@@ -67,6 +72,6 @@ def run_pyinfra(
         if as_json:
             command.insert(1, "--json")
         command[1:1] = list(extra_args)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
-        result = subprocess.run(command, capture_output=True, text=True, cwd=cwd or tmp, env=env, timeout=timeout)
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **(env or {})}
+        result = subprocess.run(command, capture_output=True, text=True, cwd=cwd or tmp, env=environment, timeout=timeout)
     return PyinfraRun(result.returncode, result.stdout, result.stderr)

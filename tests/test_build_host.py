@@ -250,3 +250,18 @@ def test_library_use_with_keywords_and_sudo(boot_hosts, mirror, tmp_path):
     assert client_call(host, "/opt/build/bin")["org.mobyproject.buildkit.worker.containerd.namespace"] == "from-kwargs"
     rerun = run_pyinfra(hosts, str(deploy_file), as_json=True)
     assert rerun.json["results"]["totals"]["success"] == 0, rerun.output
+
+
+def test_example_inventory_drives_the_quick_start_deploy(boot_hosts, mirror):
+    host = boot_containerd_host(boot_hosts)
+    run = run_pyinfra(
+        [],
+        DEPLOY,
+        data={**deploy_data(mirror), "ssh_known_hosts_file": "/dev/null"},
+        inventory_path=testhosts.PROJECT_ROOT / "inventories" / "example.py",
+        env={"BUILD_HOSTS": host.address},
+        extra_args=("--key", str(testhosts.test_key())),
+    )
+
+    assert run.returncode == 0, run.output
+    assert host.run("stat -c '%a %G' /run/buildkit/buildkitd.sock").stdout == "660 buildkit\n"

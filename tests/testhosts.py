@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("PYINFRA_NERDCTL_TEST_CACHE", Path.home() / ".cache" / "pyinfra-nerdctl-tests"))
 RUN_DIR = Path("/run/pyinfra-nerdctl-tests")
 MACHINE_PREFIX = "pnt-"
