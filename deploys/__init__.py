@@ -3,6 +3,20 @@
 From the CLI: ``pyinfra INVENTORY pyinfra_nerdctl.deploys.install_build_host``.
 """
 
-from .build_host import install_build_host, install_buildkit, install_nerdctl
+from .build_host import (
+    install_build_host,
+    install_buildkit,
+    install_nerdctl,
+    remove_build_host,
+    remove_buildkit,
+    remove_nerdctl,
+)
 
-__all__ = ["install_build_host", "install_buildkit", "install_nerdctl"]
+__all__ = [
+    "install_build_host",
+    "install_buildkit",
+    "install_nerdctl",
+    "remove_build_host",
+    "remove_buildkit",
+    "remove_nerdctl",
+]

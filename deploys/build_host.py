@@ -1,4 +1,4 @@
-"""The build-host deploys: nerdctl, BuildKit socket-activated on containerd, or both."""
+"""The build-host deploys: install or remove nerdctl, BuildKit socket-activated on containerd, or both."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 
-from ..facts import BuildHostPlatform, BuildkitVersion, NerdctlVersion
+from ..facts import BuildHostPlatform, BuildkitVersion, NerdctlVersion, ReleaseFiles
 from . import rendering
-from .operations import release_files
-from .releases import BUILDKIT, NERDCTL, Download, Release, ReleaseError, resolve_download, upstream_arch
-from .settings import Settings, SettingError, resolve_settings, unknown_key_warnings
+from .operations import manifest_path, release_files, remove_release_files
+from .releases import (
+    BUILDKIT,
+    NERDCTL,
+    Download,
+    Release,
+    ReleaseError,
+    resolve_download,
+    upstream_arch,
+)
+from .settings import SettingError, Settings, resolve_settings, unknown_key_warnings
+
+BUILDKIT_STATE = "/var/lib/buildkit"
 
 
 def _fail(message: str) -> DeployError:
@@ -26,49 +36,59 @@ def host_settings(overrides: dict[str, Any]) -> Settings:
     for warning in unknown_key_warnings(host.data.dict()):
         logger.warning(f"{host.name}: {warning}")
     try:
-        return resolve_settings(host.data.get, {key: value for key, value in overrides.items() if value is not None})
+        settings = resolve_settings(
+            host.data.get, {key: value for key, value in overrides.items() if value is not None}
+        )
     except SettingError as error:
         raise _fail(str(error)) from error
+    if settings.github_url.startswith("http://"):
+        logger.warning(
+            f"{host.name}: github_url={settings.github_url} is plain HTTP; "
+            "archives are still checked against their SHA-256, but prefer HTTPS"
+        )
+    return settings
 
 
-def _require_systemd() -> dict:
+def _require_systemd() -> str:
+    """The host's ``uname -m``, once systemd is known to be its init system."""
     platform = host.get_fact(BuildHostPlatform)
     if not platform["systemd"]:
         raise _fail("systemd is not the running init system; pyinfra-nerdctl needs a systemd host")
-    return platform
+    return platform["machine"]
+
+
+def _wanted_version(release: Release, settings: Settings) -> str:
+    return getattr(settings, f"{release.name}_version")
+
+
+def _installed_version(release: Release, settings: Settings) -> str | None:
+    """What the host runs; for BuildKit, None unless buildkitd and buildctl agree."""
+    if release is NERDCTL:
+        return host.get_fact(NerdctlVersion, bin_dir=settings.bin_dir)
+    versions = host.get_fact(BuildkitVersion, bin_dir=settings.bin_dir)
+    return versions["buildkitd"] if versions["buildkitd"] == versions["buildctl"] else None
 
 
 def _download(release: Release, settings: Settings, machine: str) -> Download:
-    version = getattr(settings, f"{release.name}_version")
+    version = _wanted_version(release, settings)
     try:
         arch = upstream_arch(machine, release, version)
-        return resolve_download(release, version, arch, settings.github_url, getattr(settings, f"{release.name}_sha256"))
+        return resolve_download(
+            release, version, arch, settings.github_url, getattr(settings, f"{release.name}_sha256")
+        )
     except ReleaseError as error:
         raise _fail(str(error)) from error
 
 
-def _config_file(path: str, content: str, mode: str = "644") -> Any:
-    return files.put(
-        name=f"Write {path}",
-        src=StringIO(content),
-        dest=path,
-        user="root",
-        group="root",
-        mode=mode,
-    )
+def _config_file(path: str, content: str) -> Any:
+    return files.put(name=f"Write {path}", src=StringIO(content), dest=path, user="root", group="root", mode="644")
 
 
 def _config_dir(path: str) -> None:
     files.directory(name=f"Directory {path}", path=path, user="root", group="root", mode="755")
 
 
-def _apply_nerdctl(settings: Settings, download: Download) -> None:
-    release_files(
-        name=f"Install nerdctl {download.version} into {settings.bin_dir}",
-        download=download,
-        bin_dir=settings.bin_dir,
-        installed_version=host.get_fact(NerdctlVersion, bin_dir=settings.bin_dir),
-    )
+def _configure_nerdctl(settings: Settings) -> None:
     _config_dir("/etc/nerdctl")
     _config_file(rendering.NERDCTL_CONFIG, rendering.nerdctl_toml(settings))
     if settings.nerdctl_docker_alias:
@@ -77,19 +97,7 @@ def _apply_nerdctl(settings: Settings, download: Download) -> None:
         files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
 
 
-def _installed_buildkit(settings: Settings) -> str | None:
-    """The installed BuildKit version, or None unless buildkitd and buildctl agree."""
-    versions = host.get_fact(BuildkitVersion, bin_dir=settings.bin_dir)
-    return versions["buildkitd"] if versions["buildkitd"] == versions["buildctl"] else None
-
-
-def _apply_buildkit(settings: Settings, download: Download) -> None:
-    binaries = release_files(
-        name=f"Install BuildKit {download.version} into {settings.bin_dir}",
-        download=download,
-        bin_dir=settings.bin_dir,
-        installed_version=_installed_buildkit(settings),
-    )
+def _configure_buildkit(settings: Settings, binaries_change: bool) -> None:
     if settings.buildkit_socket_group:
         server.group(name=f"Group {settings.buildkit_socket_group}", group=settings.buildkit_socket_group, system=True)
     _config_dir("/etc/buildkit")
@@ -100,8 +108,8 @@ def _apply_buildkit(settings: Settings, download: Download) -> None:
     service_unit = _config_file(
         f"{rendering.UNIT_DIR}/{rendering.SERVICE_UNIT}", rendering.buildkit_service_unit(settings)
     )
-    socket_changed = socket_unit.will_change
-    if socket_changed or service_unit.will_change:
+    socket_changes = socket_unit.will_change
+    if socket_changes or service_unit.will_change:
         systemd.daemon_reload(name="Reload systemd units")
     # Restarting the socket restarts a running service too (Requires=), so restart one or the other.
     systemd.service(
@@ -109,9 +117,9 @@ def _apply_buildkit(settings: Settings, download: Download) -> None:
         service=rendering.SOCKET_UNIT,
         running=True,
         enabled=True,
-        restarted=socket_changed,
+        restarted=socket_changes,
     )
-    if not socket_changed and any(op.will_change for op in (binaries, config, service_unit)):
+    if not socket_changes and (binaries_change or config.will_change or service_unit.will_change):
         systemd.service(
             name=f"Restart {rendering.SERVICE_UNIT} if it runs",
             service=rendering.SERVICE_UNIT,
@@ -120,9 +128,36 @@ def _apply_buildkit(settings: Settings, download: Download) -> None:
         )
 
 
+def _install(releases: tuple[Release, ...], overrides: dict[str, Any]) -> None:
+    """Check every input, install the outdated archives in one verified step, then configure."""
+    settings = host_settings(overrides)
+    machine = _require_systemd()
+    outdated = [
+        release for release in releases if _installed_version(release, settings) != _wanted_version(release, settings)
+    ]
+    downloads = [_download(release, settings, machine) for release in outdated]
+    wanted = ", ".join(f"{release.label} {_wanted_version(release, settings)}" for release in releases)
+    release_files(name=f"Install {wanted} into {settings.bin_dir}", downloads=downloads, bin_dir=settings.bin_dir)
+    if NERDCTL in releases:
+        _configure_nerdctl(settings)
+    if BUILDKIT in releases:
+        _configure_buildkit(settings, binaries_change=BUILDKIT in outdated)
+
+
+def _remove_files(release: Release, settings: Settings) -> None:
+    remove_release_files(
+        name=f"Remove {release.label} from {settings.bin_dir}",
+        release=release,
+        bin_dir=settings.bin_dir,
+        installed_files=host.get_fact(
+            ReleaseFiles, manifest=manifest_path(release), bin_dir=settings.bin_dir, fallback=release.version_binaries
+        ),
+    )
+
+
 @deploy("Install nerdctl")
 def install_nerdctl(**settings: Any) -> None:
-    """The nerdctl release into ``bin_dir`` and ``/etc/nerdctl/nerdctl.toml``.
+    """The nerdctl release into ``bin_dir`` and ``/etc/nerdctl/nerdctl.toml``; no service is touched.
 
     Settings (keyword, else host data, else default) are listed in the README.
 
@@ -130,9 +165,7 @@ def install_nerdctl(**settings: Any) -> None:
 
         install_nerdctl(nerdctl_version="2.3.5", containerd_namespace="k8s.io")
     """
-    resolved = host_settings(settings)
-    platform = _require_systemd()
-    _apply_nerdctl(resolved, _download(NERDCTL, resolved, platform["machine"]))
+    _install((NERDCTL,), settings)
 
 
 @deploy("Install BuildKit")
@@ -143,22 +176,68 @@ def install_buildkit(**settings: Any) -> None:
 
         install_buildkit(buildkit_version="0.12.5", buildkit_socket_group="buildkit")
     """
-    resolved = host_settings(settings)
-    platform = _require_systemd()
-    _apply_buildkit(resolved, _download(BUILDKIT, resolved, platform["machine"]))
+    _install((BUILDKIT,), settings)
 
 
 @deploy("Install the nerdctl and BuildKit build host")
 def install_build_host(**settings: Any) -> None:
-    """nerdctl, then BuildKit, on one containerd and namespace; every input checked first.
+    """nerdctl and BuildKit on one containerd and namespace; both archives verified before either lands.
 
     .. code:: python
 
         install_build_host(containerd_address="/run/k3s/containerd/containerd.sock",
                            containerd_namespace="k8s.io")
     """
+    _install((NERDCTL, BUILDKIT), settings)
+
+
+@deploy("Remove nerdctl")
+def remove_nerdctl(**settings: Any) -> None:
+    """nerdctl's binaries, ``/etc/nerdctl`` and the docker alias, gone.
+
+    .. code:: python
+
+        remove_nerdctl(bin_dir="/opt/bin")
+    """
     resolved = host_settings(settings)
-    platform = _require_systemd()
-    downloads = [_download(release, resolved, platform["machine"]) for release in (NERDCTL, BUILDKIT)]
-    _apply_nerdctl(resolved, downloads[0])
-    _apply_buildkit(resolved, downloads[1])
+    _remove_files(NERDCTL, resolved)
+    files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
+    files.directory(name="No /etc/nerdctl", path="/etc/nerdctl", present=False)
+
+
+@deploy("Remove BuildKit")
+def remove_buildkit(purge: bool = False, **settings: Any) -> None:
+    """BuildKit stopped and disabled; its units, config and binaries gone; ``/var/lib/buildkit`` too with ``purge``.
+
+    .. code:: python
+
+        remove_buildkit(purge=True)
+    """
+    resolved = host_settings(settings)
+    _require_systemd()
+    systemd.service(name=f"Stop {rendering.SERVICE_UNIT}", service=rendering.SERVICE_UNIT, running=False)
+    systemd.service(
+        name=f"Stop and disable {rendering.SOCKET_UNIT}", service=rendering.SOCKET_UNIT, running=False, enabled=False
+    )
+    units = [
+        files.file(name=f"No {rendering.UNIT_DIR}/{unit}", path=f"{rendering.UNIT_DIR}/{unit}", present=False)
+        for unit in (rendering.SOCKET_UNIT, rendering.SERVICE_UNIT)
+    ]
+    if any(unit.will_change for unit in units):
+        systemd.daemon_reload(name="Reload systemd units")
+    _remove_files(BUILDKIT, resolved)
+    files.directory(name="No /etc/buildkit", path="/etc/buildkit", present=False)
+    if purge:
+        files.directory(name=f"No {BUILDKIT_STATE}", path=BUILDKIT_STATE, present=False)
+
+
+@deploy("Remove the nerdctl and BuildKit build host")
+def remove_build_host(purge: bool = False, **settings: Any) -> None:
+    """Everything ``install_build_host`` put on the host, removed (BuildKit's data kept unless ``purge``).
+
+    .. code:: python
+
+        remove_build_host(purge=True)
+    """
+    remove_buildkit(purge=purge, **settings)
+    remove_nerdctl(**settings)

@@ -1,97 +1,156 @@
-"""The one operation pyinfra lacks: install a release archive's files, verified and atomically.
+"""Operations pyinfra lacks: install release archives verified and atomically, and remove them.
 
 pyinfra's ``files.download`` moves the file into place before it checks the
-hash, so a bad download would land; here nothing reaches ``bin_dir`` before the
-archive's SHA-256 matches in full.
+hash, so a bad download would land; here nothing reaches ``bin_dir`` before
+every archive of the step has matched its SHA-256 in full.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 
 from pyinfra import host
 from pyinfra.api import operation
 
-from .releases import Download
+from .releases import Download, Release
 
 STATE_DIR = "/var/lib/pyinfra-nerdctl"
 
-
-def install_script(download: Download, bin_dir: str) -> str:
-    """The shell script that installs ``download``'s files into ``bin_dir``.
-
-    Download to a temporary file (curl, else wget), compare the SHA-256 in full,
-    unpack into a fresh folder inside ``bin_dir`` (same filesystem, so every move
-    is an atomic rename), move the files in, with the version-carrying binaries
-    last, and remove files the previous release of this archive had and this
-    one lacks (listed in a manifest under ``STATE_DIR``). Temporary files go on
-    success and failure alike.
-    """
-    release = download.release
-    quote = shlex.quote
-    members = f'"$unpacked"/{quote(release.member_dir)}' if release.member_dir else '"$unpacked"'
-    last = " ".join(quote(name) for name in release.version_binaries)
-    manifest = f"{STATE_DIR}/{release.name}.files"
-    return f"""set -eu
-url={quote(download.url)}
-want={download.sha256}
-bin_dir={quote(bin_dir)}
-manifest={quote(manifest)}
-mkdir -p "$bin_dir"
-work=$(mktemp -d)
-archive="$work/archive"
-listing="$work/files"
-unpacked=$(mktemp -d "$bin_dir/.pyinfra-nerdctl.XXXXXX")
-trap 'rm -rf "$work" "$unpacked"' EXIT
-if command -v curl >/dev/null 2>&1; then
-  curl --fail --silent --show-error --location --retry 2 --output "$archive" "$url" || {{ echo "download of $url failed" >&2; exit 1; }}
-elif command -v wget >/dev/null 2>&1; then
-  wget --quiet --tries=3 --output-document="$archive" "$url" || {{ echo "download of $url failed" >&2; exit 1; }}
-else
-  echo "neither curl nor wget is installed: cannot download $url" >&2; exit 1
-fi
-got=$(sha256sum "$archive" | cut -d' ' -f1)
-if [ "$got" != "$want" ]; then
-  echo "SHA-256 mismatch for $url: expected $want, got $got; nothing was installed" >&2; exit 1
-fi
-tar -xzf "$archive" -C "$unpacked"
-members={members}
-for name in {last}; do
-  [ -f "$members/$name" ] || {{ echo "$url has no $name: nothing was installed" >&2; exit 1; }}
-done
-(cd "$members" && find . -maxdepth 1 -type f | sed 's|^\\./||' | sort) > "$listing"
-chown root:root "$members"/*
-chmod 0755 "$members"/*
-for name in $(cat "$listing"); do
-  case " {last} " in *" $name "*) continue;; esac
-  mv -f "$members/$name" "$bin_dir/$name"
-done
-for name in {last}; do mv -f "$members/$name" "$bin_dir/$name"; done
-mkdir -p {quote(STATE_DIR)}
-if [ -f "$manifest" ]; then
-  for name in $(grep -vxF -f "$listing" "$manifest" || true); do rm -f "$bin_dir/$name"; done
-fi
-cp "$listing" "$manifest.new" && mv -f "$manifest.new" "$manifest"
+# Shell functions shared by every install script; each failure names what and why.
+INSTALL_FUNCTIONS = r"""
+fetch() {
+  if command -v curl >/dev/null 2>&1; then
+    curl --fail --silent --show-error --location --retry 2 --output "$2" "$1" || { echo "download of $1 failed" >&2; exit 1; }
+  elif command -v wget >/dev/null 2>&1; then
+    wget --quiet --tries=3 --output-document="$2" "$1" || { echo "download of $1 failed" >&2; exit 1; }
+  else
+    echo "neither curl nor wget is installed: cannot download $1" >&2; exit 1
+  fi
+  got=$(sha256sum "$2" | cut -d' ' -f1)
+  if [ "$got" != "$3" ]; then
+    echo "SHA-256 mismatch for $1: expected $3, got $got; nothing was installed" >&2; exit 1
+  fi
+}
+unpack() {
+  mkdir "$unpacked/$2"
+  tar -xzf "$work/$2.tar.gz" -C "$unpacked/$2" || { echo "cannot unpack $1: nothing was installed" >&2; exit 1; }
+  for name in $4; do
+    [ -f "$unpacked/$2/$3/$name" ] || { echo "$1 has no $name: nothing was installed" >&2; exit 1; }
+  done
+  (cd "$unpacked/$2/$3" && find . -maxdepth 1 -type f | sed 's|^\./||' | sort) > "$work/$2.files"
+  chown root:root "$unpacked/$2/$3"/* && chmod 0755 "$unpacked/$2/$3"/*
+}
+place() {
+  for name in $(cat "$work/$1.files"); do
+    case " $3 " in *" $name "*) continue;; esac
+    mv -f "$unpacked/$1/$2/$name" "$bin_dir/$name"
+  done
+}
+place_last() {
+  for name in $3; do mv -f "$unpacked/$1/$2/$name" "$bin_dir/$name"; done
+}
+record() {
+  if [ -f "$2" ]; then
+    for name in $(grep -vxF -f "$work/$1.files" "$2" || true); do rm -f "$bin_dir/$name"; done
+  fi
+  cp "$work/$1.files" "$2.new" && mv -f "$2.new" "$2"
+}
 """
 
 
-@operation()
-def release_files(download: Download, bin_dir: str, installed_version: str | None) -> Generator[str, None, None]:
-    """Install the files of ``download`` into ``bin_dir`` unless its version is installed.
+def manifest_path(release: Release) -> str:
+    """Where the list of files an archive put into ``bin_dir`` is kept."""
+    return f"{STATE_DIR}/{release.name}.files"
 
-    + download: the archive, its URL and SHA-256 (from ``releases.resolve_download``)
+
+def install_script(downloads: Sequence[Download], bin_dir: str) -> str:
+    """The shell script that installs the files of every archive in ``downloads`` into ``bin_dir``.
+
+    All archives are downloaded to a temporary folder (curl, else wget) and their
+    SHA-256 compared in full before any is unpacked; they are unpacked into a
+    fresh folder inside ``bin_dir`` (same filesystem, so every move is an atomic
+    rename). Files move in with the version-carrying binaries last, so an
+    interrupted run still reports the old version and a rerun repeats it. Files
+    that the previous release of an archive had and this one lacks are removed
+    (manifests under ``STATE_DIR``). Temporary files go on success and failure.
+    """
+    quote = shlex.quote
+    steps: dict[str, list[str]] = {"fetch": [], "unpack": [], "place": [], "place_last": [], "record": []}
+    for index, download in enumerate(downloads):
+        release = download.release
+        member_dir = quote(release.member_dir or ".")
+        last = quote(" ".join(release.version_binaries))
+        steps["fetch"].append(f'fetch {quote(download.url)} "$work/{index}.tar.gz" {download.sha256}')
+        steps["unpack"].append(f"unpack {quote(download.url)} {index} {member_dir} {last}")
+        steps["place"].append(f"place {index} {member_dir} {last}")
+        steps["place_last"].append(f"place_last {index} {member_dir} {last}")
+        steps["record"].append(f"record {index} {quote(manifest_path(release))}")
+    return (
+        "\n".join(
+            [
+                "set -eu",
+                f"bin_dir={quote(bin_dir)}",
+                INSTALL_FUNCTIONS.strip(),
+                'mkdir -p "$bin_dir" 2>/dev/null || { echo "cannot create bin_dir $bin_dir" >&2; exit 1; }',
+                'work=$(mktemp -d) || { echo "cannot create a temporary folder" >&2; exit 1; }',
+                "trap 'rm -rf \"$work\"' EXIT",
+                *steps["fetch"],
+                'unpacked=$(mktemp -d "$bin_dir/.pyinfra-nerdctl.XXXXXX" 2>/dev/null) || '
+                '{ echo "bin_dir $bin_dir is not writable: nothing was installed" >&2; exit 1; }',
+                'trap \'rm -rf "$work" "$unpacked"\' EXIT',
+                *steps["unpack"],
+                *steps["place"],
+                *steps["place_last"],
+                f"mkdir -p {STATE_DIR}",
+                *steps["record"],
+            ]
+        )
+        + "\n"
+    )
+
+
+@operation()
+def release_files(downloads: Sequence[Download], bin_dir: str) -> Generator[str, None, None]:
+    """Install the files of every archive in ``downloads`` into ``bin_dir`` in one verified step.
+
+    + downloads: the archives that are not installed yet (see ``releases.resolve_download``)
     + bin_dir: where the executables go
-    + installed_version: what the host's version fact reports (None: not installed)
 
     **Example:**
 
     .. code:: python
 
-        release_files(download=download, bin_dir="/usr/local/bin", installed_version="2.3.4")
+        release_files(downloads=[nerdctl_download], bin_dir="/usr/local/bin")
     """
-    name, version = download.release.name, download.version
-    if installed_version == version:
-        host.noop(f"{name} {version} is installed")
+    if not downloads:
+        host.noop("the wanted releases are installed")
         return
-    yield install_script(download, bin_dir)
+    yield install_script(downloads, bin_dir)
+
+
+def removal_script(release: Release, bin_dir: str) -> str:
+    """Remove the files ``release`` put into ``bin_dir`` (its manifest, else its known binaries)."""
+    quote = shlex.quote
+    manifest = quote(manifest_path(release))
+    fallback = " ".join(quote(name) for name in release.version_binaries)
+    return (
+        f"bin_dir={quote(bin_dir)}; "
+        f"names=$(cat {manifest} 2>/dev/null || echo {fallback}); "
+        'for name in $names; do rm -f "$bin_dir/$name"; done; '
+        f"rm -f {manifest}"
+    )
+
+
+@operation()
+def remove_release_files(release: Release, bin_dir: str, installed_files: Sequence[str]) -> Generator[str, None, None]:
+    """Remove the files of ``release`` from ``bin_dir``.
+
+    + release: which archive's files (``releases.NERDCTL``, ``releases.BUILDKIT``)
+    + bin_dir: where they were installed
+    + installed_files: what the ``ReleaseFiles`` fact found (nothing: no change)
+    """
+    if not installed_files:
+        host.noop(f"no {release.name} files in {bin_dir}")
+        return
+    yield removal_script(release, bin_dir)

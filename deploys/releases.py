@@ -50,6 +50,7 @@ class Release:
     """
 
     name: str
+    label: str
     repo: str
     asset_template: str
     arches: tuple[str, ...]
@@ -75,6 +76,7 @@ class Release:
 
 NERDCTL = Release(
     name="nerdctl",
+    label="nerdctl",
     repo="containerd/nerdctl",
     asset_template="nerdctl-{version}-linux-{arch}.tar.gz",
     arches=("amd64", "arm64", "arm-v7", "ppc64le", "riscv64", "s390x", "loong64"),
@@ -85,6 +87,7 @@ NERDCTL = Release(
 )
 NERDCTL_FULL = Release(
     name="nerdctl-full",
+    label="nerdctl-full",
     repo="containerd/nerdctl",
     asset_template="nerdctl-full-{version}-linux-{arch}.tar.gz",
     arches=("amd64", "arm64"),
@@ -94,6 +97,7 @@ NERDCTL_FULL = Release(
 )
 BUILDKIT = Release(
     name="buildkit",
+    label="BuildKit",
     repo="moby/buildkit",
     asset_template="buildkit-v{version}.linux-{arch}.tar.gz",
     arches=("amd64", "arm64", "arm-v7", "s390x", "ppc64le", "riscv64"),
@@ -114,8 +118,7 @@ def normalise_version(value: object, key: str = "version") -> str:
     """
     if isinstance(value, bool) or isinstance(value, (int, float)):
         raise ReleaseError(
-            f"{key}={value!r} arrived as a number, not a release version: "
-            f"write all three parts, e.g. {key}=0.12.5"
+            f"{key}={value!r} arrived as a number, not a release version: write all three parts, e.g. {key}=0.12.5"
         )
     match = VERSION_PATTERN.match(str(value).strip()) if isinstance(value, str) else None
     if not match:
@@ -134,7 +137,7 @@ def upstream_arch(machine: str, release: Release, version: str) -> str:
     if arch is None or not release.supports(version, arch):
         supported = ", ".join(release.arches)
         raise ReleaseError(
-            f"architecture {machine!r} is not shipped by {release.name} {version} (it ships: {supported})"
+            f"architecture {machine!r} is not shipped by {release.label} {version} (it ships: {supported})"
         )
     return arch
 
@@ -247,13 +250,13 @@ def resolve_download(
     key = f"{release.name.split('-')[0]}_sha256"
     if release.sums_asset is None:
         raise ReleaseError(
-            f"{release.name} {version} ({asset}) is not in the shipped checksum table and "
-            f"{release.name} publishes no checksums: pin it with {key}=<sha256>"
+            f"{release.label} {version} ({asset}) is not in the shipped checksum table and "
+            f"{release.label} publishes no checksums: pin it with {key}=<sha256>"
         )
     sums = parse_sha256sums(fetch(release.url(github_url, version, release.sums_asset)))
     if asset not in sums:
         raise ReleaseError(
-            f"{release.name} {version}: {asset} is not listed in the release's {release.sums_asset}: "
+            f"{release.label} {version}: {asset} is not listed in the release's {release.sums_asset}: "
             f"pin it with {key}=<sha256>"
         )
     return Download(release, version, arch, url, sums[asset], release.sums_asset)

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from .releases import BUILDKIT, NERDCTL, ReleaseError, default_version, normalise_sha256, normalise_version
+from .releases import (
+    BUILDKIT,
+    NERDCTL,
+    ReleaseError,
+    default_version,
+    normalise_sha256,
+    normalise_version,
+)
 
 DEFAULTS: dict[str, Any] = {
     "nerdctl_version": None,  # newest pinned release, see releases.default_version
@@ -130,8 +137,7 @@ def _containerd_address(value: Any) -> str:
     path = address.removeprefix("unix://")
     if "://" in path or not path.startswith("/"):
         raise SettingError(
-            f"containerd_address={value!r} must be a socket path or unix:// URL "
-            "(e.g. /run/containerd/containerd.sock)"
+            f"containerd_address={value!r} must be a socket path or unix:// URL (e.g. /run/containerd/containerd.sock)"
         )
     _absolute_path(path, "containerd_address")
     return address

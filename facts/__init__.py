@@ -163,3 +163,26 @@ class BuildHostPlatform(FactBase[dict]):
     def process(self, output: list[str]) -> dict:
         values = parse_key_values(output)
         return {"machine": values.get("machine", ""), "systemd": values.get("systemd") == "yes"}
+
+
+class ReleaseFiles(FactBase[list]):
+    """Files of one release archive present in ``bin_dir``: those its manifest lists, else ``fallback``.
+
+    .. code:: python
+
+        ["buildctl", "buildkit-runc", "buildkitd"]  # [] when none is there
+    """
+
+    def command(self, manifest: str, bin_dir: str = DEFAULT_BIN_DIR, fallback: tuple[str, ...] = ()) -> str:
+        names = " ".join(shlex.quote(name) for name in fallback)
+        return (
+            f"names=$(cat {shlex.quote(manifest)} 2>/dev/null || echo {names}); "
+            f'for name in $names; do if [ -e {shlex.quote(bin_dir)}/"$name" ]; then echo "$name"; fi; done'
+        )
+
+    def process(self, output: list[str]) -> list:
+        return [line.strip() for line in output if line.strip()]
+
+    @staticmethod
+    def default() -> list:
+        return []

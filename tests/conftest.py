@@ -61,15 +61,20 @@ def _reaped() -> None:
 
 @pytest.fixture
 def boot_hosts(_reaped: None, request: pytest.FixtureRequest) -> Iterator[Callable[..., list[testhosts.TestHost]]]:
-    """Boot N hosts from an image (``testhosts.BOOKWORM`` unless told); all stop at teardown."""
+    """Boot N hosts from an image (``testhosts.BOOKWORM`` unless told); all stop at teardown.
+
+    Options go to ``testhosts.boot`` (``extra_args``, ``systemd``).
+    """
     booted: list[testhosts.TestHost] = []
 
-    def boot(count: int = 1, image: testhosts.ImageRecipe = testhosts.BOOKWORM) -> list[testhosts.TestHost]:
+    def boot(
+        count: int = 1, image: testhosts.ImageRecipe = testhosts.BOOKWORM, **options: object
+    ) -> list[testhosts.TestHost]:
         rootfs = testhosts.image_dir(image)
         prefix = request.node.name.replace("[", "-").replace("]", "")[:20].strip("-_")
-        for index in range(count):
+        for _ in range(count):
             name = f"{prefix}-{len(booted)}".replace("_", "-")
-            booted.append(testhosts.boot(name, _next_address(), rootfs))
+            booted.append(testhosts.boot(name, _next_address(), rootfs, **options))
         return booted[-count:]
 
     yield boot
@@ -82,7 +87,9 @@ def inventory(hosts: list[testhosts.TestHost], **data: object) -> list[tuple[str
     return [(host.name, {**host.inventory_data(), **data}) for host in hosts]
 
 
-def deploy_data(mirror: Mirror, nerdctl_version: str = "2.4.0", buildkit_version: str = "0.12.5", **data: object) -> dict:
+def deploy_data(
+    mirror: Mirror, nerdctl_version: str = "2.4.0", buildkit_version: str = "0.12.5", **data: object
+) -> dict:
     """Host data for a deploy from the stand-in mirror.
 
     nerdctl versions outside the shipped table are verified through the release's

@@ -3,8 +3,8 @@
 Builds, for any version asked, the nerdctl, nerdctl-full and BuildKit release
 archives in the exact upstream layout (../shared/upstream-facts.md) with small
 stand-in executables inside, and serves them under github.com's paths. It can
-be told to fail (404, 500, a truncated body, an HTML page with status 200, or
-wrong bytes) and counts what it served.
+be told to fail (404, 500, a truncated body, an HTML page with status 200,
+wrong bytes, or a body that arrives only after a pause) and counts what it served.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import hashlib
 import io
 import tarfile
 import threading
+import time
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,8 +24,16 @@ STANDINS = Path(__file__).parent / "standins"
 NERDCTL_ARCHES = ("amd64", "arm64", "arm-v7", "ppc64le", "riscv64", "s390x")
 FULL_ARCHES = ("amd64", "arm64")
 BUILDKIT_ARCHES = ("amd64", "arm64", "arm-v7", "s390x", "ppc64le", "riscv64")
-QEMU_TARGETS = {"amd64": "x86_64", "arm64": "aarch64", "arm-v7": "arm", "s390x": "s390x", "ppc64le": "ppc64le", "riscv64": "riscv64"}
-FAULTS = ("404", "500", "truncated", "html", "wrong-bytes")
+QEMU_TARGETS = {
+    "amd64": "x86_64",
+    "arm64": "aarch64",
+    "arm-v7": "arm",
+    "s390x": "s390x",
+    "ppc64le": "ppc64le",
+    "riscv64": "riscv64",
+}
+FAULTS = ("404", "500", "truncated", "html", "wrong-bytes", "slow")
+SLOW_SECONDS = 6
 
 
 def nerdctl_path(version: str, asset: str) -> str:
@@ -68,15 +77,26 @@ def _tar_gz(members: dict[str, tuple[bytes, int]]) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def nerdctl_archive(version: str, arch: str) -> bytes:
     names = ("nerdctl", "containerd-rootless.sh", "containerd-rootless-setuptool.sh")
     return _tar_gz({name: (_standin(name, version, "nerdctl", arch), 0o755) for name in names})
 
 
 FULL_BINARIES = (
-    "nerdctl", "containerd", "containerd-shim-runc-v2", "ctr", "runc", "buildctl", "buildkitd",
-    "rootlesskit", "rootlessctl", "slirp4netns", "tini", "containerd-rootless.sh", "containerd-rootless-setuptool.sh",
+    "nerdctl",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "runc",
+    "buildctl",
+    "buildkitd",
+    "rootlesskit",
+    "rootlessctl",
+    "slirp4netns",
+    "tini",
+    "containerd-rootless.sh",
+    "containerd-rootless-setuptool.sh",
 )
 FULL_UNITS = ("containerd.service", "buildkit.service", "stargz-snapshotter.service")
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "firewall", "tuning")
@@ -84,10 +104,16 @@ CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "firewall", "tunin
 
 def full_component_versions(version: str) -> dict[str, str]:
     """Component versions that the stand-in full archive claims to carry."""
-    return {"nerdctl": f"v{version}", "containerd": "v2.1.4", "runc": "v1.3.0", "BuildKit": "v0.23.2", "CNI plugins": "v1.7.1"}
+    return {
+        "nerdctl": f"v{version}",
+        "containerd": "v2.1.4",
+        "runc": "v1.3.0",
+        "BuildKit": "v0.23.2",
+        "CNI plugins": "v1.7.1",
+    }
 
 
-@lru_cache(maxsize=None)
+@cache
 def full_archive(version: str, arch: str) -> bytes:
     components = full_component_versions(version)
     members = {}
@@ -116,7 +142,7 @@ def _archive_unit(unit: str) -> bytes:
     ).encode()
 
 
-@lru_cache(maxsize=None)
+@cache
 def buildkit_archive(version: str, arch: str) -> bytes:
     names = ["buildctl", "buildkitd", "buildkit-runc"]
     names += [f"buildkit-qemu-{target}" for a, target in QEMU_TARGETS.items() if a != arch]
@@ -131,7 +157,9 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 def nerdctl_sums(version: str) -> bytes:
     lines = [f"{sha256(nerdctl_archive(version, arch))}  {nerdctl_asset(version, arch)}" for arch in NERDCTL_ARCHES]
-    lines += [f"{sha256(full_archive(version, arch))}  {nerdctl_asset(version, arch, full=True)}" for arch in FULL_ARCHES]
+    lines += [
+        f"{sha256(full_archive(version, arch))}  {nerdctl_asset(version, arch, full=True)}" for arch in FULL_ARCHES
+    ]
     return ("\n".join(sorted(lines, key=lambda line: line.split()[1])) + "\n").encode()
 
 
@@ -171,8 +199,9 @@ class Mirror:
 
     url: str = ""
     requests: list[tuple[str, int, int]] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    user_agents: list[str] = field(default_factory=list)
     faults: dict[str, str] = field(default_factory=dict)
-    missing: set[str] = field(default_factory=set)
     server: ThreadingHTTPServer | None = None
 
     def fail(self, fault: str, path_contains: str = "") -> None:
@@ -182,7 +211,6 @@ class Mirror:
 
     def heal(self) -> None:
         self.faults.clear()
-        self.missing.clear()
 
     def fetched(self, path_contains: str = "") -> list[str]:
         """Paths served successfully (status 200) whose path contains ``path_contains``."""
@@ -213,10 +241,12 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, with_body: bool) -> None:
             path = self.path.split("?")[0]
+            mirror.started.append(path)
+            mirror.user_agents.append(self.headers.get("User-Agent", ""))
             body = content_for(path)
             status, length = 200, None
             fault = mirror.fault_for(path)
-            if fault == "404" or body is None or path in mirror.missing:
+            if fault == "404" or body is None:
                 status, body = 404, b"Not Found"
             elif fault == "500":
                 status, body = 500, b"Internal Server Error"
@@ -230,6 +260,8 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/html" if fault == "html" else "application/octet-stream")
             self.send_header("Content-Length", str(length if length is not None else len(body)))
             self.end_headers()
+            if fault == "slow":
+                time.sleep(SLOW_SECONDS)
             if with_body:
                 self.wfile.write(body)
             mirror.requests.append((path, status, len(body) if with_body else 0))

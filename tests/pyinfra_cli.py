@@ -27,14 +27,24 @@ class PyinfraRun:
     @property
     def json(self) -> dict[str, Any]:
         """The ``--json`` document pyinfra printed on stdout."""
-        return json.loads(self.stdout[self.stdout.index("{"):])
+        return json.loads(self.stdout[self.stdout.index("{") :])
+
+    def changes_made(self) -> dict[str, list[str]]:
+        """From a real ``--json`` run: host name to the names of the operations that changed it."""
+        changes: dict[str, list[str]] = {}
+        for operation in self.json["results"]["operations"]:
+            for host_name in operation["success"]:
+                changes.setdefault(host_name, []).append(operation["name"])
+        return changes
 
     def changed_hosts(self) -> dict[str, list[str]]:
         """From a ``--dry --json`` plan: host name to the names of the operations it would change."""
         plan = self.json
         changes: dict[str, list[str]] = {}
         for operation in plan["plan"]:
-            for host_name in operation.get("hosts_with_change", []) + operation.get("hosts_with_conditional_change", []):
+            for host_name in operation.get("hosts_with_change", []) + operation.get(
+                "hosts_with_conditional_change", []
+            ):
                 changes.setdefault(host_name, []).append(operation["name"])
         return changes
 
@@ -73,5 +83,7 @@ def run_pyinfra(
             command.insert(1, "--json")
         command[1:1] = list(extra_args)
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **(env or {})}
-        result = subprocess.run(command, capture_output=True, text=True, cwd=cwd or tmp, env=environment, timeout=timeout)
+        result = subprocess.run(
+            command, capture_output=True, text=True, cwd=cwd or tmp, env=environment, timeout=timeout
+        )
     return PyinfraRun(result.returncode, result.stdout, result.stderr)

@@ -2,86 +2,24 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-
 import testhosts
 from conftest import deploy_data, inventory
+from hostcheck import (
+    DEPLOY,
+    MANAGED_FILES,
+    boot_containerd_host,
+    buildkit_starts,
+    client_call,
+    deploy,
+    mtimes,
+    plan,
+    start_k3s_containerd,
+    unit_state,
+)
 from pyinfra_cli import run_pyinfra
 
-DEPLOY = "pyinfra_nerdctl.deploys.install_build_host"
-MANAGED_FILES = (
-    "/usr/local/bin/nerdctl",
-    "/usr/local/bin/buildkitd",
-    "/usr/local/bin/buildctl",
-    "/etc/nerdctl/nerdctl.toml",
-    "/etc/buildkit/buildkitd.toml",
-    "/etc/systemd/system/buildkit.socket",
-    "/etc/systemd/system/buildkit.service",
-)
-K3S_CONTAINERD = """version = 2
-root = "/var/lib/rancher/k3s/agent/containerd"
-state = "/run/k3s/containerd"
-[grpc]
-  address = "/run/k3s/containerd/containerd.sock"
-[ttrpc]
-  address = "/run/k3s/containerd/containerd.sock.ttrpc"
-"""
-K3S_UNIT = """[Unit]
-Description=k3s-like containerd
-[Service]
-Type=notify
-ExecStart=/usr/bin/containerd --config /etc/k3s-containerd.toml
-"""
-
 pytestmark = pytest.mark.hosts
-
-
-def boot_containerd_host(boot_hosts) -> testhosts.TestHost:
-    (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
-    return host
-
-
-def start_k3s_containerd(host: testhosts.TestHost) -> None:
-    """Replace the host's containerd with one laid out like k3s's."""
-    host.run(
-        f"cat > /etc/k3s-containerd.toml <<'EOF'\n{K3S_CONTAINERD}EOF\n"
-        f"cat > /etc/systemd/system/k3s.service <<'EOF'\n{K3S_UNIT}EOF\n"
-        "systemctl disable --now containerd.service && systemctl daemon-reload && systemctl start k3s.service && "
-        "ctr --address /run/k3s/containerd/containerd.sock version >/dev/null"
-    )
-
-
-def unit_state(host: testhosts.TestHost, unit: str) -> dict[str, str]:
-    lines = host.run(f"systemctl show -p ActiveState,InvocationID,MainPID,UnitFileState {unit}").stdout.split()
-    return dict(line.split("=", 1) for line in lines)
-
-
-def mtimes(host: testhosts.TestHost) -> str:
-    return host.run(f"stat -c '%n %Y.%y' {' '.join(MANAGED_FILES)}").stdout
-
-
-def buildkit_starts(host: testhosts.TestHost) -> list[dict]:
-    out = host.run("cat /run/buildkit-standin/starts.jsonl 2>/dev/null || true").stdout
-    return [json.loads(line) for line in out.splitlines()]
-
-
-def client_call(host: testhosts.TestHost, bin_dir: str = "/usr/local/bin") -> dict[str, str]:
-    """``buildctl debug workers -v`` through the socket; its labels as a dict."""
-    out = host.run(f"{bin_dir}/buildctl debug workers -v").stdout
-    return dict(line.strip().split(":\t", 1) for line in out.splitlines() if ":\t" in line)
-
-
-def plan(hosts, data) -> dict[str, list[str]]:
-    dry = run_pyinfra(hosts, DEPLOY, data=data, dry=True, as_json=True)
-    assert dry.returncode == 0, dry.output
-    return dry.changed_hosts()
-
-
-def deploy(hosts, data) -> None:
-    run = run_pyinfra(hosts, DEPLOY, data=data)
-    assert run.returncode == 0, run.output
 
 
 def test_fresh_host_default_containerd_then_rerun_changes_nothing(boot_hosts, mirror):
@@ -93,10 +31,17 @@ def test_fresh_host_default_containerd_then_rerun_changes_nothing(boot_hosts, mi
 
     assert run.returncode == 0, run.output
     modes = host.run(f"stat -c '%n %U:%G %a' {' '.join(MANAGED_FILES)} /etc/buildkit /etc/nerdctl").stdout.splitlines()
-    assert modes == [f"{path} root:root {'755' if '/bin/' in path or path.startswith('/etc/') and '.' not in path.rsplit('/', 1)[1] else '644'}" for path in (*MANAGED_FILES, "/etc/buildkit", "/etc/nerdctl")]
+    assert modes == [
+        f"{path} root:root {'755' if '/bin/' in path or path.startswith('/etc/') and '.' not in path.rsplit('/', 1)[1] else '644'}"
+        for path in (*MANAGED_FILES, "/etc/buildkit", "/etc/nerdctl")
+    ]
     assert host.run("/usr/local/bin/nerdctl --version").stdout == "nerdctl version 2.4.0\n"
-    assert host.run("/usr/local/bin/buildkitd --version").stdout.startswith("buildkitd github.com/moby/buildkit v0.12.5 ")
-    verify = host.run("cd /etc/systemd/system && systemd-analyze verify --man=no buildkit.socket buildkit.service", check=False)
+    assert host.run("/usr/local/bin/buildkitd --version").stdout.startswith(
+        "buildkitd github.com/moby/buildkit v0.12.5 "
+    )
+    verify = host.run(
+        "cd /etc/systemd/system && systemd-analyze verify --man=no buildkit.socket buildkit.service", check=False
+    )
     assert verify.returncode == 0 and "Unknown key" not in verify.stderr, verify.stderr
     socket = unit_state(host, "buildkit.socket")
     assert (socket["UnitFileState"], socket["ActiveState"]) == ("enabled", "active")
@@ -111,7 +56,9 @@ def test_fresh_host_default_containerd_then_rerun_changes_nothing(boot_hosts, mi
     assert start["argv"][:2] == ["--addr", "fd://"] and start["listen_fds"] == "1"
     service = unit_state(host, "buildkit.service")
     assert service["ActiveState"] == "active" and service["MainPID"] == str(start["pid"])
-    assert host.run("/usr/local/bin/nerdctl info").stdout.startswith("address=/run/containerd/containerd.sock\nnamespace=default\n")
+    assert host.run("/usr/local/bin/nerdctl info").stdout.startswith(
+        "address=/run/containerd/containerd.sock\nnamespace=default\n"
+    )
 
     before = (mtimes(host), unit_state(host, "buildkit.socket"), unit_state(host, "buildkit.service"))
     assert plan(hosts, data) == {}
@@ -143,14 +90,23 @@ def test_k3s_containerd_with_socket_group(boot_hosts, mirror):
     labels = client_call(host)
     assert labels["org.mobyproject.buildkit.worker.containerd.address"] == "/run/k3s/containerd/containerd.sock"
     assert labels["org.mobyproject.buildkit.worker.containerd.namespace"] == "k8s.io"
-    assert "After=buildkit.socket containerd.service k3s.service" in host.run("cat /etc/systemd/system/buildkit.service").stdout
+    assert (
+        "After=buildkit.socket containerd.service k3s.service"
+        in host.run("cat /etc/systemd/system/buildkit.service").stdout
+    )
     info = host.run("/usr/local/bin/nerdctl info").stdout
     assert info.startswith("address=unix:///run/k3s/containerd/containerd.sock\nnamespace=k8s.io\n")
     assert host.run("bash -lc 'alias docker'").stdout.strip() == "alias docker='/usr/local/bin/nerdctl'"
     facts = run_pyinfra(hosts, "fact", "pyinfra_nerdctl.facts.BuildkitSocket", as_json=True)
     assert facts.json["pyinfra_nerdctl.facts.BuildkitSocket"][host.name] == {
-        "enabled": True, "active": True, "path": "/run/buildkit/buildkitd.sock",
-        "exists": True, "is_socket": True, "mode": "660", "user": "root", "group": "buildkit",
+        "enabled": True,
+        "active": True,
+        "path": "/run/buildkit/buildkitd.sock",
+        "exists": True,
+        "is_socket": True,
+        "mode": "660",
+        "user": "root",
+        "group": "buildkit",
     }
     assert plan(hosts, {}) == {}
 
@@ -166,15 +122,22 @@ def test_changes_restart_exactly_what_depends_on_them(boot_hosts, mirror):
 
     # A new nerdctl touches no service.
     data = {**data, "nerdctl_version": "2.4.1"}
-    assert plan(hosts, data) == {host.name: [f"Install the nerdctl and BuildKit build host | Install nerdctl 2.4.1 into /usr/local/bin"]}
+    assert plan(hosts, data) == {
+        host.name: [
+            "Install the nerdctl and BuildKit build host | Install nerdctl 2.4.1, BuildKit 0.12.5 into /usr/local/bin"
+        ]
+    }
     deploy(hosts, data)
     assert host.run("/usr/local/bin/nerdctl --version").stdout == "nerdctl version 2.4.1\n"
-    assert (unit_state(host, "buildkit.socket"), unit_state(host, "buildkit.service")) == (socket_before, service_before)
+    assert (unit_state(host, "buildkit.socket"), unit_state(host, "buildkit.service")) == (
+        socket_before,
+        service_before,
+    )
 
     # A new BuildKit restarts the running service, not the socket.
     data = deploy_data(mirror, nerdctl_version="2.4.1", buildkit_version="0.13.0")
     assert [op.split(" | ")[1] for op in plan(hosts, data)[host.name]] == [
-        "Install BuildKit 0.13.0 into /usr/local/bin",
+        "Install nerdctl 2.4.1, BuildKit 0.13.0 into /usr/local/bin",
         "Restart buildkit.service if it runs",
     ]
     deploy(hosts, data)
@@ -237,7 +200,9 @@ def test_library_use_with_keywords_and_sudo(boot_hosts, mirror, tmp_path):
     host = boot_containerd_host(boot_hosts)
     data = deploy_data(mirror)
     deploy_file = tmp_path / "build_hosts.py"
-    deploy_file.write_text(LIBRARY_DEPLOY.format(url=mirror.url, nerdctl="2.4.0", buildkit_sha256=data["buildkit_sha256"]))
+    deploy_file.write_text(
+        LIBRARY_DEPLOY.format(url=mirror.url, nerdctl="2.4.0", buildkit_sha256=data["buildkit_sha256"])
+    )
     hosts = [(host.name, {**host.inventory_data(), "ssh_user": testhosts.OPERATOR, "github_url": mirror.url})]
 
     run = run_pyinfra(hosts, str(deploy_file))
@@ -246,7 +211,9 @@ def test_library_use_with_keywords_and_sudo(boot_hosts, mirror, tmp_path):
     assert host.run("/opt/build/bin/nerdctl --version").stdout == "nerdctl version 2.4.0\n"
     assert host.run("/usr/local/bin/nerdctl --version").stdout == "nerdctl version 2.4.0\n"
     assert host.run("stat -c '%U:%G' /opt/build/bin/buildkitd").stdout == "root:root\n"
-    assert "ExecStart=/opt/build/bin/buildkitd --addr fd://" in host.run("cat /etc/systemd/system/buildkit.service").stdout
+    assert (
+        "ExecStart=/opt/build/bin/buildkitd --addr fd://" in host.run("cat /etc/systemd/system/buildkit.service").stdout
+    )
     assert client_call(host, "/opt/build/bin")["org.mobyproject.buildkit.worker.containerd.namespace"] == "from-kwargs"
     rerun = run_pyinfra(hosts, str(deploy_file), as_json=True)
     assert rerun.json["results"]["totals"]["success"] == 0, rerun.output

@@ -20,7 +20,11 @@ def test_wheel_holds_only_the_pyinfra_nerdctl_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names if not name.startswith("pyinfra_nerdctl-")}
     assert top_level == {"pyinfra_nerdctl"}
-    for required in ("pyinfra_nerdctl/py.typed", "pyinfra_nerdctl/deploys/release-checksums.json", "pyinfra_nerdctl/facts/__init__.py"):
+    for required in (
+        "pyinfra_nerdctl/py.typed",
+        "pyinfra_nerdctl/deploys/release-checksums.json",
+        "pyinfra_nerdctl/facts/__init__.py",
+    ):
         assert required in names
 
 

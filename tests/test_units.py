@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import tomllib
 
 import pytest
-
+import tomllib
 from pyinfra_nerdctl.deploys import rendering
 from pyinfra_nerdctl.deploys.operations import install_script
 from pyinfra_nerdctl.deploys.releases import (
@@ -22,7 +21,12 @@ from pyinfra_nerdctl.deploys.releases import (
     resolve_download,
     upstream_arch,
 )
-from pyinfra_nerdctl.deploys.settings import DEFAULTS, SettingError, resolve_settings, unknown_key_warnings
+from pyinfra_nerdctl.deploys.settings import (
+    DEFAULTS,
+    SettingError,
+    resolve_settings,
+    unknown_key_warnings,
+)
 from pyinfra_nerdctl.facts import (
     parse_buildkit_versions,
     parse_nerdctl_version,
@@ -35,11 +39,36 @@ SHA = "a" * 64
 @pytest.mark.parametrize(
     ("release", "version", "arch", "url"),
     [
-        (NERDCTL, "2.3.5", "amd64", "https://github.com/containerd/nerdctl/releases/download/v2.3.5/nerdctl-2.3.5-linux-amd64.tar.gz"),
-        (NERDCTL, "1.7.6", "arm-v7", "https://github.com/containerd/nerdctl/releases/download/v1.7.6/nerdctl-1.7.6-linux-arm-v7.tar.gz"),
-        (NERDCTL_FULL, "2.3.5", "arm64", "https://github.com/containerd/nerdctl/releases/download/v2.3.5/nerdctl-full-2.3.5-linux-arm64.tar.gz"),
-        (BUILDKIT, "0.12.5", "amd64", "https://github.com/moby/buildkit/releases/download/v0.12.5/buildkit-v0.12.5.linux-amd64.tar.gz"),
-        (BUILDKIT, "0.32.2", "s390x", "https://github.com/moby/buildkit/releases/download/v0.32.2/buildkit-v0.32.2.linux-s390x.tar.gz"),
+        (
+            NERDCTL,
+            "2.3.5",
+            "amd64",
+            "https://github.com/containerd/nerdctl/releases/download/v2.3.5/nerdctl-2.3.5-linux-amd64.tar.gz",
+        ),
+        (
+            NERDCTL,
+            "1.7.6",
+            "arm-v7",
+            "https://github.com/containerd/nerdctl/releases/download/v1.7.6/nerdctl-1.7.6-linux-arm-v7.tar.gz",
+        ),
+        (
+            NERDCTL_FULL,
+            "2.3.5",
+            "arm64",
+            "https://github.com/containerd/nerdctl/releases/download/v2.3.5/nerdctl-full-2.3.5-linux-arm64.tar.gz",
+        ),
+        (
+            BUILDKIT,
+            "0.12.5",
+            "amd64",
+            "https://github.com/moby/buildkit/releases/download/v0.12.5/buildkit-v0.12.5.linux-amd64.tar.gz",
+        ),
+        (
+            BUILDKIT,
+            "0.32.2",
+            "s390x",
+            "https://github.com/moby/buildkit/releases/download/v0.32.2/buildkit-v0.32.2.linux-s390x.tar.gz",
+        ),
     ],
 )
 def test_asset_urls_follow_github_layout(release, version, arch, url):
@@ -62,14 +91,22 @@ def test_host_machine_maps_to_upstream_arch(machine, release, version, arch):
 
 @pytest.mark.parametrize(
     ("machine", "release", "version"),
-    [("i686", NERDCTL, "2.3.5"), ("loongarch64", NERDCTL, "2.0.0"), ("loongarch64", BUILDKIT, "0.32.2"), ("armv7l", NERDCTL_FULL, "2.3.5")],
+    [
+        ("i686", NERDCTL, "2.3.5"),
+        ("loongarch64", NERDCTL, "2.0.0"),
+        ("loongarch64", BUILDKIT, "0.32.2"),
+        ("armv7l", NERDCTL_FULL, "2.3.5"),
+    ],
 )
 def test_unshipped_arch_is_a_clear_error(machine, release, version):
-    with pytest.raises(ReleaseError, match=f"'{machine}' is not shipped by {release.name} {version}"):
+    with pytest.raises(ReleaseError, match=f"'{machine}' is not shipped by {release.label} {version}"):
         upstream_arch(machine, release, version)
 
 
-@pytest.mark.parametrize(("given", "wanted"), [("0.12.5", "0.12.5"), ("v0.12.5", "0.12.5"), (" 2.3.5 ", "2.3.5"), ("2.0.0-rc.1", "2.0.0-rc.1")])
+@pytest.mark.parametrize(
+    ("given", "wanted"),
+    [("0.12.5", "0.12.5"), ("v0.12.5", "0.12.5"), (" 2.3.5 ", "2.3.5"), ("2.0.0-rc.1", "2.0.0-rc.1")],
+)
 def test_versions_normalise(given, wanted):
     assert normalise_version(given) == wanted
 
@@ -106,7 +143,10 @@ def test_checksum_table_holds_public_pins():
 
 def test_parse_sha256sums():
     text = f"{SHA}  nerdctl-2.3.5-linux-amd64.tar.gz\n{'b' * 64} *nerdctl-full-2.3.5-linux-amd64.tar.gz\nnot a line\n"
-    assert parse_sha256sums(text) == {"nerdctl-2.3.5-linux-amd64.tar.gz": SHA, "nerdctl-full-2.3.5-linux-amd64.tar.gz": "b" * 64}
+    assert parse_sha256sums(text) == {
+        "nerdctl-2.3.5-linux-amd64.tar.gz": SHA,
+        "nerdctl-full-2.3.5-linux-amd64.tar.gz": "b" * 64,
+    }
 
 
 def _no_fetch(url):
@@ -168,7 +208,9 @@ def test_bad_settings_name_key_and_value(key, value, message):
 
 
 def test_settings_normalise_cli_values():
-    settings = resolve_settings({"nerdctl_docker_alias": "yes", "containerd_address": "unix:///run/k3s/containerd/containerd.sock"}.get, {})
+    settings = resolve_settings(
+        {"nerdctl_docker_alias": "yes", "containerd_address": "unix:///run/k3s/containerd/containerd.sock"}.get, {}
+    )
     assert settings.nerdctl_docker_alias is True
     assert settings.containerd_socket == "/run/k3s/containerd/containerd.sock"
 
@@ -180,7 +222,11 @@ def test_misspelt_data_keys_warn():
 
 
 K3S = resolve_settings(
-    {"containerd_address": "unix:///run/k3s/containerd/containerd.sock", "containerd_namespace": "k8s.io", "buildkit_socket_group": "buildkit"}.get,
+    {
+        "containerd_address": "unix:///run/k3s/containerd/containerd.sock",
+        "containerd_namespace": "k8s.io",
+        "buildkit_socket_group": "buildkit",
+    }.get,
     {},
 )
 
@@ -194,7 +240,10 @@ def test_buildkitd_toml_uses_plain_worker_path_and_nerdctl_namespace():
 
 
 def test_nerdctl_toml():
-    assert tomllib.loads(rendering.nerdctl_toml(K3S)) == {"address": "unix:///run/k3s/containerd/containerd.sock", "namespace": "k8s.io"}
+    assert tomllib.loads(rendering.nerdctl_toml(K3S)) == {
+        "address": "unix:///run/k3s/containerd/containerd.sock",
+        "namespace": "k8s.io",
+    }
 
 
 def _unit(text):
@@ -211,9 +260,17 @@ def _unit(text):
 def test_units_have_correct_keys():
     service = _unit(rendering.buildkit_service_unit(K3S))
     assert service["Unit"]["Requires"] == ["buildkit.socket"]
-    assert service["Unit"]["After"][0].split() == ["buildkit.socket", "containerd.service", "k3s.service", "k3s-agent.service"]
+    assert service["Unit"]["After"][0].split() == [
+        "buildkit.socket",
+        "containerd.service",
+        "k3s.service",
+        "k3s-agent.service",
+    ]
     assert service["Unit"]["Documentation"]
-    assert service["Service"] == {"Type": ["notify"], "ExecStart": ["/usr/local/bin/buildkitd --addr fd:// --config /etc/buildkit/buildkitd.toml"]}
+    assert service["Service"] == {
+        "Type": ["notify"],
+        "ExecStart": ["/usr/local/bin/buildkitd --addr fd:// --config /etc/buildkit/buildkitd.toml"],
+    }
     assert "Install" not in service  # started by its socket only
     socket = _unit(rendering.buildkit_socket_unit(K3S))
     assert socket["Socket"]["SocketMode"] == ["0660"] and socket["Socket"]["SocketGroup"] == ["buildkit"]
@@ -225,13 +282,17 @@ def test_units_have_correct_keys():
 def test_docker_alias_never_shadows_docker(tmp_path):
     script = tmp_path / "alias.sh"
     script.write_text(rendering.docker_alias(K3S) + "alias docker 2>/dev/null || echo none\n")
-    without_docker = subprocess.run(["/bin/sh", str(script)], capture_output=True, text=True, env={"PATH": str(tmp_path)})
+    without_docker = subprocess.run(
+        ["/bin/sh", str(script)], capture_output=True, text=True, env={"PATH": str(tmp_path)}
+    )
     assert without_docker.stdout.strip() == "docker='/usr/local/bin/nerdctl'"
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     (fake_bin / "docker").write_text("#!/bin/sh\n")
     (fake_bin / "docker").chmod(0o755)
-    found = subprocess.run(["sh", str(script)], capture_output=True, text=True, env={"PATH": f"{fake_bin}:/usr/bin:/bin"})
+    found = subprocess.run(
+        ["sh", str(script)], capture_output=True, text=True, env={"PATH": f"{fake_bin}:/usr/bin:/bin"}
+    )
     assert found.stdout.strip() == "none"
 
 
@@ -253,11 +314,22 @@ def test_buildkit_version_parsing():
 
 def test_socket_unit_parsing():
     state = parse_socket_unit(
-        ["UnitFileState=enabled", "ActiveState=active", "Listen=/run/buildkit/buildkitd.sock (Stream)", "stat=socket|660|root|buildkit"]
+        [
+            "UnitFileState=enabled",
+            "ActiveState=active",
+            "Listen=/run/buildkit/buildkitd.sock (Stream)",
+            "stat=socket|660|root|buildkit",
+        ]
     )
     assert state == {
-        "enabled": True, "active": True, "path": "/run/buildkit/buildkitd.sock",
-        "exists": True, "is_socket": True, "mode": "660", "user": "root", "group": "buildkit",
+        "enabled": True,
+        "active": True,
+        "path": "/run/buildkit/buildkitd.sock",
+        "exists": True,
+        "is_socket": True,
+        "mode": "660",
+        "user": "root",
+        "group": "buildkit",
     }
     absent = parse_socket_unit(["UnitFileState=", "ActiveState=inactive", "Listen="])
     assert absent["enabled"] is False and absent["path"] is None and absent["exists"] is False
@@ -265,7 +337,28 @@ def test_socket_unit_parsing():
 
 def test_install_script_is_valid_shell_and_checks_hash_before_unpacking():
     download = resolve_download(BUILDKIT, "0.12.5", "amd64", "https://github.com", SHA, _no_fetch)
-    script = install_script(download, "/usr/local/bin")
+    nerdctl = resolve_download(NERDCTL, "2.3.5", "amd64", "https://github.com", SHA, _no_fetch)
+    script = install_script([nerdctl, download], "/usr/local/bin")
     subprocess.run(["sh", "-n", "-c", script], check=True)
-    assert script.index("sha256sum") < script.index("tar -xzf")
-    assert script.rindex("mv -f") > script.index('for name in buildctl buildkitd; do mv -f')
+    steps = [
+        line.split()[0]
+        for line in script.splitlines()
+        if line.split() and line.split()[0] in ("fetch", "unpack", "place", "place_last", "record")
+    ]
+    assert steps == [
+        "fetch",
+        "fetch",
+        "unpack",
+        "unpack",
+        "place",
+        "place",
+        "place_last",
+        "place_last",
+        "record",
+        "record",
+    ]
+    assert (
+        "place_last 1 bin 'buildctl buildkitd'" in script
+        and "unpack https://github.com/containerd/nerdctl/releases/download/v2.3.5/nerdctl-2.3.5-linux-amd64.tar.gz 0 . nerdctl"
+        in script
+    )

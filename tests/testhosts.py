@@ -75,7 +75,9 @@ def image_dir(recipe: ImageRecipe) -> Path:
     """An unpacked base image for ``recipe``, built with debootstrap on first use, then cached."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     tarball = CACHE_DIR / f"{recipe.key}.tar.zst"
-    rootfs = RUN_DIR / "images" / recipe.key
+    # The unpacked copy is named after this cache's key too: images from another cache accept another key.
+    key_id = hashlib.sha256(test_key().with_suffix(".pub").read_bytes()).hexdigest()[:8]
+    rootfs = RUN_DIR / "images" / f"{recipe.key}-{key_id}"
     with open(CACHE_DIR / f"{recipe.key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not tarball.exists():
@@ -95,7 +97,14 @@ def _build_image(recipe: ImageRecipe, tarball: Path) -> None:
     with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
         rootfs = Path(tmp) / "rootfs"
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={recipe.packages}", recipe.suite, str(rootfs), DEBIAN_MIRROR],
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={recipe.packages}",
+                recipe.suite,
+                str(rootfs),
+                DEBIAN_MIRROR,
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -116,7 +125,9 @@ def _prepare_rootfs(rootfs: Path) -> None:
     operator_ssh = rootfs / "home" / OPERATOR / ".ssh"
     operator_ssh.mkdir(mode=0o700)
     shutil.copy(ssh_dir / "authorized_keys", operator_ssh / "authorized_keys")
-    subprocess.run(["chroot", str(rootfs), "chown", "-R", f"{OPERATOR}:{OPERATOR}", f"/home/{OPERATOR}/.ssh"], check=True)
+    subprocess.run(
+        ["chroot", str(rootfs), "chown", "-R", f"{OPERATOR}:{OPERATOR}", f"/home/{OPERATOR}/.ssh"], check=True
+    )
     (rootfs / "etc" / "sudoers.d" / OPERATOR).write_text(f"{OPERATOR} ALL=(ALL) NOPASSWD: ALL\n")
     (rootfs / "etc" / "machine-id").write_text("")
     (rootfs / "etc" / "hostname").unlink(missing_ok=True)
@@ -164,11 +175,16 @@ class TestHost:
 
 def ssh_options() -> list[str]:
     return [
-        "-i", str(test_key()),
-        "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "LogLevel=ERROR",
-        "-o", "BatchMode=yes",
+        "-i",
+        str(test_key()),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "BatchMode=yes",
     ]
 
 
@@ -181,8 +197,14 @@ def _cgroup_dirs(name: str) -> list[Path]:
     return [root / name for root in CGROUP_ROOTS if root.is_dir()]
 
 
-def boot(name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = ()) -> TestHost:
-    """Boot one host from ``rootfs`` and return once its sshd answers."""
+def boot(
+    name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = (), systemd: bool = True
+) -> TestHost:
+    """Boot one host from ``rootfs`` and return once its sshd answers.
+
+    ``systemd=False`` runs sshd as the container's first process instead of booting
+    systemd: a host whose init is not systemd.
+    """
     workdir = RUN_DIR / "hosts" / name
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -217,14 +239,24 @@ def boot(name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = ()
 
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "NOTIFY_SOCKET": str(notify_path)}
     command = [
-        "systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
-        f"--machine={MACHINE_PREFIX}{name}", "--notify-ready=yes", "--console=read-only",
-        "-D", str(rootfs), "--volatile=overlay",
+        "systemd-nspawn",
+        "--quiet",
+        "--register=no",
+        "--keep-unit",
+        f"--machine={MACHINE_PREFIX}{name}",
+        f"--notify-ready={'yes' if systemd else 'no'}",
+        "--console=read-only",
+        "-D",
+        str(rootfs),
+        "--volatile=overlay",
         f"--bind-ro={sshd_dir}:/etc/ssh/sshd_config.d",
         *extra_args,
+        *(["--boot"] if systemd else ["/bin/sh", "-c", "mkdir -p /run/sshd && exec /usr/sbin/sshd -D -e"]),
     ]
     log = open(workdir / "console.log", "wb")
-    process = subprocess.Popen(command, env=env, preexec_fn=enter_cgroups, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, env=env, preexec_fn=enter_cgroups, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
     (workdir / "pid").write_text(str(process.pid))
     thread = threading.Thread(target=read_notify, daemon=True)
     thread.start()
@@ -233,7 +265,9 @@ def boot(name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = ()
     while not ready.wait(0.05):
         if process.poll() is not None or time.monotonic() > deadline:
             stop(host)
-            raise RuntimeError(f"host {name} did not boot: {(workdir / 'console.log').read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(
+                f"host {name} did not boot: {(workdir / 'console.log').read_text(errors='replace')[-2000:]}"
+            )
     _wait_for_sshd(address, deadline)
     notify.close()
     return host
