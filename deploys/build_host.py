@@ -10,7 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 
-from ..facts import BuildHostPlatform, BuildkitVersion, NerdctlVersion, ReleaseFiles
+from ..facts import BuildHostPlatform, BuildkitUnitFreshness, BuildkitVersion, NerdctlVersion, ReleaseFiles
 from . import rendering
 from .operations import manifest_path, release_files, remove_release_files
 from .releases import (
@@ -108,8 +108,14 @@ def _configure_buildkit(settings: Settings, binaries_change: bool) -> None:
     service_unit = _config_file(
         f"{rendering.UNIT_DIR}/{rendering.SERVICE_UNIT}", rendering.buildkit_service_unit(settings)
     )
-    socket_changes = socket_unit.will_change
-    if socket_changes or service_unit.will_change:
+    # Freshness also catches what an interrupted earlier run wrote but never reloaded or restarted.
+    freshness = host.get_fact(BuildkitUnitFreshness, bin_dir=settings.bin_dir)
+    socket_changes = socket_unit.will_change or freshness["socket"]["stale"]
+    if (
+        socket_unit.will_change
+        or service_unit.will_change
+        or any(unit["needs_daemon_reload"] for unit in freshness.values())
+    ):
         systemd.daemon_reload(name="Reload systemd units")
     # Restarting the socket restarts a running service too (Requires=), so restart one or the other.
     systemd.service(
@@ -119,7 +125,8 @@ def _configure_buildkit(settings: Settings, binaries_change: bool) -> None:
         enabled=True,
         restarted=socket_changes,
     )
-    if not socket_changes and (binaries_change or config.will_change or service_unit.will_change):
+    service_inputs_change = binaries_change or config.will_change or service_unit.will_change
+    if not socket_changes and (service_inputs_change or freshness["service"]["stale"]):
         systemd.service(
             name=f"Restart {rendering.SERVICE_UNIT} if it runs",
             service=rendering.SERVICE_UNIT,

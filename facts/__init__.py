@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from datetime import datetime, timezone
 
 from pyinfra.api import FactBase
 
@@ -186,3 +187,64 @@ class ReleaseFiles(FactBase[list]):
     @staticmethod
     def default() -> list:
         return []
+
+
+def parse_systemd_timestamp(value: str | None) -> datetime | None:
+    """``Sun 2026-11-29 18:01:02.123456 UTC`` (``systemctl show --timestamp=us+utc``) to a datetime."""
+    if not value or value == "n/a":
+        return None
+    return datetime.strptime(value.split(" ", 1)[1], "%Y-%m-%d %H:%M:%S.%f UTC").replace(tzinfo=timezone.utc)
+
+
+def parse_stat_time(value: str | None) -> datetime | None:
+    """``2026-11-29 18:01:02.123456789 +0000`` (``TZ=UTC stat -c %z``) to a datetime (microseconds)."""
+    if not value:
+        return None
+    return datetime.strptime(value[:26], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+
+
+def parse_unit_freshness(lines: list[str]) -> dict:
+    values = parse_key_values(lines)
+    state = {}
+    for unit in ("socket", "service"):
+        started = parse_systemd_timestamp(values.get(f"{unit}.ActiveEnterTimestamp"))
+        changed = parse_stat_time(values.get(f"{unit}.inputs"))
+        active = values.get(f"{unit}.ActiveState") == "active"
+        state[unit] = {
+            "needs_daemon_reload": values.get(f"{unit}.NeedDaemonReload") == "yes",
+            "stale": bool(active and started and changed and started < changed),
+        }
+    return state
+
+
+class BuildkitUnitFreshness(FactBase[dict]):
+    """Whether the BuildKit units run what is on disk.
+
+    A unit is stale when it is active and became active before its inputs last
+    changed (the socket: its unit file; the service: ``buildkitd``, its config and
+    its unit file), as after a run that was cut between an install and its restart.
+
+    .. code:: python
+
+        {"socket": {"needs_daemon_reload": False, "stale": False},
+         "service": {"needs_daemon_reload": False, "stale": True}}
+    """
+
+    def command(self, bin_dir: str = DEFAULT_BIN_DIR, unit_dir: str = "/etc/systemd/system") -> str:
+        inputs = {
+            "socket": f"{unit_dir}/buildkit.socket",
+            "service": f"{bin_dir}/buildkitd /etc/buildkit/buildkitd.toml {unit_dir}/buildkit.service",
+        }
+        return "; ".join(
+            f"systemctl show --timestamp=us+utc -p NeedDaemonReload,ActiveState,ActiveEnterTimestamp buildkit.{unit} "
+            f"2>/dev/null | sed 's/^/{unit}./'; "
+            f"echo {unit}.inputs=$(TZ=UTC stat -c %z {paths} 2>/dev/null | sort | tail -n1)"
+            for unit, paths in inputs.items()
+        )
+
+    def process(self, output: list[str]) -> dict:
+        return parse_unit_freshness(output)
+
+    @staticmethod
+    def default() -> dict:
+        return parse_unit_freshness([])

@@ -31,6 +31,7 @@ from pyinfra_nerdctl.facts import (
     parse_buildkit_versions,
     parse_nerdctl_version,
     parse_socket_unit,
+    parse_unit_freshness,
 )
 
 SHA = "a" * 64
@@ -362,3 +363,23 @@ def test_install_script_is_valid_shell_and_checks_hash_before_unpacking():
         and "unpack https://github.com/containerd/nerdctl/releases/download/v2.3.5/nerdctl-2.3.5-linux-amd64.tar.gz 0 . nerdctl"
         in script
     )
+
+
+def test_unit_freshness_parsing():
+    lines = [
+        "socket.NeedDaemonReload=no",
+        "socket.ActiveState=active",
+        "socket.ActiveEnterTimestamp=Sun 2026-11-29 18:01:02.500000 UTC",
+        "socket.inputs=2026-11-29 18:01:02.400000000 +0000",
+        "service.NeedDaemonReload=yes",
+        "service.ActiveState=active",
+        "service.ActiveEnterTimestamp=Sun 2026-11-29 18:01:02.500000 UTC",
+        "service.inputs=2026-11-29 18:01:02.600000123 +0000",
+    ]
+    assert parse_unit_freshness(lines) == {
+        "socket": {"needs_daemon_reload": False, "stale": False},
+        "service": {"needs_daemon_reload": True, "stale": True},
+    }
+    inactive = [line.replace("=active", "=inactive") for line in lines]
+    assert parse_unit_freshness(inactive)["service"]["stale"] is False
+    assert parse_unit_freshness(["service.ActiveEnterTimestamp=n/a", "service.inputs="]) == parse_unit_freshness([])

@@ -197,9 +197,7 @@ def _cgroup_dirs(name: str) -> list[Path]:
     return [root / name for root in CGROUP_ROOTS if root.is_dir()]
 
 
-def boot(
-    name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = (), systemd: bool = True
-) -> TestHost:
+def boot(name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = (), systemd: bool = True) -> TestHost:
     """Boot one host from ``rootfs`` and return once its sshd answers.
 
     ``systemd=False`` runs sshd as the container's first process instead of booting
