@@ -16,6 +16,7 @@ from pyinfra.api import operation
 from .releases import Download, Release
 
 STATE_DIR = "/var/lib/pyinfra-nerdctl"
+TEMP_PREFIX = ".pyinfra-nerdctl"
 
 # Shell functions shared by every install script; each failure names what and why.
 INSTALL_FUNCTIONS = r"""
@@ -73,7 +74,8 @@ def install_script(downloads: Sequence[Download], bin_dir: str) -> str:
     rename). Files move in with the version-carrying binaries last, so an
     interrupted run still reports the old version and a rerun repeats it. Files
     that the previous release of an archive had and this one lacks are removed
-    (manifests under ``STATE_DIR``). Temporary files go on success and failure.
+    (manifests under ``STATE_DIR``). Temporary files go on success and failure,
+    and those of an earlier run that was killed go at the start.
     """
     quote = shlex.quote
     steps: dict[str, list[str]] = {"fetch": [], "unpack": [], "place": [], "place_last": [], "record": []}
@@ -93,10 +95,12 @@ def install_script(downloads: Sequence[Download], bin_dir: str) -> str:
                 f"bin_dir={quote(bin_dir)}",
                 INSTALL_FUNCTIONS.strip(),
                 'mkdir -p "$bin_dir" 2>/dev/null || { echo "cannot create bin_dir $bin_dir" >&2; exit 1; }',
-                'work=$(mktemp -d) || { echo "cannot create a temporary folder" >&2; exit 1; }',
+                # Folders a killed earlier run could not clean up; one deploy runs per host at a time.
+                f'rm -rf "$bin_dir"/{TEMP_PREFIX}.* "${{TMPDIR:-/tmp}}"/{TEMP_PREFIX}.*',
+                f'work=$(mktemp -d -t {TEMP_PREFIX}.XXXXXX) || {{ echo "cannot create a temporary folder" >&2; exit 1; }}',
                 "trap 'rm -rf \"$work\"' EXIT",
                 *steps["fetch"],
-                'unpacked=$(mktemp -d "$bin_dir/.pyinfra-nerdctl.XXXXXX" 2>/dev/null) || '
+                f'unpacked=$(mktemp -d "$bin_dir/{TEMP_PREFIX}.XXXXXX" 2>/dev/null) || '
                 '{ echo "bin_dir $bin_dir is not writable: nothing was installed" >&2; exit 1; }',
                 'trap \'rm -rf "$work" "$unpacked"\' EXIT',
                 *steps["unpack"],

@@ -27,7 +27,7 @@ def host_state(host: testhosts.TestHost) -> dict[str, object]:
         'while read -r f; do printf \'%s %s \' "$f" "$(stat -c \'%a %U:%G %Y\' "$f")"; '
         'if [ -f "$f" ]; then sha256sum < "$f"; else echo; fi; done'
     ).stdout
-    leftovers = host.run("ls -d /tmp/tmp.* /var/tmp/tmp.* 2>/dev/null || true").stdout
+    leftovers = host.run("ls -d /tmp/.pyinfra-nerdctl.* /tmp/tmp.* 2>/dev/null || true").stdout
     return {
         "files": files,
         "leftovers": leftovers,
@@ -194,6 +194,36 @@ def test_ssh_cut_during_download_ends_old_or_new_and_rerun_converges(boot_hosts,
     deploy(hosts, upgrade)
     assert plan(hosts, upgrade) == {}
     assert client_call(host)["buildkitd.version"] == "0.13.0"
+
+
+# Fault injection, not a stand-in: the third `mv` of the install kills the install script,
+# as a power cut or an OOM kill would halfway through moving files into place.
+KILLING_MV = """#!/bin/sh
+count=$(( $(cat /run/mv-calls 2>/dev/null || echo 0) + 1 ))
+echo $count > /run/mv-calls
+if [ $count -eq 3 ]; then kill -KILL $PPID; exit 1; fi
+exec /usr/bin/mv "$@"
+"""
+
+
+def test_install_killed_during_the_moves_reports_the_old_version_and_rerun_converges(boot_hosts, mirror):
+    host, hosts = converged_host(boot_hosts, mirror)
+    host.run(f"cat > /usr/local/sbin/mv <<'EOF'\n{KILLING_MV}EOF\nchmod 755 /usr/local/sbin/mv")
+    upgrade = deploy_data(mirror, nerdctl_version="2.4.1", buildkit_version="0.13.0")
+
+    killed = run_pyinfra(hosts, DEPLOY, data=upgrade)
+
+    assert killed.returncode != 0
+    assert host.run("cat /run/mv-calls").stdout == "3\n"
+    assert host.run("/usr/local/bin/nerdctl --version").stdout == "nerdctl version 2.4.0\n"
+    assert host.run("/usr/local/bin/buildkitd --version").stdout.split()[2] == "v0.12.5"
+    assert ".pyinfra-nerdctl." in host.run("ls -a /usr/local/bin").stdout  # what the killed script left
+    host.run("rm /usr/local/sbin/mv")
+    deploy(hosts, upgrade)
+    after = host_state(host)
+    assert not after["leftovers"] and ".pyinfra-nerdctl." not in after["files"]
+    assert client_call(host)["buildkitd.version"] == "0.13.0"
+    assert plan(hosts, upgrade) == {}
 
 
 def test_unsupported_architecture_is_refused_before_anything_is_written(boot_hosts, mirror):
