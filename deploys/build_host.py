@@ -10,8 +10,10 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 
-from ..facts import BuildHostPlatform, BuildkitUnitFreshness, BuildkitVersion, NerdctlVersion, ReleaseFiles
+from ..facts import BuildHostPlatform, BuildHostState, ReleaseFiles
 from . import rendering
+from .changes import Changes, plan_changes, wanted_version, watched_paths
+from .controller import cached_archive
 from .operations import manifest_path, release_files, remove_release_files
 from .releases import (
     BUILDKIT,
@@ -49,28 +51,15 @@ def host_settings(overrides: dict[str, Any]) -> Settings:
     return settings
 
 
-def _require_systemd() -> str:
+def _require_systemd(platform: dict) -> str:
     """The host's ``uname -m``, once systemd is known to be its init system."""
-    platform = host.get_fact(BuildHostPlatform)
     if not platform["systemd"]:
         raise _fail("systemd is not the running init system; pyinfra-nerdctl needs a systemd host")
     return platform["machine"]
 
 
-def _wanted_version(release: Release, settings: Settings) -> str:
-    return getattr(settings, f"{release.name}_version")
-
-
-def _installed_version(release: Release, settings: Settings) -> str | None:
-    """What the host runs; for BuildKit, None unless buildkitd and buildctl agree."""
-    if release is NERDCTL:
-        return host.get_fact(NerdctlVersion, bin_dir=settings.bin_dir)
-    versions = host.get_fact(BuildkitVersion, bin_dir=settings.bin_dir)
-    return versions["buildkitd"] if versions["buildkitd"] == versions["buildctl"] else None
-
-
 def _download(release: Release, settings: Settings, machine: str) -> Download:
-    version = _wanted_version(release, settings)
+    version = wanted_version(release, settings)
     try:
         arch = upstream_arch(machine, release, version)
         return resolve_download(
@@ -80,75 +69,67 @@ def _download(release: Release, settings: Settings, machine: str) -> Download:
         raise _fail(str(error)) from error
 
 
-def _config_file(path: str, content: str) -> Any:
-    return files.put(name=f"Write {path}", src=StringIO(content), dest=path, user="root", group="root", mode="644")
+def _controller_copy(download: Download, settings: Settings) -> str:
+    """The controller's verified copy of ``download``: fetched once per fleet, uploaded per host."""
+    try:
+        return str(cached_archive(download, settings.release_cache_dir))
+    except ReleaseError as error:
+        raise _fail(str(error)) from error
 
 
-def _config_dir(path: str) -> None:
-    files.directory(name=f"Directory {path}", path=path, user="root", group="root", mode="755")
-
-
-def _configure_nerdctl(settings: Settings) -> None:
-    _config_dir("/etc/nerdctl")
-    _config_file(rendering.NERDCTL_CONFIG, rendering.nerdctl_toml(settings))
-    if settings.nerdctl_docker_alias:
-        _config_file(rendering.DOCKER_ALIAS, rendering.docker_alias(settings))
-    else:
-        files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
-
-
-def _configure_buildkit(settings: Settings, binaries_change: bool) -> None:
-    if settings.buildkit_socket_group:
-        server.group(name=f"Group {settings.buildkit_socket_group}", group=settings.buildkit_socket_group, system=True)
-    _config_dir("/etc/buildkit")
-    config = _config_file(rendering.BUILDKIT_CONFIG, rendering.buildkitd_toml(settings))
-    socket_unit = _config_file(
-        f"{rendering.UNIT_DIR}/{rendering.SOCKET_UNIT}", rendering.buildkit_socket_unit(settings)
-    )
-    service_unit = _config_file(
-        f"{rendering.UNIT_DIR}/{rendering.SERVICE_UNIT}", rendering.buildkit_service_unit(settings)
-    )
-    # Freshness also catches what an interrupted earlier run wrote but never reloaded or restarted.
-    freshness = host.get_fact(BuildkitUnitFreshness, bin_dir=settings.bin_dir)
-    socket_changes = socket_unit.will_change or freshness["socket"]["stale"]
-    if (
-        socket_unit.will_change
-        or service_unit.will_change
-        or any(unit["needs_daemon_reload"] for unit in freshness.values())
-    ):
-        systemd.daemon_reload(name="Reload systemd units")
-    # Restarting the socket restarts a running service too (Requires=), so restart one or the other.
-    systemd.service(
-        name=f"Enable and start {rendering.SOCKET_UNIT}",
-        service=rendering.SOCKET_UNIT,
-        running=True,
-        enabled=True,
-        restarted=socket_changes,
-    )
-    service_inputs_change = binaries_change or config.will_change or service_unit.will_change
-    if not socket_changes and (service_inputs_change or freshness["service"]["stale"]):
-        systemd.service(
-            name=f"Restart {rendering.SERVICE_UNIT} if it runs",
-            service=rendering.SERVICE_UNIT,
-            running=None,
-            restarted=True,
+def _apply(changes: Changes, settings: Settings) -> None:
+    """pyinfra operations for ``changes`` only: a converged host gets none."""
+    if changes.create_group:
+        group = settings.buildkit_socket_group
+        server.group(name=f"Group {group}", group=group, system=True)
+    for directory in changes.dirs:
+        files.directory(name=f"Directory {directory}", path=directory, user="root", group="root", mode="755")
+    for file in changes.files:
+        files.put(
+            name=f"Write {file.path}", src=StringIO(file.content), dest=file.path, user="root", group="root", mode="644"
         )
+    if changes.remove_alias:
+        files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
+    if changes.daemon_reload:
+        systemd.daemon_reload(name="Reload systemd units")
+    if changes.start_socket or changes.restart_socket:
+        # Restarting the socket restarts a running service too (Requires=), so it is one or the other.
+        systemd.service(
+            name=f"Enable and start {rendering.SOCKET_UNIT}",
+            service=rendering.SOCKET_UNIT,
+            running=True,
+            enabled=True,
+            restarted=changes.restart_socket,
+        )
+    if changes.restart_service:
+        systemd.service(name=f"Restart {rendering.SERVICE_UNIT}", service=rendering.SERVICE_UNIT, restarted=True)
 
 
 def _install(releases: tuple[Release, ...], overrides: dict[str, Any]) -> None:
-    """Check every input, install the outdated archives in one verified step, then configure."""
+    """Check every input, install the outdated archives in one verified step, then converge the rest.
+
+    Everything is decided from one ``BuildHostState`` fact, so a converged host costs one remote command.
+    """
     settings = host_settings(overrides)
-    machine = _require_systemd()
-    outdated = [
-        release for release in releases if _installed_version(release, settings) != _wanted_version(release, settings)
-    ]
-    downloads = [_download(release, settings, machine) for release in outdated]
-    wanted = ", ".join(f"{release.label} {_wanted_version(release, settings)}" for release in releases)
-    release_files(name=f"Install {wanted} into {settings.bin_dir}", downloads=downloads, bin_dir=settings.bin_dir)
-    if NERDCTL in releases:
-        _configure_nerdctl(settings)
-    if BUILDKIT in releases:
-        _configure_buildkit(settings, binaries_change=BUILDKIT in outdated)
+    state = host.get_fact(
+        BuildHostState,
+        bin_dir=settings.bin_dir,
+        paths=watched_paths(settings, releases),
+        group=settings.buildkit_socket_group,
+    )
+    machine = _require_systemd(state)
+    changes = plan_changes(settings, state, releases)
+    downloads = [_download(release, settings, machine) for release in changes.outdated]
+    wanted = ", ".join(f"{release.label} {wanted_version(release, settings)}" for release in releases)
+    release_files(
+        name=f"Install {wanted} into {settings.bin_dir}",
+        downloads=downloads,
+        bin_dir=settings.bin_dir,
+        uploads=[_controller_copy(download, settings) for download in downloads]
+        if settings.fetch_on_controller
+        else [],
+    )
+    _apply(changes, settings)
 
 
 def _remove_files(release: Release, settings: Settings) -> None:
@@ -221,14 +202,14 @@ def remove_buildkit(purge: bool = False, **settings: Any) -> None:
         remove_buildkit(purge=True)
     """
     resolved = host_settings(settings)
-    _require_systemd()
+    _require_systemd(host.get_fact(BuildHostPlatform))
     systemd.service(name=f"Stop {rendering.SERVICE_UNIT}", service=rendering.SERVICE_UNIT, running=False)
     systemd.service(
         name=f"Stop and disable {rendering.SOCKET_UNIT}", service=rendering.SOCKET_UNIT, running=False, enabled=False
     )
     units = [
-        files.file(name=f"No {rendering.UNIT_DIR}/{unit}", path=f"{rendering.UNIT_DIR}/{unit}", present=False)
-        for unit in (rendering.SOCKET_UNIT, rendering.SERVICE_UNIT)
+        files.file(name=f"No {path}", path=path, present=False)
+        for path in (rendering.SOCKET_PATH, rendering.SERVICE_PATH)
     ]
     if any(unit.will_change for unit in units):
         systemd.daemon_reload(name="Reload systemd units")

@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Generator, Sequence
 
 from pyinfra import host
-from pyinfra.api import operation
+from pyinfra.api import FileUploadCommand, operation
 
 from .releases import Download, Release
 
@@ -21,6 +21,9 @@ TEMP_PREFIX = ".pyinfra-nerdctl"
 # Shell functions shared by every install script; each failure names what and why.
 INSTALL_FUNCTIONS = r"""
 fetch() {
+  case "$1" in /*)
+    mv -f "$1" "$2" || { echo "cannot take the uploaded $1" >&2; exit 1; }
+  ;; *)
   if command -v curl >/dev/null 2>&1; then
     curl --fail --silent --show-error --location --retry 2 --output "$2" "$1" || { echo "download of $1 failed" >&2; exit 1; }
   elif command -v wget >/dev/null 2>&1; then
@@ -28,6 +31,7 @@ fetch() {
   else
     echo "neither curl nor wget is installed: cannot download $1" >&2; exit 1
   fi
+  ;; esac
   got=$(sha256sum "$2" | cut -d' ' -f1)
   if [ "$got" != "$3" ]; then
     echo "SHA-256 mismatch for $1: expected $3, got $got; nothing was installed" >&2; exit 1
@@ -65,8 +69,16 @@ def manifest_path(release: Release) -> str:
     return f"{STATE_DIR}/{release.name}.files"
 
 
-def install_script(downloads: Sequence[Download], bin_dir: str) -> str:
+def upload_path(download: Download) -> str:
+    """Where an archive the controller uploads waits on the host for ``install_script``."""
+    return f"/tmp/{TEMP_PREFIX}-upload.{download.sha256}"
+
+
+def install_script(downloads: Sequence[Download], bin_dir: str, uploaded: bool = False) -> str:
     """The shell script that installs the files of every archive in ``downloads`` into ``bin_dir``.
+
+    With ``uploaded``, the archives were uploaded to ``upload_path`` instead of being
+    downloaded by the host; they are verified all the same.
 
     All archives are downloaded to a temporary folder (curl, else wget) and their
     SHA-256 compared in full before any is unpacked; they are unpacked into a
@@ -78,12 +90,14 @@ def install_script(downloads: Sequence[Download], bin_dir: str) -> str:
     and those of an earlier run that was killed go at the start.
     """
     quote = shlex.quote
+    uploads = " ".join(upload_path(download) for download in downloads) if uploaded else ""
     steps: dict[str, list[str]] = {"fetch": [], "unpack": [], "place": [], "place_last": [], "record": []}
     for index, download in enumerate(downloads):
         release = download.release
         member_dir = quote(release.member_dir or ".")
         last = quote(" ".join(release.version_binaries))
-        steps["fetch"].append(f'fetch {quote(download.url)} "$work/{index}.tar.gz" {download.sha256}')
+        source = upload_path(download) if uploaded else download.url
+        steps["fetch"].append(f'fetch {quote(source)} "$work/{index}.tar.gz" {download.sha256}')
         steps["unpack"].append(f"unpack {quote(download.url)} {index} {member_dir} {last}")
         steps["place"].append(f"place {index} {member_dir} {last}")
         steps["place_last"].append(f"place_last {index} {member_dir} {last}")
@@ -98,11 +112,11 @@ def install_script(downloads: Sequence[Download], bin_dir: str) -> str:
                 # Folders a killed earlier run could not clean up; one deploy runs per host at a time.
                 f'rm -rf "$bin_dir"/{TEMP_PREFIX}.* "${{TMPDIR:-/tmp}}"/{TEMP_PREFIX}.*',
                 f'work=$(mktemp -d -t {TEMP_PREFIX}.XXXXXX) || {{ echo "cannot create a temporary folder" >&2; exit 1; }}',
-                "trap 'rm -rf \"$work\"' EXIT",
+                f"trap 'rm -rf \"$work\" {uploads}' EXIT",
                 *steps["fetch"],
                 f'unpacked=$(mktemp -d "$bin_dir/{TEMP_PREFIX}.XXXXXX" 2>/dev/null) || '
                 '{ echo "bin_dir $bin_dir is not writable: nothing was installed" >&2; exit 1; }',
-                'trap \'rm -rf "$work" "$unpacked"\' EXIT',
+                f'trap \'rm -rf "$work" "$unpacked" {uploads}\' EXIT',
                 *steps["unpack"],
                 *steps["place"],
                 *steps["place_last"],
@@ -115,11 +129,15 @@ def install_script(downloads: Sequence[Download], bin_dir: str) -> str:
 
 
 @operation()
-def release_files(downloads: Sequence[Download], bin_dir: str) -> Generator[str, None, None]:
+def release_files(
+    downloads: Sequence[Download], bin_dir: str, uploads: Sequence[str] = ()
+) -> Generator[str | FileUploadCommand, None, None]:
     """Install the files of every archive in ``downloads`` into ``bin_dir`` in one verified step.
 
     + downloads: the archives that are not installed yet (see ``releases.resolve_download``)
     + bin_dir: where the executables go
+    + uploads: the controller's copies of ``downloads``, in order, to upload instead of
+      letting the host download them
 
     **Example:**
 
@@ -130,7 +148,10 @@ def release_files(downloads: Sequence[Download], bin_dir: str) -> Generator[str,
     if not downloads:
         host.noop("the wanted releases are installed")
         return
-    yield install_script(downloads, bin_dir)
+    if uploads:
+        for download, local_path in zip(downloads, uploads, strict=True):
+            yield FileUploadCommand(local_path, upload_path(download))
+    yield install_script(downloads, bin_dir, uploaded=bool(uploads))
 
 
 def removal_script(release: Release, bin_dir: str) -> str:

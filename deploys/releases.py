@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import urllib.error
 import urllib.request
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, wraps
 from pathlib import Path
+from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
 
+T = TypeVar("T")
 CHECKSUM_TABLE = Path(__file__).with_name("release-checksums.json")
 DEFAULT_GITHUB_URL = "https://github.com"
 VERSION_PATTERN = re.compile(r"^v?(\d+\.\d+\.\d+(?:-(?:alpha|beta|rc)\.?\d+)?)$")
@@ -202,7 +206,26 @@ def parse_sha256sums(text: str) -> dict[str, str]:
     return sums
 
 
-@cache
+def once_per_run(function: Callable[..., T]) -> Callable[..., T]:
+    """Cache ``function`` by its arguments; concurrent callers wait for the one call.
+
+    pyinfra prepares hosts concurrently (gevent patches ``threading``), so without the
+    per-key lock every host would fetch the same file. Failures are not cached.
+    """
+    results: dict[tuple, T] = {}
+    locks: dict[tuple, threading.Lock] = defaultdict(threading.Lock)
+
+    @wraps(function)
+    def call(*args: Any) -> T:
+        with locks[args]:
+            if args not in results:
+                results[args] = function(*args)
+            return results[args]
+
+    return call
+
+
+@once_per_run
 def fetch_text(url: str, timeout: float = 20) -> str:
     """GET ``url`` from the controller, once per run; a ReleaseError says why it failed."""
     try:

@@ -8,12 +8,14 @@ touches a host; nothing in this module needs a host.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from .controller import default_cache_dir
 from .releases import (
     BUILDKIT,
     NERDCTL,
@@ -34,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "containerd_namespace": "default",
     "buildkit_socket_group": None,
     "nerdctl_docker_alias": False,
+    "download_on_controller": False,
+    "release_cache_dir": None,  # controller.default_cache_dir()
 }
 GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}\$?$")
 NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,74}[A-Za-z0-9])?$")
@@ -57,6 +61,13 @@ class Settings:
     containerd_namespace: str
     buildkit_socket_group: str | None
     nerdctl_docker_alias: bool
+    download_on_controller: bool
+    release_cache_dir: str
+
+    @property
+    def fetch_on_controller(self) -> bool:
+        """Whether the controller fetches archives and uploads them (always for a local ``github_url``)."""
+        return self.download_on_controller or self.github_url.startswith("file://")
 
     @property
     def containerd_socket(self) -> str:
@@ -92,6 +103,10 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             containerd_namespace=_namespace(value("containerd_namespace")),
             buildkit_socket_group=_group(value("buildkit_socket_group")),
             nerdctl_docker_alias=_flag(value("nerdctl_docker_alias"), "nerdctl_docker_alias"),
+            download_on_controller=_flag(value("download_on_controller"), "download_on_controller"),
+            release_cache_dir=_absolute_path(
+                os.path.expanduser(value("release_cache_dir") or default_cache_dir()), "release_cache_dir"
+            ),
         )
     except ReleaseError as error:
         raise SettingError(str(error)) from error
@@ -118,10 +133,19 @@ def _version(value: Any, key: str, default: str) -> str:
 
 
 def _github_url(value: Any) -> str:
+    """An http(s) URL, or a folder on the controller as ``file:///path`` (a plain ``/path`` too)."""
     url = str(value).strip().rstrip("/")
+    if url.startswith("/"):
+        url = f"file://{url}"
     parsed = urlparse(url)
+    if parsed.scheme == "file" and not parsed.netloc and parsed.path.startswith("/"):
+        if not os.path.isdir(parsed.path):
+            raise SettingError(f"github_url={value!r} is not a folder on the controller")
+        return url
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise SettingError(f"github_url={value!r} is not an http(s) URL (e.g. https://github.com)")
+        raise SettingError(
+            f"github_url={value!r} is neither an http(s) URL (e.g. https://github.com) nor a folder on the controller"
+        )
     return url
 
 

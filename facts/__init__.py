@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pyinfra.api import FactBase
 
 DEFAULT_BIN_DIR = "/usr/local/bin"
+UNIT_DIR = "/etc/systemd/system"
 NERDCTL_VERSION = re.compile(r"^nerdctl version v?(\S+)$")
 BUILDKIT_VERSION = re.compile(r"^(buildkitd|buildctl) github\.com/moby/buildkit v?(\S+)(?: \S+)?$")
 
@@ -151,6 +152,14 @@ class ContainerdSocket(FactBase[dict]):
         return {"path": values.get("path"), "exists": found["exists"], "is_socket": found["is_socket"]}
 
 
+PLATFORM_COMMAND = "echo machine=$(uname -m); if [ -d /run/systemd/system ]; then echo systemd=yes; fi"
+
+
+def parse_platform(lines: list[str]) -> dict:
+    values = parse_key_values(lines)
+    return {"machine": values.get("machine", ""), "systemd": values.get("systemd") == "yes"}
+
+
 class BuildHostPlatform(FactBase[dict]):
     """The machine architecture (``uname -m``) and whether systemd is the running init.
 
@@ -159,11 +168,10 @@ class BuildHostPlatform(FactBase[dict]):
         {"machine": "x86_64", "systemd": True}
     """
 
-    command = "echo machine=$(uname -m); if [ -d /run/systemd/system ]; then echo systemd=yes; fi"
+    command = PLATFORM_COMMAND
 
     def process(self, output: list[str]) -> dict:
-        values = parse_key_values(output)
-        return {"machine": values.get("machine", ""), "systemd": values.get("systemd") == "yes"}
+        return parse_platform(output)
 
 
 class ReleaseFiles(FactBase[list]):
@@ -203,6 +211,20 @@ def parse_stat_time(value: str | None) -> datetime | None:
     return datetime.strptime(value[:26], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
 
 
+def unit_state_command(bin_dir: str, unit_dir: str) -> str:
+    """``systemctl show`` of both BuildKit units, and when their inputs last changed, as ``unit.Key=value`` lines."""
+    inputs = {
+        "socket": f"{unit_dir}/buildkit.socket",
+        "service": f"{bin_dir}/buildkitd /etc/buildkit/buildkitd.toml {unit_dir}/buildkit.service",
+    }
+    return "; ".join(
+        "systemctl show --timestamp=us+utc -p UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp "
+        f"buildkit.{unit} 2>/dev/null | sed 's/^/{unit}./'; "
+        f"echo {unit}.inputs=$(TZ=UTC stat -c %z {paths} 2>/dev/null | sort | tail -n1)"
+        for unit, paths in inputs.items()
+    )
+
+
 def parse_unit_freshness(lines: list[str]) -> dict:
     values = parse_key_values(lines)
     state = {}
@@ -211,6 +233,8 @@ def parse_unit_freshness(lines: list[str]) -> dict:
         changed = parse_stat_time(values.get(f"{unit}.inputs"))
         active = values.get(f"{unit}.ActiveState") == "active"
         state[unit] = {
+            "enabled": values.get(f"{unit}.UnitFileState") == "enabled",
+            "active": active,
             "needs_daemon_reload": values.get(f"{unit}.NeedDaemonReload") == "yes",
             "stale": bool(active and started and changed and started < changed),
         }
@@ -218,7 +242,7 @@ def parse_unit_freshness(lines: list[str]) -> dict:
 
 
 class BuildkitUnitFreshness(FactBase[dict]):
-    """Whether the BuildKit units run what is on disk.
+    """The BuildKit units' state, and whether they run what is on disk.
 
     A unit is stale when it is active and became active before its inputs last
     changed (the socket: its unit file; the service: ``buildkitd``, its config and
@@ -226,21 +250,12 @@ class BuildkitUnitFreshness(FactBase[dict]):
 
     .. code:: python
 
-        {"socket": {"needs_daemon_reload": False, "stale": False},
-         "service": {"needs_daemon_reload": False, "stale": True}}
+        {"socket": {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False},
+         "service": {"enabled": False, "active": True, "needs_daemon_reload": False, "stale": True}}
     """
 
-    def command(self, bin_dir: str = DEFAULT_BIN_DIR, unit_dir: str = "/etc/systemd/system") -> str:
-        inputs = {
-            "socket": f"{unit_dir}/buildkit.socket",
-            "service": f"{bin_dir}/buildkitd /etc/buildkit/buildkitd.toml {unit_dir}/buildkit.service",
-        }
-        return "; ".join(
-            f"systemctl show --timestamp=us+utc -p NeedDaemonReload,ActiveState,ActiveEnterTimestamp buildkit.{unit} "
-            f"2>/dev/null | sed 's/^/{unit}./'; "
-            f"echo {unit}.inputs=$(TZ=UTC stat -c %z {paths} 2>/dev/null | sort | tail -n1)"
-            for unit, paths in inputs.items()
-        )
+    def command(self, bin_dir: str = DEFAULT_BIN_DIR, unit_dir: str = UNIT_DIR) -> str:
+        return unit_state_command(bin_dir, unit_dir)
 
     def process(self, output: list[str]) -> dict:
         return parse_unit_freshness(output)
@@ -248,3 +263,69 @@ class BuildkitUnitFreshness(FactBase[dict]):
     @staticmethod
     def default() -> dict:
         return parse_unit_freshness([])
+
+
+def managed_paths_command(paths: tuple[str, ...]) -> str:
+    """``file=PATH|mode|user|group|sha256`` or ``dir=PATH|mode|user|group`` for each of ``paths`` that exists."""
+    quoted = " ".join(shlex.quote(path) for path in paths)
+    return (
+        f"for path in {quoted}; do "
+        'if [ -f "$path" ]; then '
+        'echo "file=$path|$(stat -c \'%a|%U|%G\' "$path")|$(sha256sum < "$path" | cut -c1-64)"; '
+        'elif [ -d "$path" ]; then echo "dir=$path|$(stat -c \'%a|%U|%G\' "$path")"; fi; done'
+    )
+
+
+def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
+    """Lines of ``managed_paths_command`` to ``{path: {"kind", "mode", "user", "group", "sha256"}}``."""
+    paths = {}
+    for line in lines:
+        kind, _, rest = line.partition("=")
+        if kind in ("file", "dir") and rest:
+            path, mode, user, group, *digest = rest.split("|")
+            paths[path] = {"kind": kind, "mode": mode, "user": user, "group": group, "sha256": "".join(digest) or None}
+    return paths
+
+
+class BuildHostState(FactBase[dict]):
+    """Everything the build-host deploys decide from, in one remote command.
+
+    The platform, the installed versions, the managed files and folders (mode,
+    owner, SHA-256), whether the socket group exists, and the units' state, so a
+    converged host costs one round trip.
+
+    .. code:: python
+
+        {"machine": "x86_64", "systemd": True, "nerdctl": "2.3.5",
+         "buildkit": {"buildkitd": "0.12.5", "buildctl": "0.12.5"},
+         "paths": {"/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", ...}},
+         "group_exists": True, "units": {"socket": {...}, "service": {...}}}
+    """
+
+    def command(
+        self,
+        bin_dir: str = DEFAULT_BIN_DIR,
+        paths: tuple[str, ...] = (),
+        group: str | None = None,
+        unit_dir: str = UNIT_DIR,
+    ) -> str:
+        parts = [
+            PLATFORM_COMMAND,
+            NerdctlVersion().command(bin_dir),
+            BuildkitVersion().command(bin_dir),
+            managed_paths_command(tuple(paths)),
+            unit_state_command(bin_dir, unit_dir),
+        ]
+        if group:
+            parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
+        return "; ".join(parts)
+
+    def process(self, output: list[str]) -> dict:
+        return {
+            **parse_platform(output),
+            "nerdctl": parse_nerdctl_version(output),
+            "buildkit": parse_buildkit_versions(output),
+            "paths": parse_managed_paths(output),
+            "group_exists": parse_key_values(output).get("group") == "yes",
+            "units": parse_unit_freshness(output),
+        }

@@ -48,10 +48,10 @@ def mirror() -> Iterator[Mirror]:
 
 
 @pytest.fixture(autouse=True)
-def _healed_mirror(request: pytest.FixtureRequest) -> Iterator[None]:
+def _reset_mirror(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "mirror" in request.fixturenames:
-        request.getfixturevalue("mirror").heal()
+        request.getfixturevalue("mirror").reset()
 
 
 @pytest.fixture(scope="session")

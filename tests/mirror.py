@@ -212,6 +212,13 @@ class Mirror:
     def heal(self) -> None:
         self.faults.clear()
 
+    def reset(self) -> None:
+        """No faults, and an empty log: each test sees only its own requests."""
+        self.heal()
+        self.requests.clear()
+        self.started.clear()
+        self.user_agents.clear()
+
     def fetched(self, path_contains: str = "") -> list[str]:
         """Paths served successfully (status 200) whose path contains ``path_contains``."""
         return [path for path, status, _ in self.requests if status == 200 and path_contains in path]

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import tomllib
 from pyinfra_nerdctl.deploys import rendering
+from pyinfra_nerdctl.deploys.changes import Changes, managed_dirs, managed_files, plan_changes
 from pyinfra_nerdctl.deploys.operations import install_script
 from pyinfra_nerdctl.deploys.releases import (
     BUILDKIT,
@@ -28,6 +29,7 @@ from pyinfra_nerdctl.deploys.settings import (
     unknown_key_warnings,
 )
 from pyinfra_nerdctl.facts import (
+    BuildHostState,
     parse_buildkit_versions,
     parse_nerdctl_version,
     parse_socket_unit,
@@ -197,7 +199,8 @@ def test_settings_lookup_order():
         ("containerd_address", "containerd.sock", "must be a socket path or unix:// URL"),
         ("buildkit_socket_group", "Bad Group", "is not a valid group name"),
         ("containerd_namespace", "k8s io", "is not a containerd namespace name"),
-        ("github_url", "ftp://mirror", "is not an http\\(s\\) URL"),
+        ("github_url", "ftp://mirror", "is neither an http\\(s\\) URL"),
+        ("github_url", "/no/such/folder", "is not a folder on the controller"),
         ("nerdctl_docker_alias", "maybe", "is not a yes/no value"),
         ("buildkit_version", 0.1, "buildkit_version=0.1 arrived as a number"),
         ("nerdctl_verison", "2.3.5", "unknown setting 'nerdctl_verison' \\(did you mean nerdctl_version\\?\\)"),
@@ -367,6 +370,7 @@ def test_install_script_is_valid_shell_and_checks_hash_before_unpacking():
 
 def test_unit_freshness_parsing():
     lines = [
+        "socket.UnitFileState=enabled",
         "socket.NeedDaemonReload=no",
         "socket.ActiveState=active",
         "socket.ActiveEnterTimestamp=Sun 2026-11-29 18:01:02.500000 UTC",
@@ -377,9 +381,119 @@ def test_unit_freshness_parsing():
         "service.inputs=2026-11-29 18:01:02.600000123 +0000",
     ]
     assert parse_unit_freshness(lines) == {
-        "socket": {"needs_daemon_reload": False, "stale": False},
-        "service": {"needs_daemon_reload": True, "stale": True},
+        "socket": {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False},
+        "service": {"enabled": False, "active": True, "needs_daemon_reload": True, "stale": True},
     }
     inactive = [line.replace("=active", "=inactive") for line in lines]
     assert parse_unit_freshness(inactive)["service"]["stale"] is False
     assert parse_unit_freshness(["service.ActiveEnterTimestamp=n/a", "service.inputs="]) == parse_unit_freshness([])
+
+
+def _converged_state(settings, releases=(NERDCTL, BUILDKIT)):
+    """The BuildHostState of a host on which ``settings`` are fully applied."""
+    paths = {
+        d: {"kind": "dir", "mode": "755", "user": "root", "group": "root", "sha256": None}
+        for d in managed_dirs(releases)
+    }
+    for file in managed_files(settings, releases):
+        paths[file.path] = {"kind": "file", "mode": "644", "user": "root", "group": "root", "sha256": file.sha256}
+    unit = {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False}
+    return {
+        "machine": "x86_64",
+        "systemd": True,
+        "nerdctl": settings.nerdctl_version,
+        "buildkit": {"buildkitd": settings.buildkit_version, "buildctl": settings.buildkit_version},
+        "paths": paths,
+        "group_exists": True,
+        "units": {"socket": dict(unit), "service": {**unit, "enabled": False}},
+    }
+
+
+def test_converged_host_needs_nothing():
+    assert plan_changes(K3S, _converged_state(K3S), (NERDCTL, BUILDKIT)) == Changes()
+
+
+def test_fresh_host_needs_everything_but_restarts():
+    state = {
+        "machine": "x86_64",
+        "systemd": True,
+        "nerdctl": None,
+        "buildkit": {"buildkitd": None, "buildctl": None},
+        "paths": {},
+        "group_exists": False,
+        "units": parse_unit_freshness([]),
+    }
+    changes = plan_changes(K3S, state, (NERDCTL, BUILDKIT))
+    assert changes.outdated == (NERDCTL, BUILDKIT) and changes.create_group and changes.daemon_reload
+    assert [file.path for file in changes.files] == [file.path for file in managed_files(K3S, (NERDCTL, BUILDKIT))]
+    assert changes.start_socket and not changes.restart_socket and not changes.restart_service
+
+
+def test_new_buildkit_restarts_only_a_running_service():
+    state = _converged_state(K3S)
+    state["buildkit"] = {"buildkitd": "0.11.0", "buildctl": "0.11.0"}
+    assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(outdated=(BUILDKIT,), restart_service=True)
+    state["units"]["service"]["active"] = False
+    assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(outdated=(BUILDKIT,))
+
+
+def test_new_nerdctl_touches_no_unit():
+    state = _converged_state(K3S)
+    state["nerdctl"] = "1.0.0"
+    assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(outdated=(NERDCTL,))
+
+
+def test_changed_socket_unit_reloads_and_restarts_the_socket_not_the_service():
+    state = _converged_state(K3S)
+    state["paths"][rendering.SOCKET_PATH]["sha256"] = "0" * 64
+    changes = plan_changes(K3S, state, (NERDCTL, BUILDKIT))
+    assert changes.daemon_reload and changes.restart_socket and not changes.restart_service
+
+
+def test_stale_units_from_an_interrupted_run_are_reloaded_and_restarted():
+    state = _converged_state(K3S)
+    state["units"]["service"].update(needs_daemon_reload=True, stale=True)
+    assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(daemon_reload=True, restart_service=True)
+
+
+def test_wrong_mode_or_owner_is_rewritten_and_alias_removed_when_off():
+    settings = resolve_settings({}.get, {})
+    state = _converged_state(settings, (NERDCTL,))
+    state["paths"][rendering.NERDCTL_CONFIG]["mode"] = "666"
+    state["paths"]["/etc/nerdctl"]["user"] = "nobody"
+    state["paths"][rendering.DOCKER_ALIAS] = {
+        "kind": "file",
+        "mode": "644",
+        "user": "root",
+        "group": "root",
+        "sha256": "x",
+    }
+    changes = plan_changes(settings, state, (NERDCTL,))
+    assert [file.path for file in changes.files] == [rendering.NERDCTL_CONFIG]
+    assert changes.dirs == ("/etc/nerdctl",) and changes.remove_alias and not changes.daemon_reload
+
+
+def test_build_host_state_parsing():
+    lines = [
+        "machine=aarch64",
+        "systemd=yes",
+        "nerdctl version 2.3.5",
+        "buildkitd github.com/moby/buildkit v0.12.5 bac3f2b673f3f9d33e79046008e7a38e856b3dc6",
+        f"file=/etc/nerdctl/nerdctl.toml|644|root|root|{SHA}",
+        "dir=/etc/nerdctl|755|root|root",
+        "group=yes",
+        "socket.UnitFileState=enabled",
+    ]
+    state = BuildHostState().process(lines)
+    assert state["machine"] == "aarch64" and state["systemd"] and state["nerdctl"] == "2.3.5"
+    assert state["buildkit"] == {"buildkitd": "0.12.5", "buildctl": None}
+    assert state["paths"] == {
+        "/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", "user": "root", "group": "root", "sha256": SHA},
+        "/etc/nerdctl": {"kind": "dir", "mode": "755", "user": "root", "group": "root", "sha256": None},
+    }
+    assert state["group_exists"] and state["units"]["socket"]["enabled"]
+
+
+def test_build_host_state_command_is_valid_shell():
+    command = BuildHostState().command("/usr/local/bin", ("/etc/nerdctl", "/etc/a b"), "builders")
+    subprocess.run(["sh", "-n", "-c", command], check=True)

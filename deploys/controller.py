@@ -1,0 +1,143 @@
+"""Archives fetched once on the controller: the release cache and the offline prefetch.
+
+With ``download_on_controller`` (or a ``github_url`` that is a folder on the
+controller) every archive is fetched and verified once per fleet into a local
+cache, then uploaded to the hosts that need it, so hosts need no route to any
+mirror. ``prefetch`` fills a folder laid out like github.com's release paths,
+for carrying into an air-gapped site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from .releases import (
+    BUILDKIT,
+    NERDCTL,
+    NERDCTL_FULL,
+    Download,
+    ReleaseError,
+    fetch_text,
+    normalise_version,
+    once_per_run,
+    resolve_download,
+)
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/pyinfra-nerdctl/releases``, else ``~/.cache/pyinfra-nerdctl/releases``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pyinfra-nerdctl", "releases")
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@once_per_run
+def fetch_verified(url: str, sha256: str, target: Path) -> Path:
+    """``url`` at ``target``, its SHA-256 checked in full; reused when already there, fetched once per run."""
+    if target.exists() and _sha256_of(target) == sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as handle:
+            shutil.copyfileobj(response, handle)
+        got = _sha256_of(partial)
+        if got != sha256:
+            raise ReleaseError(f"SHA-256 mismatch for {url}: expected {sha256}, got {got}")
+        partial.rename(target)
+    except urllib.error.HTTPError as error:
+        raise ReleaseError(f"download of {url} failed: HTTP {error.code}") from error
+    except (urllib.error.URLError, OSError) as error:
+        raise ReleaseError(f"download of {url} failed: {getattr(error, 'reason', error)}") from error
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def cached_archive(download: Download, cache_dir: str) -> Path:
+    """The controller's verified copy of ``download``, fetched on first use."""
+    return fetch_verified(download.url, download.sha256, Path(cache_dir) / download.sha256 / Path(download.url).name)
+
+
+def prefetch(
+    dest: Path,
+    github_url: str,
+    nerdctl_versions: Sequence[str] = (),
+    buildkit_versions: Sequence[str] = (),
+    arches: Sequence[str] = ("amd64", "arm64"),
+    full: bool = False,
+    pins: dict[str, str] | None = None,
+) -> list[Path]:
+    """Fetch and verify archives (and nerdctl's SHA256SUMS) into ``dest`` under github.com's paths.
+
+    ``pins`` maps asset names to SHA-256 for archives neither the table nor SHA256SUMS covers.
+    """
+    pins = pins or {}
+    wanted = [(NERDCTL, version) for version in nerdctl_versions]
+    wanted += [(NERDCTL_FULL, version) for version in nerdctl_versions if full]
+    wanted += [(BUILDKIT, version) for version in buildkit_versions]
+    fetched = []
+    for release, version in wanted:
+        version = normalise_version(version, f"{release.name} version")
+        for arch in arches:
+            if not release.supports(version, arch):
+                continue
+            download = resolve_download(release, version, arch, github_url, pins.get(release.asset(version, arch)))
+            fetched.append(fetch_verified(download.url, download.sha256, dest / _github_path(download.url, github_url)))
+        if release.sums_asset:
+            sums_url = release.url(github_url, version, release.sums_asset)
+            target = dest / _github_path(sums_url, github_url)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(fetch_text(sums_url))
+            fetched.append(target)
+    return fetched
+
+
+def _github_path(url: str, github_url: str) -> str:
+    return url[len(github_url.rstrip("/")) :].lstrip("/")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pyinfra_nerdctl.deploys.controller",
+        description="Fetch release archives into a folder laid out like github.com, for offline use "
+        "as github_url=/that/folder.",
+    )
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--nerdctl", action="append", default=[], metavar="VERSION")
+    parser.add_argument("--buildkit", action="append", default=[], metavar="VERSION")
+    parser.add_argument("--arch", action="append", default=[], help="upstream arch name (default: amd64 and arm64)")
+    parser.add_argument("--full", action="store_true", help="also the nerdctl-full archives")
+    parser.add_argument("--github-url", default="https://github.com")
+    parser.add_argument("--pin", action="append", default=[], metavar="ASSET=SHA256")
+    args = parser.parse_args(argv)
+    try:
+        pins = dict(pin.split("=", 1) for pin in args.pin)
+        paths = prefetch(
+            args.dest, args.github_url, args.nerdctl, args.buildkit, args.arch or ["amd64", "arm64"], args.full, pins
+        )
+    except (ReleaseError, ValueError) as error:
+        print(f"prefetch: {error}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
