@@ -157,9 +157,14 @@ def normalise_sha256(value: object, key: str) -> str | None:
 
 
 @cache
+def _shipped_pins() -> dict:
+    return json.loads(CHECKSUM_TABLE.read_text())
+
+
+@cache
 def checksum_table() -> dict[str, dict[str, dict[str, str]]]:
     """The shipped pins as ``{release repo name: {version: {asset: sha256}}}``."""
-    raw = json.loads(CHECKSUM_TABLE.read_text())
+    raw = _shipped_pins()
     return {
         component: {
             version.lstrip("v"): {asset: entry["sha256"] for asset, entry in assets.items()}
@@ -178,12 +183,13 @@ def pinned_sha256(release: Release, version: str, asset: str) -> str | None:
     return checksum_table().get(_table_component(release), {}).get(version, {}).get(asset)
 
 
+@cache
 def default_version(release: Release) -> str:
     """The newest version whose amd64 and arm64 archives are both pinned by a named source.
 
     Entries known only from unnamed index files are lower confidence and never a default.
     """
-    raw = json.loads(CHECKSUM_TABLE.read_text())[_table_component(release)]
+    raw = _shipped_pins()[_table_component(release)]
     candidates = []
     for tagged, assets in raw.items():
         version = tagged.lstrip("v")

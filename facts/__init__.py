@@ -16,6 +16,7 @@ from pyinfra.api import FactBase
 DEFAULT_BIN_DIR = "/usr/local/bin"
 UNIT_DIR = "/etc/systemd/system"
 NERDCTL_VERSION = re.compile(r"^nerdctl version v?(\S+)$")
+SHA256_LINE = re.compile(r"^[0-9a-f]{64}$")
 BUILDKIT_VERSION = re.compile(r"^(buildkitd|buildctl) github\.com/moby/buildkit v?(\S+)(?: \S+)?$")
 
 
@@ -211,31 +212,57 @@ def parse_stat_time(value: str | None) -> datetime | None:
     return datetime.strptime(value[:26], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
 
 
-def unit_state_command(bin_dir: str, unit_dir: str) -> str:
-    """``systemctl show`` of both BuildKit units, and when their inputs last changed, as ``unit.Key=value`` lines."""
-    inputs = {
-        "socket": f"{unit_dir}/buildkit.socket",
-        "service": f"{bin_dir}/buildkitd /etc/buildkit/buildkitd.toml {unit_dir}/buildkit.service",
+UNIT_PROPERTIES = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp"
+
+
+def _unit_inputs(bin_dir: str, unit_dir: str) -> dict[str, tuple[str, ...]]:
+    """What each unit runs: a change to any of these makes a running unit stale."""
+    return {
+        "socket": (f"{unit_dir}/buildkit.socket",),
+        "service": (f"{bin_dir}/buildkitd", "/etc/buildkit/buildkitd.toml", f"{unit_dir}/buildkit.service"),
     }
-    return "; ".join(
-        "systemctl show --timestamp=us+utc -p UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp "
-        f"buildkit.{unit} 2>/dev/null | sed 's/^/{unit}./'; "
-        f"echo {unit}.inputs=$(TZ=UTC stat -c %z {paths} 2>/dev/null | sort | tail -n1)"
-        for unit, paths in inputs.items()
+
+
+def unit_state_command(bin_dir: str, unit_dir: str) -> str:
+    """Both BuildKit units' state (``unit.`` lines, a bare ``unit.`` between them) and their inputs' ctimes.
+
+    Few processes whatever the number of files: this runs on every host on every run.
+    """
+    ctimes = "; ".join(
+        f"TZ=UTC stat -c 'ctime.{unit}=%z' {' '.join(shlex.quote(path) for path in paths)} 2>/dev/null"
+        for unit, paths in _unit_inputs(bin_dir, unit_dir).items()
+    )
+    return (
+        f"systemctl show --timestamp=us+utc -p {UNIT_PROPERTIES} buildkit.socket buildkit.service 2>/dev/null "
+        f"| sed 's/^/unit./'; {ctimes}; true"
     )
 
 
 def parse_unit_freshness(lines: list[str]) -> dict:
-    values = parse_key_values(lines)
+    """Lines of ``unit_state_command`` to ``{"socket": {...}, "service": {...}}`` (see ``BuildkitUnitFreshness``)."""
+    blocks: list[dict[str, str]] = [{}, {}]
+    index = 0
+    ctimes: dict[str, list[datetime]] = {"socket": [], "service": []}
+    for line in lines:
+        if line.startswith("unit."):
+            key, _, value = line[len("unit.") :].partition("=")
+            if key:
+                blocks[index][key] = value
+            else:
+                index = 1
+        elif line.startswith("ctime."):
+            unit, _, changed = line[len("ctime.") :].partition("=")
+            if unit in ctimes and changed:
+                ctimes[unit].append(parse_stat_time(changed))
     state = {}
-    for unit in ("socket", "service"):
-        started = parse_systemd_timestamp(values.get(f"{unit}.ActiveEnterTimestamp"))
-        changed = parse_stat_time(values.get(f"{unit}.inputs"))
-        active = values.get(f"{unit}.ActiveState") == "active"
+    for unit, values in zip(("socket", "service"), blocks, strict=True):
+        started = parse_systemd_timestamp(values.get("ActiveEnterTimestamp"))
+        changed = max(ctimes[unit], default=None)
+        active = values.get("ActiveState") == "active"
         state[unit] = {
-            "enabled": values.get(f"{unit}.UnitFileState") == "enabled",
+            "enabled": values.get("UnitFileState") == "enabled",
             "active": active,
-            "needs_daemon_reload": values.get(f"{unit}.NeedDaemonReload") == "yes",
+            "needs_daemon_reload": values.get("NeedDaemonReload") == "yes",
             "stale": bool(active and started and changed and started < changed),
         }
     return state
@@ -266,24 +293,30 @@ class BuildkitUnitFreshness(FactBase[dict]):
 
 
 def managed_paths_command(paths: tuple[str, ...]) -> str:
-    """``file=PATH|mode|user|group|sha256`` or ``dir=PATH|mode|user|group`` for each of ``paths`` that exists."""
+    """``path=PATH|type|mode|user|group`` for each of ``paths`` that exists, then ``sha256sum`` of the files.
+
+    Two processes whatever the number of paths: this runs on every host on every run.
+    """
     quoted = " ".join(shlex.quote(path) for path in paths)
-    return (
-        f"for path in {quoted}; do "
-        'if [ -f "$path" ]; then '
-        'echo "file=$path|$(stat -c \'%a|%U|%G\' "$path")|$(sha256sum < "$path" | cut -c1-64)"; '
-        'elif [ -d "$path" ]; then echo "dir=$path|$(stat -c \'%a|%U|%G\' "$path")"; fi; done'
-    )
+    return f"stat -c 'path=%n|%F|%a|%U|%G' {quoted} 2>/dev/null; sha256sum {quoted} 2>/dev/null; true"
 
 
 def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
     """Lines of ``managed_paths_command`` to ``{path: {"kind", "mode", "user", "group", "sha256"}}``."""
-    paths = {}
+    paths: dict[str, dict] = {}
+    digests = {}
     for line in lines:
-        kind, _, rest = line.partition("=")
-        if kind in ("file", "dir") and rest:
-            path, mode, user, group, *digest = rest.split("|")
-            paths[path] = {"kind": kind, "mode": mode, "user": user, "group": group, "sha256": "".join(digest) or None}
+        if line.startswith("path="):
+            path, kind, mode, user, group = line[len("path=") :].rsplit("|", 4)
+            kind = {"regular file": "file", "regular empty file": "file", "directory": "dir"}.get(kind, kind)
+            paths[path] = {"kind": kind, "mode": mode, "user": user, "group": group, "sha256": None}
+        else:
+            digest, _, path = line.partition("  ")
+            if SHA256_LINE.match(digest):
+                digests[path] = digest
+    for path, digest in digests.items():
+        if path in paths:
+            paths[path]["sha256"] = digest
     return paths
 
 

@@ -52,11 +52,31 @@ def buildkit_asset(version: str, arch: str) -> str:
     return f"buildkit-v{version}.linux-{arch}.tar.gz"
 
 
+# What each Python stand-in prints for --version, exactly as upstream does.
+VERSION_LINES = {
+    "nerdctl": "nerdctl version {version}",
+    "buildkitd": "buildkitd github.com/moby/buildkit v{version} {revision}",
+    "buildctl": "buildctl github.com/moby/buildkit v{version} {revision}",
+}
+PYTHON_MARKER = "# --- python ---"
+
+
 def _standin(name: str, version: str, release: str, arch: str) -> bytes:
-    template = STANDINS / name if (STANDINS / name).exists() else STANDINS / "generic"
+    """A stand-in executable: ``--version`` answered by the shell (as fast as a Go binary), the rest in Python."""
     revision = hashlib.sha1(f"{release}-{version}".encode()).hexdigest()
-    text = template.read_text()
-    for key, value in {"@VERSION@": version, "@REVISION@": revision, "@NAME@": name, "@RELEASE@": release}.items():
+    values = {"@VERSION@": version, "@REVISION@": revision, "@NAME@": name, "@RELEASE@": release}
+    if name not in VERSION_LINES:
+        text = (STANDINS / "generic").read_text()
+    else:
+        version_line = VERSION_LINES[name].format(version=version, revision=revision)
+        python = (STANDINS / name).read_text().split("\n", 1)[1]
+        text = (
+            "#!/bin/sh\n"
+            f'if [ "$1" = "--version" ]; then echo "{version_line}"; exit 0; fi\n'
+            f'exec python3 -c "$(sed \'1,/^{PYTHON_MARKER}$/d\' "$0")" "$@"\n'
+            f"{PYTHON_MARKER}\n{python}"
+        )
+    for key, value in values.items():
         text = text.replace(key, value)
     return f"{text}# stand-in built for linux/{arch}\n".encode()
 

@@ -370,15 +370,18 @@ def test_install_script_is_valid_shell_and_checks_hash_before_unpacking():
 
 def test_unit_freshness_parsing():
     lines = [
-        "socket.UnitFileState=enabled",
-        "socket.NeedDaemonReload=no",
-        "socket.ActiveState=active",
-        "socket.ActiveEnterTimestamp=Sun 2026-11-29 18:01:02.500000 UTC",
-        "socket.inputs=2026-11-29 18:01:02.400000000 +0000",
-        "service.NeedDaemonReload=yes",
-        "service.ActiveState=active",
-        "service.ActiveEnterTimestamp=Sun 2026-11-29 18:01:02.500000 UTC",
-        "service.inputs=2026-11-29 18:01:02.600000123 +0000",
+        "unit.UnitFileState=enabled",
+        "unit.ActiveState=active",
+        "unit.NeedDaemonReload=no",
+        "unit.ActiveEnterTimestamp=Sun 2026-11-29 18:01:02.500000 UTC",
+        "unit.",
+        "unit.UnitFileState=static",
+        "unit.ActiveState=active",
+        "unit.NeedDaemonReload=yes",
+        "unit.ActiveEnterTimestamp=Sun 2026-11-29 18:01:02.500000 UTC",
+        "ctime.socket=2026-11-29 18:01:02.400000000 +0000",
+        "ctime.service=2026-11-29 18:00:00.000000000 +0000",
+        "ctime.service=2026-11-29 18:01:02.600000123 +0000",
     ]
     assert parse_unit_freshness(lines) == {
         "socket": {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False},
@@ -386,7 +389,8 @@ def test_unit_freshness_parsing():
     }
     inactive = [line.replace("=active", "=inactive") for line in lines]
     assert parse_unit_freshness(inactive)["service"]["stale"] is False
-    assert parse_unit_freshness(["service.ActiveEnterTimestamp=n/a", "service.inputs="]) == parse_unit_freshness([])
+    absent = ["unit.ActiveState=inactive", "unit.ActiveEnterTimestamp=", "unit.", "unit.ActiveState=inactive"]
+    assert parse_unit_freshness(absent) == parse_unit_freshness([])
 
 
 def _converged_state(settings, releases=(NERDCTL, BUILDKIT)):
@@ -479,10 +483,11 @@ def test_build_host_state_parsing():
         "systemd=yes",
         "nerdctl version 2.3.5",
         "buildkitd github.com/moby/buildkit v0.12.5 bac3f2b673f3f9d33e79046008e7a38e856b3dc6",
-        f"file=/etc/nerdctl/nerdctl.toml|644|root|root|{SHA}",
-        "dir=/etc/nerdctl|755|root|root",
+        "path=/etc/nerdctl/nerdctl.toml|regular file|644|root|root",
+        "path=/etc/nerdctl|directory|755|root|root",
+        f"{SHA}  /etc/nerdctl/nerdctl.toml",
         "group=yes",
-        "socket.UnitFileState=enabled",
+        "unit.UnitFileState=enabled",
     ]
     state = BuildHostState().process(lines)
     assert state["machine"] == "aarch64" and state["systemd"] and state["nerdctl"] == "2.3.5"
