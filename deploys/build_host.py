@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from io import StringIO
 from typing import Any
 
 from pyinfra import host, logger
@@ -14,7 +13,7 @@ from ..facts import BuildHostPlatform, BuildHostState, ReleaseFiles
 from . import rendering
 from .changes import Changes, plan_changes, wanted_version, watched_paths
 from .controller import cached_archive
-from .operations import manifest_path, release_files, remove_release_files
+from .operations import manifest_path, release_files, remove_release_files, root_directory, write_file
 from .releases import (
     BUILDKIT,
     NERDCTL,
@@ -78,31 +77,33 @@ def _controller_copy(download: Download, settings: Settings) -> str:
 
 
 def _apply(changes: Changes, settings: Settings) -> None:
-    """pyinfra operations for ``changes`` only: a converged host gets none."""
+    """Operations for ``changes`` only: a converged host gets none.
+
+    The state is already known from one fact, so the steps are plain commands
+    rather than pyinfra operations that would each read it again.
+    """
     if changes.create_group:
         group = settings.buildkit_socket_group
         server.group(name=f"Group {group}", group=group, system=True)
     for directory in changes.dirs:
-        files.directory(name=f"Directory {directory}", path=directory, user="root", group="root", mode="755")
+        root_directory(name=f"Directory {directory}", path=directory)
     for file in changes.files:
-        files.put(
-            name=f"Write {file.path}", src=StringIO(file.content), dest=file.path, user="root", group="root", mode="644"
-        )
+        write_file(name=f"Write {file.path}", path=file.path, content=file.content)
     if changes.remove_alias:
         files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
     if changes.daemon_reload:
         systemd.daemon_reload(name="Reload systemd units")
     if changes.start_socket or changes.restart_socket:
         # Restarting the socket restarts a running service too (Requires=), so it is one or the other.
-        systemd.service(
-            name=f"Enable and start {rendering.SOCKET_UNIT}",
-            service=rendering.SOCKET_UNIT,
-            running=True,
-            enabled=True,
-            restarted=changes.restart_socket,
+        action = "restart" if changes.restart_socket else "start"
+        server.shell(
+            name=f"Enable and {action} {rendering.SOCKET_UNIT}",
+            commands=[f"systemctl enable {rendering.SOCKET_UNIT}", f"systemctl {action} {rendering.SOCKET_UNIT}"],
         )
     if changes.restart_service:
-        systemd.service(name=f"Restart {rendering.SERVICE_UNIT}", service=rendering.SERVICE_UNIT, restarted=True)
+        server.shell(
+            name=f"Restart {rendering.SERVICE_UNIT}", commands=[f"systemctl try-restart {rendering.SERVICE_UNIT}"]
+        )
 
 
 def _install(releases: tuple[Release, ...], overrides: dict[str, Any]) -> None:

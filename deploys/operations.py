@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Generator, Sequence
+from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
@@ -179,3 +180,33 @@ def remove_release_files(release: Release, bin_dir: str, installed_files: Sequen
         host.noop(f"no {release.name} files in {bin_dir}")
         return
     yield removal_script(release, bin_dir)
+
+
+@operation()
+def write_file(path: str, content: str, mode: str = "644") -> Generator[str | FileUploadCommand, None, None]:
+    """Write ``content`` to ``path`` as ``root:root`` ``mode``, atomically; the caller has decided it differs.
+
+    Uploaded beside ``path``, given its owner and mode, then renamed over it, so
+    no reader ever sees a partial file or a moment of wrong permissions. Unlike
+    ``files.put`` it reads no state: the deploys already know it from one fact.
+
+    .. code:: python
+
+        write_file(path="/etc/nerdctl/nerdctl.toml", content='namespace = "default"\\n')
+    """
+    temp = f"{path}.{TEMP_PREFIX.lstrip('.')}.tmp"
+    yield FileUploadCommand(StringIO(content), temp)
+    quoted, quoted_temp = shlex.quote(path), shlex.quote(temp)
+    yield f"chown root:root {quoted_temp} && chmod {mode} {quoted_temp} && mv -f {quoted_temp} {quoted}"
+
+
+@operation()
+def root_directory(path: str, mode: str = "755") -> Generator[str, None, None]:
+    """``path`` as a ``root:root`` ``mode`` folder; the caller has decided it is missing or wrong.
+
+    .. code:: python
+
+        root_directory(path="/etc/buildkit")
+    """
+    quoted = shlex.quote(path)
+    yield f"mkdir -p {quoted} && chown root:root {quoted} && chmod {mode} {quoted}"

@@ -171,7 +171,7 @@ def test_changes_restart_exactly_what_depends_on_them(boot_hosts, mirror):
         "Group builders",
         "Write /etc/systemd/system/buildkit.socket",
         "Reload systemd units",
-        "Enable and start buildkit.socket",
+        "Enable and restart buildkit.socket",
     ]
     deploy(hosts, data)
     assert unit_state(host, "buildkit.socket")["InvocationID"] != socket_before["InvocationID"]

@@ -162,6 +162,10 @@ class TestHost:
             raise AssertionError(f"{self.name}: {command!r} exited {result.returncode}: {result.stderr}{result.stdout}")
         return result
 
+    def commands_logged(self) -> int:
+        """How many SSH commands sshd has started on this host, this one included (its VERBOSE log)."""
+        return int(self.run("journalctl -q -u ssh.service -g 'Starting session: command' -o cat | wc -l").stdout)
+
     def inventory_data(self) -> dict:
         return {
             "ssh_hostname": self.address,
@@ -208,7 +212,8 @@ def boot(name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = ()
         shutil.rmtree(workdir)
     sshd_dir = workdir / "sshd.d"
     sshd_dir.mkdir(parents=True)
-    (sshd_dir / "test.conf").write_text(f"ListenAddress {address}:22\nUseDNS no\nMaxStartups 200\n")
+    # LogLevel VERBOSE logs each command's session, so the benchmark can count them on the host.
+    (sshd_dir / "test.conf").write_text(f"ListenAddress {address}:22\nUseDNS no\nMaxStartups 200\nLogLevel VERBOSE\n")
     cgroups = _cgroup_dirs(MACHINE_PREFIX + name)
     for cgroup in cgroups:
         cgroup.mkdir(exist_ok=True)
