@@ -93,12 +93,15 @@ def _apply(changes: Changes, settings: Settings) -> None:
         files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
     if changes.daemon_reload:
         systemd.daemon_reload(name="Reload systemd units")
-    if changes.start_socket or changes.restart_socket:
+    if changes.enable_socket or changes.start_socket or changes.restart_socket:
         # Restarting the socket restarts a running service too (Requires=), so it is one or the other.
         action = "restart" if changes.restart_socket else "start"
         server.shell(
             name=f"Enable and {action} {rendering.SOCKET_UNIT}",
-            commands=[f"systemctl enable {rendering.SOCKET_UNIT}", f"systemctl {action} {rendering.SOCKET_UNIT}"],
+            commands=[
+                *([f"systemctl enable {rendering.SOCKET_UNIT}"] if changes.enable_socket else []),
+                f"systemctl {action} {rendering.SOCKET_UNIT}",
+            ],
         )
     if changes.restart_service:
         server.shell(

@@ -70,6 +70,7 @@ class Changes:
     files: tuple[ManagedFile, ...] = ()
     remove_alias: bool = False
     daemon_reload: bool = False
+    enable_socket: bool = False
     start_socket: bool = False
     restart_socket: bool = False
     restart_service: bool = False
@@ -94,7 +95,8 @@ def _wrong(found: dict | None, kind: str, mode: str) -> bool:
 def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...]) -> Changes:
     """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state``.
 
-    A unit file change means one daemon-reload. A socket that changed, or that runs
+    A unit file change means one daemon-reload (the one ``systemctl enable`` makes, where the
+    socket is being enabled). A socket that changed, or that runs
     a unit older than its file, is restarted, which restarts a running service with
     it. Otherwise a running service is restarted when its binary, config or unit
     changed, or when it has run since before they did (an interrupted earlier run).
@@ -121,12 +123,17 @@ def _plan_units(changes: Changes, settings: Settings, state: dict) -> Changes:
     service_inputs_changed = BUILDKIT in changes.outdated or bool(
         changed & {rendering.BUILDKIT_CONFIG, rendering.SERVICE_PATH}
     )
+    reload_needed = (
+        bool(changed & {rendering.SOCKET_PATH, rendering.SERVICE_PATH})
+        or socket["needs_daemon_reload"]
+        or service["needs_daemon_reload"]
+    )
     return replace(
         changes,
         create_group=bool(settings.buildkit_socket_group) and not state["group_exists"],
-        daemon_reload=bool(changed & {rendering.SOCKET_PATH, rendering.SERVICE_PATH})
-        or socket["needs_daemon_reload"]
-        or service["needs_daemon_reload"],
+        # `systemctl enable` reloads systemd itself: a second reload would cost every new host twice.
+        daemon_reload=reload_needed and socket["enabled"],
+        enable_socket=not socket["enabled"],
         start_socket=not (socket["enabled"] and socket["active"]),
         restart_socket=restart_socket,
         restart_service=service["active"] and not restart_socket and (service_inputs_changed or service["stale"]),

@@ -428,7 +428,8 @@ def test_fresh_host_needs_everything_but_restarts():
         "units": parse_unit_freshness([]),
     }
     changes = plan_changes(K3S, state, (NERDCTL, BUILDKIT))
-    assert changes.outdated == (NERDCTL, BUILDKIT) and changes.create_group and changes.daemon_reload
+    assert changes.outdated == (NERDCTL, BUILDKIT) and changes.create_group
+    assert changes.enable_socket and not changes.daemon_reload  # `systemctl enable` reloads
     assert [file.path for file in changes.files] == [file.path for file in managed_files(K3S, (NERDCTL, BUILDKIT))]
     assert changes.start_socket and not changes.restart_socket and not changes.restart_service
 
