@@ -79,8 +79,9 @@ def _controller_copy(download: Download, settings: Settings) -> str:
 def _apply(changes: Changes, settings: Settings) -> None:
     """Operations for ``changes`` only: a converged host gets none.
 
-    The state is already known from one fact, so the steps are plain commands
-    rather than pyinfra operations that would each read it again.
+    The state is already known from one fact, so files, folders and units are
+    handled by plain commands rather than operations that would read it again;
+    the rare group creation and alias removal use pyinfra's own operations.
     """
     if changes.create_group:
         group = settings.buildkit_socket_group
@@ -121,7 +122,8 @@ def _install(releases: tuple[Release, ...], overrides: dict[str, Any]) -> None:
         paths=watched_paths(settings, releases),
         group=settings.buildkit_socket_group,
     )
-    machine = _require_systemd(state)
+    # nerdctl alone runs on any init; BuildKit's units need systemd.
+    machine = _require_systemd(state) if BUILDKIT in releases else state["machine"]
     changes = plan_changes(settings, state, releases)
     downloads = [_download(release, settings, machine) for release in changes.outdated]
     wanted = ", ".join(f"{release.label} {wanted_version(release, settings)}" for release in releases)

@@ -57,7 +57,8 @@ def managed_files(settings: Settings, releases: tuple[Release, ...]) -> tuple[Ma
 def watched_paths(settings: Settings, releases: tuple[Release, ...]) -> tuple[str, ...]:
     """The paths whose state ``BuildHostState`` must report for ``plan_changes``."""
     alias = (rendering.DOCKER_ALIAS,) if NERDCTL in releases else ()
-    return managed_dirs(releases) + tuple(file.path for file in managed_files(settings, releases)) + alias
+    paths = managed_dirs(releases) + tuple(file.path for file in managed_files(settings, releases)) + alias
+    return tuple(dict.fromkeys(paths))
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ place() {
 place_last() {
   for name in $3; do mv -f "$unpacked/$1/$2/$name" "$bin_dir/$name"; done
 }
+intend() {
+  cat "$work/$1.files" "$2" 2>/dev/null | sort -u > "$2.new" && mv -f "$2.new" "$2"
+}
 record() {
   if [ -f "$2" ]; then
     for name in $(grep -vxF -f "$work/$1.files" "$2" || true); do rm -f "$bin_dir/$name"; done
@@ -87,12 +90,13 @@ def install_script(downloads: Sequence[Download], bin_dir: str, uploaded: bool =
     rename). Files move in with the version-carrying binaries last, so an
     interrupted run still reports the old version and a rerun repeats it. Files
     that the previous release of an archive had and this one lacks are removed
-    (manifests under ``STATE_DIR``). Temporary files go on success and failure,
+    (manifests under ``STATE_DIR``; before the moves a manifest lists old and new
+    files alike, so a removal after an interrupted run still finds them all). Temporary files go on success and failure,
     and those of an earlier run that was killed go at the start.
     """
     quote = shlex.quote
     uploads = " ".join(upload_path(download) for download in downloads) if uploaded else ""
-    steps: dict[str, list[str]] = {"fetch": [], "unpack": [], "place": [], "place_last": [], "record": []}
+    steps: dict[str, list[str]] = {"fetch": [], "unpack": [], "intend": [], "place": [], "place_last": [], "record": []}
     for index, download in enumerate(downloads):
         release = download.release
         member_dir = quote(release.member_dir or ".")
@@ -100,6 +104,7 @@ def install_script(downloads: Sequence[Download], bin_dir: str, uploaded: bool =
         source = upload_path(download) if uploaded else download.url
         steps["fetch"].append(f'fetch {quote(source)} "$work/{index}.tar.gz" {download.sha256}')
         steps["unpack"].append(f"unpack {quote(download.url)} {index} {member_dir} {last}")
+        steps["intend"].append(f"intend {index} {quote(manifest_path(release))}")
         steps["place"].append(f"place {index} {member_dir} {last}")
         steps["place_last"].append(f"place_last {index} {member_dir} {last}")
         steps["record"].append(f"record {index} {quote(manifest_path(release))}")
@@ -119,9 +124,10 @@ def install_script(downloads: Sequence[Download], bin_dir: str, uploaded: bool =
                 '{ echo "bin_dir $bin_dir is not writable: nothing was installed" >&2; exit 1; }',
                 f'trap \'rm -rf "$work" "$unpacked" {uploads}\' EXIT',
                 *steps["unpack"],
+                f"mkdir -p {STATE_DIR}",
+                *steps["intend"],
                 *steps["place"],
                 *steps["place_last"],
-                f"mkdir -p {STATE_DIR}",
                 *steps["record"],
             ]
         )

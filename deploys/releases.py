@@ -22,7 +22,6 @@ from packaging.version import InvalidVersion, Version
 
 T = TypeVar("T")
 CHECKSUM_TABLE = Path(__file__).with_name("release-checksums.json")
-DEFAULT_GITHUB_URL = "https://github.com"
 VERSION_PATTERN = re.compile(r"^v?(\d+\.\d+\.\d+(?:-(?:alpha|beta|rc)\.?\d+)?)$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
@@ -108,7 +107,6 @@ BUILDKIT = Release(
     member_dir="bin",
     version_binaries=("buildctl", "buildkitd"),
 )
-RELEASES = {release.name: release for release in (NERDCTL, NERDCTL_FULL, BUILDKIT)}
 
 
 def normalise_version(value: object, key: str = "version") -> str:

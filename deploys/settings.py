@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "download_on_controller": False,
     "release_cache_dir": None,  # controller.default_cache_dir()
 }
+PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
 GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}\$?$")
 NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,74}[A-Za-z0-9])?$")
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -105,7 +106,7 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             nerdctl_docker_alias=_flag(value("nerdctl_docker_alias"), "nerdctl_docker_alias"),
             download_on_controller=_flag(value("download_on_controller"), "download_on_controller"),
             release_cache_dir=_absolute_path(
-                os.path.expanduser(value("release_cache_dir") or default_cache_dir()), "release_cache_dir"
+                os.path.expanduser(str(value("release_cache_dir") or default_cache_dir())), "release_cache_dir"
             ),
         )
     except ReleaseError as error:
@@ -150,9 +151,10 @@ def _github_url(value: Any) -> str:
 
 
 def _absolute_path(value: Any, key: str) -> str:
+    """An absolute path of plain characters: it goes into unit files, shell scripts and profile aliases."""
     path = str(value).strip()
-    if not path.startswith("/") or any(char in path for char in "\n'\"$`\\"):
-        raise SettingError(f"{key}={value!r} must be an absolute path without quotes or shell characters")
+    if not PLAIN_PATH.match(path):
+        raise SettingError(f"{key}={value!r} must be an absolute path of letters, digits and ._+-/ only")
     return path.rstrip("/") or "/"
 
 

@@ -199,10 +199,12 @@ class ReleaseFiles(FactBase[list]):
 
 
 def parse_systemd_timestamp(value: str | None) -> datetime | None:
-    """``Sun 2026-11-29 18:01:02.123456 UTC`` (``systemctl show --timestamp=us+utc``) to a datetime."""
+    """``Sun 2026-11-29 18:01:02.123456 UTC`` (``--timestamp=us+utc``; whole seconds before systemd 247)."""
     if not value or value == "n/a":
         return None
-    return datetime.strptime(value.split(" ", 1)[1], "%Y-%m-%d %H:%M:%S.%f UTC").replace(tzinfo=timezone.utc)
+    moment = value.split(" ", 1)[1]
+    layout = "%Y-%m-%d %H:%M:%S.%f UTC" if "." in moment else "%Y-%m-%d %H:%M:%S UTC"
+    return datetime.strptime(moment, layout).replace(tzinfo=timezone.utc)
 
 
 def parse_stat_time(value: str | None) -> datetime | None:
@@ -232,9 +234,11 @@ def unit_state_command(bin_dir: str, unit_dir: str) -> str:
         f"TZ=UTC stat -c 'ctime.{unit}=%z' {' '.join(shlex.quote(path) for path in paths)} 2>/dev/null"
         for unit, paths in _unit_inputs(bin_dir, unit_dir).items()
     )
+    units = f"-p {UNIT_PROPERTIES} buildkit.socket buildkit.service"
+    # --timestamp (microseconds) needs systemd 247; older ones print whole seconds in TZ's zone.
     return (
-        f"systemctl show --timestamp=us+utc -p {UNIT_PROPERTIES} buildkit.socket buildkit.service 2>/dev/null "
-        f"| sed 's/^/unit./'; {ctimes}; true"
+        f"{{ TZ=UTC systemctl show --timestamp=us+utc {units} 2>/dev/null || TZ=UTC systemctl show {units}; }} "
+        f"2>/dev/null | sed 's/^/unit./'; {ctimes}; true"
     )
 
 

@@ -33,6 +33,7 @@ from pyinfra_nerdctl.facts import (
     parse_buildkit_versions,
     parse_nerdctl_version,
     parse_socket_unit,
+    parse_systemd_timestamp,
     parse_unit_freshness,
 )
 
@@ -195,6 +196,8 @@ def test_settings_lookup_order():
     ("key", "value", "message"),
     [
         ("bin_dir", "usr/local/bin", "bin_dir='usr/local/bin' must be an absolute path"),
+        ("bin_dir", "/opt/my bin", "must be an absolute path of letters, digits and ._\\+-/ only"),
+        ("bin_dir", "/opt/%n", "must be an absolute path of letters"),
         ("containerd_address", "tcp://10.0.0.1:1234", "must be a socket path or unix:// URL"),
         ("containerd_address", "containerd.sock", "must be a socket path or unix:// URL"),
         ("buildkit_socket_group", "Bad Group", "is not a valid group name"),
@@ -347,13 +350,15 @@ def test_install_script_is_valid_shell_and_checks_hash_before_unpacking():
     steps = [
         line.split()[0]
         for line in script.splitlines()
-        if line.split() and line.split()[0] in ("fetch", "unpack", "place", "place_last", "record")
+        if line.split() and line.split()[0] in ("fetch", "unpack", "intend", "place", "place_last", "record")
     ]
     assert steps == [
         "fetch",
         "fetch",
         "unpack",
         "unpack",
+        "intend",
+        "intend",
         "place",
         "place",
         "place_last",
@@ -503,3 +508,14 @@ def test_build_host_state_parsing():
 def test_build_host_state_command_is_valid_shell():
     command = BuildHostState().command("/usr/local/bin", ("/etc/nerdctl", "/etc/a b"), "builders")
     subprocess.run(["sh", "-n", "-c", command], check=True)
+
+
+def test_systemd_timestamps_with_and_without_microseconds():
+    assert parse_systemd_timestamp("Sun 2026-11-29 18:01:02.500000 UTC").microsecond == 500000
+    assert parse_systemd_timestamp("Sun 2026-11-29 18:01:02 UTC").second == 2  # systemd before 247
+    assert parse_systemd_timestamp("n/a") is None and parse_systemd_timestamp("") is None
+
+
+def test_numbers_from_data_become_cache_paths_or_errors():
+    with pytest.raises(SettingError, match="release_cache_dir=.* must be an absolute path"):
+        resolve_settings({}.get, {"release_cache_dir": 5})
