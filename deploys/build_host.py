@@ -17,6 +17,7 @@ from .operations import manifest_path, release_files, remove_release_files, root
 from .releases import (
     BUILDKIT,
     NERDCTL,
+    NERDCTL_FULL,
     Download,
     Release,
     ReleaseError,
@@ -61,9 +62,8 @@ def _download(release: Release, settings: Settings, machine: str) -> Download:
     version = wanted_version(release, settings)
     try:
         arch = upstream_arch(machine, release, version)
-        return resolve_download(
-            release, version, arch, settings.github_url, getattr(settings, f"{release.name}_sha256")
-        )
+        pin = settings.buildkit_sha256 if release is BUILDKIT else settings.nerdctl_sha256
+        return resolve_download(release, version, arch, settings.github_url, pin)
     except ReleaseError as error:
         raise _fail(str(error)) from error
 
@@ -92,8 +92,25 @@ def _apply(changes: Changes, settings: Settings) -> None:
         write_file(name=f"Write {file.path}", path=file.path, content=file.content)
     if changes.remove_alias:
         files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
+    if changes.retire_containerd:
+        server.shell(
+            name=f"Stop, disable and remove the full archive's {rendering.CONTAINERD_UNIT}",
+            commands=[
+                f"systemctl disable --now {rendering.CONTAINERD_UNIT}",
+                f"rm -f {rendering.CONTAINERD_UNIT_PATH}",
+            ],
+        )
     if changes.daemon_reload:
         systemd.daemon_reload(name="Reload systemd units")
+    if changes.enable_containerd or changes.start_containerd or changes.restart_containerd:
+        action = "restart" if changes.restart_containerd else "start"
+        server.shell(
+            name=f"Enable and {action} {rendering.CONTAINERD_UNIT}",
+            commands=[
+                *([f"systemctl enable {rendering.CONTAINERD_UNIT}"] if changes.enable_containerd else []),
+                f"systemctl {action} {rendering.CONTAINERD_UNIT}",
+            ],
+        )
     if changes.enable_socket or changes.start_socket or changes.restart_socket:
         # Restarting the socket restarts a running service too (Requires=), so it is one or the other.
         action = "restart" if changes.restart_socket else "start"
@@ -110,10 +127,11 @@ def _apply(changes: Changes, settings: Settings) -> None:
         )
 
 
-def _install(releases: tuple[Release, ...], overrides: dict[str, Any]) -> None:
+def _install(releases: tuple[Release, ...], overrides: dict[str, Any], retired: tuple[Release, ...] = ()) -> None:
     """Check every input, install the outdated archives in one verified step, then converge the rest.
 
     Everything is decided from one ``BuildHostState`` fact, so a converged host costs one remote command.
+    ``retired`` are the other flavor's releases, whose files the install takes away.
     """
     settings = host_settings(overrides)
     state = host.get_fact(
@@ -121,30 +139,46 @@ def _install(releases: tuple[Release, ...], overrides: dict[str, Any]) -> None:
         bin_dir=settings.bin_dir,
         paths=watched_paths(settings, releases),
         group=settings.buildkit_socket_group,
+        full_prefix=settings.full_prefix,
     )
     # nerdctl alone runs on any init; BuildKit's units need systemd.
-    machine = _require_systemd(state) if BUILDKIT in releases else state["machine"]
+    machine = _require_systemd(state) if releases != (NERDCTL,) else state["machine"]
     changes = plan_changes(settings, state, releases)
     downloads = [_download(release, settings, machine) for release in changes.outdated]
     wanted = ", ".join(f"{release.label} {wanted_version(release, settings)}" for release in releases)
+    dest = settings.full_prefix if settings.full else settings.bin_dir
     release_files(
-        name=f"Install {wanted} into {settings.bin_dir}",
+        name=f"Install {wanted} into {dest}",
         downloads=downloads,
-        bin_dir=settings.bin_dir,
+        dest=dest,
         uploads=[_controller_copy(download, settings) for download in downloads]
         if settings.fetch_on_controller
         else [],
+        retired=[(release, _dest_of(release, settings)) for release in retired],
     )
     _apply(changes, settings)
 
 
+def _dest_of(release: Release, settings: Settings) -> str:
+    """Where ``release`` was installed: ``full_prefix`` for the full archive, else ``bin_dir``."""
+    return settings.full_prefix if release is NERDCTL_FULL else settings.bin_dir
+
+
+def _refuse_full(settings: dict[str, Any], deploy_name: str) -> None:
+    if host_settings(settings).full:
+        raise _fail(
+            f"nerdctl_flavor='full' installs nerdctl and BuildKit together: use install_build_host, not {deploy_name}"
+        )
+
+
 def _remove_files(release: Release, settings: Settings) -> None:
+    dest = _dest_of(release, settings)
     remove_release_files(
-        name=f"Remove {release.label} from {settings.bin_dir}",
+        name=f"Remove {release.label} from {dest}",
         release=release,
-        bin_dir=settings.bin_dir,
+        dest=dest,
         installed_files=host.get_fact(
-            ReleaseFiles, manifest=manifest_path(release), bin_dir=settings.bin_dir, fallback=release.version_binaries
+            ReleaseFiles, manifest=manifest_path(release), bin_dir=dest, fallback=release.version_binaries
         ),
     )
 
@@ -159,6 +193,7 @@ def install_nerdctl(**settings: Any) -> None:
 
         install_nerdctl(nerdctl_version="2.3.5", containerd_namespace="k8s.io")
     """
+    _refuse_full(settings, "install_nerdctl")
     _install((NERDCTL,), settings)
 
 
@@ -170,6 +205,7 @@ def install_buildkit(**settings: Any) -> None:
 
         install_buildkit(buildkit_version="0.12.5", buildkit_socket_group="buildkit")
     """
+    _refuse_full(settings, "install_buildkit")
     _install((BUILDKIT,), settings)
 
 
@@ -177,12 +213,41 @@ def install_buildkit(**settings: Any) -> None:
 def install_build_host(**settings: Any) -> None:
     """nerdctl and BuildKit on one containerd and namespace; both archives verified before either lands.
 
+    With ``nerdctl_flavor="full"``, the nerdctl-full archive brings containerd too, under ``full_prefix``.
+
     .. code:: python
 
         install_build_host(containerd_address="/run/k3s/containerd/containerd.sock",
                            containerd_namespace="k8s.io")
     """
-    _install((NERDCTL, BUILDKIT), settings)
+    if host_settings(settings).full:
+        _install((NERDCTL_FULL,), settings, retired=(NERDCTL, BUILDKIT))
+    else:
+        _install((NERDCTL, BUILDKIT), settings, retired=(NERDCTL_FULL,))
+
+
+def _remove_nerdctl_config(settings: Settings) -> None:
+    files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
+    files.directory(name="No /etc/nerdctl", path="/etc/nerdctl", present=False)
+
+
+def _remove_units(settings: Settings, purge: bool) -> None:
+    """Stop and disable BuildKit (and the full archive's containerd), remove their units and configs, reload once."""
+    _require_systemd(host.get_fact(BuildHostPlatform))
+    systemd.service(name=f"Stop {rendering.SERVICE_UNIT}", service=rendering.SERVICE_UNIT, running=False)
+    stopped = [rendering.SOCKET_UNIT] + ([rendering.CONTAINERD_UNIT] if settings.full else [])
+    for unit in stopped:
+        systemd.service(name=f"Stop and disable {unit}", service=unit, running=False, enabled=False)
+    unit_files = [rendering.SOCKET_PATH, rendering.SERVICE_PATH]
+    unit_files += [rendering.CONTAINERD_UNIT_PATH] if settings.full else []
+    removed = [files.file(name=f"No {path}", path=path, present=False) for path in unit_files]
+    if any(unit.will_change for unit in removed):
+        systemd.daemon_reload(name="Reload systemd units")
+    files.directory(name="No /etc/buildkit", path="/etc/buildkit", present=False)
+    if settings.full and settings.containerd_config is not None:
+        files.file(name=f"No {rendering.CONTAINERD_CONFIG}", path=rendering.CONTAINERD_CONFIG, present=False)
+    if purge:
+        files.directory(name=f"No {BUILDKIT_STATE}", path=BUILDKIT_STATE, present=False)
 
 
 @deploy("Remove nerdctl")
@@ -193,10 +258,9 @@ def remove_nerdctl(**settings: Any) -> None:
 
         remove_nerdctl(bin_dir="/opt/bin")
     """
-    resolved = host_settings(settings)
-    _remove_files(NERDCTL, resolved)
-    files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
-    files.directory(name="No /etc/nerdctl", path="/etc/nerdctl", present=False)
+    _refuse_full(settings, "remove_nerdctl")
+    _remove_files(NERDCTL, host_settings(settings))
+    _remove_nerdctl_config(host_settings(settings))
 
 
 @deploy("Remove BuildKit")
@@ -207,31 +271,24 @@ def remove_buildkit(purge: bool = False, **settings: Any) -> None:
 
         remove_buildkit(purge=True)
     """
+    _refuse_full(settings, "remove_buildkit")
     resolved = host_settings(settings)
-    _require_systemd(host.get_fact(BuildHostPlatform))
-    systemd.service(name=f"Stop {rendering.SERVICE_UNIT}", service=rendering.SERVICE_UNIT, running=False)
-    systemd.service(
-        name=f"Stop and disable {rendering.SOCKET_UNIT}", service=rendering.SOCKET_UNIT, running=False, enabled=False
-    )
-    units = [
-        files.file(name=f"No {path}", path=path, present=False)
-        for path in (rendering.SOCKET_PATH, rendering.SERVICE_PATH)
-    ]
-    if any(unit.will_change for unit in units):
-        systemd.daemon_reload(name="Reload systemd units")
+    _remove_units(resolved, purge)
     _remove_files(BUILDKIT, resolved)
-    files.directory(name="No /etc/buildkit", path="/etc/buildkit", present=False)
-    if purge:
-        files.directory(name=f"No {BUILDKIT_STATE}", path=BUILDKIT_STATE, present=False)
 
 
 @deploy("Remove the nerdctl and BuildKit build host")
 def remove_build_host(purge: bool = False, **settings: Any) -> None:
     """Everything ``install_build_host`` put on the host, removed (BuildKit's data kept unless ``purge``).
 
+    With ``nerdctl_flavor="full"``: containerd stopped and disabled, and every file of the full archive gone.
+
     .. code:: python
 
         remove_build_host(purge=True)
     """
-    remove_buildkit(purge=purge, **settings)
-    remove_nerdctl(**settings)
+    resolved = host_settings(settings)
+    _remove_units(resolved, purge)
+    for release in (NERDCTL_FULL,) if resolved.full else (BUILDKIT, NERDCTL):
+        _remove_files(release, resolved)
+    _remove_nerdctl_config(resolved)

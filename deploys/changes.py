@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, replace
 
 from . import rendering
-from .releases import BUILDKIT, NERDCTL, Release
+from .releases import BUILDKIT, NERDCTL, NERDCTL_FULL, Release
 from .settings import Settings
 
 FILE_MODE = "644"
@@ -30,22 +30,39 @@ class ManagedFile:
         return hashlib.sha256(self.content.encode()).hexdigest()
 
 
-def managed_dirs(releases: tuple[Release, ...]) -> tuple[str, ...]:
-    return tuple(
-        directory
-        for release, directory in ((NERDCTL, "/etc/nerdctl"), (BUILDKIT, "/etc/buildkit"))
-        if release in releases
+def _nerdctl(releases: tuple[Release, ...]) -> bool:
+    return NERDCTL in releases or NERDCTL_FULL in releases
+
+
+def _buildkit(releases: tuple[Release, ...]) -> bool:
+    return BUILDKIT in releases or NERDCTL_FULL in releases
+
+
+def _containerd_config(settings: Settings, releases: tuple[Release, ...]) -> bool:
+    return NERDCTL_FULL in releases and settings.containerd_config is not None
+
+
+def managed_dirs(settings: Settings, releases: tuple[Release, ...]) -> tuple[str, ...]:
+    wanted = (
+        (_nerdctl(releases), "/etc/nerdctl"),
+        (_buildkit(releases), "/etc/buildkit"),
+        (_containerd_config(settings, releases), "/etc/containerd"),
     )
+    return tuple(directory for needed, directory in wanted if needed)
 
 
 def managed_files(settings: Settings, releases: tuple[Release, ...]) -> tuple[ManagedFile, ...]:
     """Every file ``releases`` need, rendered from ``settings``."""
     files = []
-    if NERDCTL in releases:
+    if _nerdctl(releases):
         files.append(ManagedFile(rendering.NERDCTL_CONFIG, rendering.nerdctl_toml(settings)))
         if settings.nerdctl_docker_alias:
             files.append(ManagedFile(rendering.DOCKER_ALIAS, rendering.docker_alias(settings)))
-    if BUILDKIT in releases:
+    if NERDCTL_FULL in releases:
+        files.append(ManagedFile(rendering.CONTAINERD_UNIT_PATH, rendering.containerd_unit(settings)))
+    if _containerd_config(settings, releases):
+        files.append(ManagedFile(rendering.CONTAINERD_CONFIG, rendering.containerd_toml(settings)))
+    if _buildkit(releases):
         files += [
             ManagedFile(rendering.BUILDKIT_CONFIG, rendering.buildkitd_toml(settings)),
             ManagedFile(rendering.SOCKET_PATH, rendering.buildkit_socket_unit(settings)),
@@ -55,9 +72,12 @@ def managed_files(settings: Settings, releases: tuple[Release, ...]) -> tuple[Ma
 
 
 def watched_paths(settings: Settings, releases: tuple[Release, ...]) -> tuple[str, ...]:
-    """The paths whose state ``BuildHostState`` must report for ``plan_changes``."""
-    alias = (rendering.DOCKER_ALIAS,) if NERDCTL in releases else ()
-    paths = managed_dirs(releases) + tuple(file.path for file in managed_files(settings, releases)) + alias
+    """The paths whose state ``BuildHostState`` must report for ``plan_changes``.
+
+    The alias and the containerd unit are watched even when unwanted, to take them away.
+    """
+    extra = (rendering.DOCKER_ALIAS, rendering.CONTAINERD_UNIT_PATH)
+    paths = managed_dirs(settings, releases) + tuple(file.path for file in managed_files(settings, releases)) + extra
     return tuple(dict.fromkeys(paths))
 
 
@@ -70,7 +90,11 @@ class Changes:
     dirs: tuple[str, ...] = ()
     files: tuple[ManagedFile, ...] = ()
     remove_alias: bool = False
+    retire_containerd: bool = False
     daemon_reload: bool = False
+    enable_containerd: bool = False
+    start_containerd: bool = False
+    restart_containerd: bool = False
     enable_socket: bool = False
     start_socket: bool = False
     restart_socket: bool = False
@@ -78,7 +102,15 @@ class Changes:
 
 
 def installed_version(release: Release, state: dict) -> str | None:
-    """What the host runs; for BuildKit, None unless buildkitd and buildctl agree."""
+    """What the host runs; for BuildKit, None unless buildkitd and buildctl agree.
+
+    A minimal release counts as absent while a full archive is installed, so that
+    switching flavor reinstalls it and takes the full archive's files away.
+    """
+    if release is NERDCTL_FULL:
+        return state["full"]["version"]
+    if state["full"]["version"] is not None:
+        return None
     if release is NERDCTL:
         return state["nerdctl"]
     versions = state["buildkit"]
@@ -86,7 +118,7 @@ def installed_version(release: Release, state: dict) -> str | None:
 
 
 def wanted_version(release: Release, settings: Settings) -> str:
-    return getattr(settings, f"{release.name}_version")
+    return settings.buildkit_version if release is BUILDKIT else settings.nerdctl_version
 
 
 def _wrong(found: dict | None, kind: str, mode: str) -> bool:
@@ -96,11 +128,11 @@ def _wrong(found: dict | None, kind: str, mode: str) -> bool:
 def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...]) -> Changes:
     """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state``.
 
-    A unit file change means one daemon-reload (the one ``systemctl enable`` makes, where the
-    socket is being enabled). A socket that changed, or that runs
-    a unit older than its file, is restarted, which restarts a running service with
-    it. Otherwise a running service is restarted when its binary, config or unit
-    changed, or when it has run since before they did (an interrupted earlier run).
+    A unit file change means one daemon-reload (the one ``systemctl enable`` makes, where a
+    unit is being enabled). A socket that changed, or that runs a unit older than its file,
+    is restarted, which restarts a running service with it. Otherwise a running service is
+    restarted when its binary, config or unit changed, or when it has run since before they
+    did (an interrupted earlier run). containerd from the full archive follows the same rules.
     """
     paths = state["paths"]
     files = tuple(
@@ -110,30 +142,42 @@ def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...])
     )
     changes = Changes(
         outdated=tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings)),
-        dirs=tuple(d for d in managed_dirs(releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
+        dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
         files=files,
-        remove_alias=NERDCTL in releases and not settings.nerdctl_docker_alias and rendering.DOCKER_ALIAS in paths,
+        remove_alias=_nerdctl(releases) and not settings.nerdctl_docker_alias and rendering.DOCKER_ALIAS in paths,
+        # Leaving the full flavor: its containerd unit goes with its binaries.
+        retire_containerd=NERDCTL_FULL not in releases
+        and state["full"]["version"] is not None
+        and rendering.CONTAINERD_UNIT_PATH in paths,
     )
-    return _plan_units(changes, settings, state) if BUILDKIT in releases else changes
+    return _plan_units(changes, settings, state, releases) if _buildkit(releases) else changes
 
 
-def _plan_units(changes: Changes, settings: Settings, state: dict) -> Changes:
+def _plan_units(changes: Changes, settings: Settings, state: dict, releases: tuple[Release, ...]) -> Changes:
     changed = {file.path for file in changes.files}
-    socket, service = state["units"]["socket"], state["units"]["service"]
+    units = state["units"]
+    socket, service, containerd = units["socket"], units["service"], units["containerd"]
+    full = NERDCTL_FULL in releases
+    new_binaries = bool(set(changes.outdated) & {BUILDKIT, NERDCTL_FULL})
     restart_socket = socket["active"] and (rendering.SOCKET_PATH in changed or socket["stale"])
-    service_inputs_changed = BUILDKIT in changes.outdated or bool(
-        changed & {rendering.BUILDKIT_CONFIG, rendering.SERVICE_PATH}
+    service_inputs_changed = new_binaries or bool(changed & {rendering.BUILDKIT_CONFIG, rendering.SERVICE_PATH})
+    containerd_inputs_changed = new_binaries or bool(
+        changed & {rendering.CONTAINERD_CONFIG, rendering.CONTAINERD_UNIT_PATH}
     )
+    enable_containerd = full and not containerd["enabled"]
     reload_needed = (
-        bool(changed & {rendering.SOCKET_PATH, rendering.SERVICE_PATH})
-        or socket["needs_daemon_reload"]
-        or service["needs_daemon_reload"]
+        bool(changed & {rendering.SOCKET_PATH, rendering.SERVICE_PATH, rendering.CONTAINERD_UNIT_PATH})
+        or changes.retire_containerd
+        or any(unit["needs_daemon_reload"] for unit in units.values())
     )
     return replace(
         changes,
         create_group=bool(settings.buildkit_socket_group) and not state["group_exists"],
         # `systemctl enable` reloads systemd itself: a second reload would cost every new host twice.
-        daemon_reload=reload_needed and socket["enabled"],
+        daemon_reload=reload_needed and socket["enabled"] and not enable_containerd,
+        enable_containerd=enable_containerd,
+        start_containerd=full and not containerd["active"],
+        restart_containerd=full and containerd["active"] and (containerd_inputs_changed or containerd["stale"]),
         enable_socket=not socket["enabled"],
         start_socket=not (socket["enabled"] and socket["active"]),
         restart_socket=restart_socket,

@@ -44,24 +44,35 @@ unpack() {
   for name in $4; do
     [ -f "$unpacked/$2/$3/$name" ] || { echo "$1 has no $name: nothing was installed" >&2; exit 1; }
   done
-  (cd "$unpacked/$2/$3" && find . -maxdepth 1 -type f | sed 's|^\./||' | sort) > "$work/$2.files"
-  chown root:root "$unpacked/$2/$3"/* && chmod 0755 "$unpacked/$2/$3"/*
+  (cd "$unpacked/$2/$3" && find . -type f | sed 's|^\./||' | sort) > "$work/$2.files"
+  sed "s|^|$dest/|" "$work/$2.files" >> "$work/all.paths"
+  chown -R root:root "$unpacked/$2/$3" && chmod -R u=rwX,go=rX "$unpacked/$2/$3"
+}
+put() {
+  mkdir -p "$(dirname "$dest/$3")" && mv -f "$unpacked/$1/$2/$3" "$dest/$3"
 }
 place() {
   for name in $(cat "$work/$1.files"); do
     case " $3 " in *" $name "*) continue;; esac
-    mv -f "$unpacked/$1/$2/$name" "$bin_dir/$name"
+    put "$1" "$2" "$name"
   done
 }
 place_last() {
-  for name in $3; do mv -f "$unpacked/$1/$2/$name" "$bin_dir/$name"; done
+  for name in $3; do put "$1" "$2" "$name"; done
+}
+retire() {
+  if [ -f "$1" ]; then
+    for name in $(cat "$1"); do grep -qxF "$2/$name" "$work/all.paths" || rm -f "$2/$name"; done
+    rm -f "$1"
+  fi
+  for dir in $3; do rmdir "$2/$dir" 2>/dev/null || true; done
 }
 intend() {
   cat "$work/$1.files" "$2" 2>/dev/null | sort -u > "$2.new" && mv -f "$2.new" "$2"
 }
 record() {
   if [ -f "$2" ]; then
-    for name in $(grep -vxF -f "$work/$1.files" "$2" || true); do rm -f "$bin_dir/$name"; done
+    for name in $(grep -vxF -f "$work/$1.files" "$2" || true); do rm -f "$dest/$name"; done
   fi
   cp "$work/$1.files" "$2.new" && mv -f "$2.new" "$2"
 }
@@ -69,7 +80,7 @@ record() {
 
 
 def manifest_path(release: Release) -> str:
-    """Where the list of files an archive put into ``bin_dir`` is kept."""
+    """Where the list of files an archive installed is kept (relative to where it went)."""
     return f"{STATE_DIR}/{release.name}.files"
 
 
@@ -78,8 +89,13 @@ def upload_path(download: Download) -> str:
     return f"/tmp/{TEMP_PREFIX}-upload.{download.sha256}"
 
 
-def install_script(downloads: Sequence[Download], bin_dir: str, uploaded: bool = False) -> str:
-    """The shell script that installs the files of every archive in ``downloads`` into ``bin_dir``.
+def install_script(
+    downloads: Sequence[Download], dest: str, uploaded: bool = False, retired: Sequence[tuple[Release, str]] = ()
+) -> str:
+    """The shell script that installs the files of every archive in ``downloads`` under ``dest``.
+
+    ``retired`` lists releases of the other flavor with the folder they were installed
+    under: their files go, except those the new archives put back in the same place.
 
     With ``uploaded``, the archives were uploaded to ``upload_path`` instead of being
     downloaded by the host; they are verified all the same.
@@ -108,20 +124,23 @@ def install_script(downloads: Sequence[Download], bin_dir: str, uploaded: bool =
         steps["place"].append(f"place {index} {member_dir} {last}")
         steps["place_last"].append(f"place_last {index} {member_dir} {last}")
         steps["record"].append(f"record {index} {quote(manifest_path(release))}")
+    for release, old_dest in retired:
+        owned = quote(" ".join(release.owned_dirs))
+        steps["record"].append(f"retire {quote(manifest_path(release))} {quote(old_dest)} {owned}")
     return (
         "\n".join(
             [
                 "set -eu",
-                f"bin_dir={quote(bin_dir)}",
+                f"dest={quote(dest)}",
                 INSTALL_FUNCTIONS.strip(),
-                'mkdir -p "$bin_dir" 2>/dev/null || { echo "cannot create bin_dir $bin_dir" >&2; exit 1; }',
+                'mkdir -p "$dest" 2>/dev/null || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
                 # Folders a killed earlier run could not clean up; one deploy runs per host at a time.
-                f'rm -rf "$bin_dir"/{TEMP_PREFIX}.* "${{TMPDIR:-/tmp}}"/{TEMP_PREFIX}.*',
+                f'rm -rf "$dest"/{TEMP_PREFIX}.* "${{TMPDIR:-/tmp}}"/{TEMP_PREFIX}.*',
                 f'work=$(mktemp -d -t {TEMP_PREFIX}.XXXXXX) || {{ echo "cannot create a temporary folder" >&2; exit 1; }}',
                 f"trap 'rm -rf \"$work\" {uploads}' EXIT",
                 *steps["fetch"],
-                f'unpacked=$(mktemp -d "$bin_dir/{TEMP_PREFIX}.XXXXXX" 2>/dev/null) || '
-                '{ echo "bin_dir $bin_dir is not writable: nothing was installed" >&2; exit 1; }',
+                f'unpacked=$(mktemp -d "$dest/{TEMP_PREFIX}.XXXXXX" 2>/dev/null) || '
+                '{ echo "bin_dir $dest is not writable: nothing was installed" >&2; exit 1; }',
                 f'trap \'rm -rf "$work" "$unpacked" {uploads}\' EXIT',
                 *steps["unpack"],
                 f"mkdir -p {STATE_DIR}",
@@ -137,12 +156,13 @@ def install_script(downloads: Sequence[Download], bin_dir: str, uploaded: bool =
 
 @operation()
 def release_files(
-    downloads: Sequence[Download], bin_dir: str, uploads: Sequence[str] = ()
+    downloads: Sequence[Download], dest: str, uploads: Sequence[str] = (), retired: Sequence[tuple[Release, str]] = ()
 ) -> Generator[str | FileUploadCommand, None, None]:
-    """Install the files of every archive in ``downloads`` into ``bin_dir`` in one verified step.
+    """Install the files of every archive in ``downloads`` under ``dest`` in one verified step.
 
     + downloads: the archives that are not installed yet (see ``releases.resolve_download``)
-    + bin_dir: where the executables go
+    + dest: where their files go (``bin_dir``, or ``full_prefix`` for the full archive)
+    + retired: releases of the other flavor and where they were installed, to take away
     + uploads: the controller's copies of ``downloads``, in order, to upload instead of
       letting the host download them
 
@@ -150,7 +170,7 @@ def release_files(
 
     .. code:: python
 
-        release_files(downloads=[nerdctl_download], bin_dir="/usr/local/bin")
+        release_files(downloads=[nerdctl_download], dest="/usr/local/bin")
     """
     if not downloads:
         host.noop("the wanted releases are installed")
@@ -158,34 +178,36 @@ def release_files(
     if uploads:
         for download, local_path in zip(downloads, uploads, strict=True):
             yield FileUploadCommand(local_path, upload_path(download))
-    yield install_script(downloads, bin_dir, uploaded=bool(uploads))
+    yield install_script(downloads, dest, uploaded=bool(uploads), retired=retired)
 
 
-def removal_script(release: Release, bin_dir: str) -> str:
-    """Remove the files ``release`` put into ``bin_dir`` (its manifest, else its known binaries)."""
+def removal_script(release: Release, dest: str) -> str:
+    """Remove the files ``release`` put under ``dest`` (its manifest, else its known binaries)."""
     quote = shlex.quote
     manifest = quote(manifest_path(release))
     fallback = " ".join(quote(name) for name in release.version_binaries)
+    owned = " ".join(quote(directory) for directory in release.owned_dirs)
     return (
-        f"bin_dir={quote(bin_dir)}; "
+        f"dest={quote(dest)}; "
         f"names=$(cat {manifest} 2>/dev/null || echo {fallback}); "
-        'for name in $names; do rm -f "$bin_dir/$name"; done; '
+        'for name in $names; do rm -f "$dest/$name"; done; '
+        f'for dir in {owned}; do rmdir "$dest/$dir" 2>/dev/null || true; done; '
         f"rm -f {manifest}"
     )
 
 
 @operation()
-def remove_release_files(release: Release, bin_dir: str, installed_files: Sequence[str]) -> Generator[str, None, None]:
-    """Remove the files of ``release`` from ``bin_dir``.
+def remove_release_files(release: Release, dest: str, installed_files: Sequence[str]) -> Generator[str, None, None]:
+    """Remove the files of ``release`` from under ``dest``.
 
-    + release: which archive's files (``releases.NERDCTL``, ``releases.BUILDKIT``)
-    + bin_dir: where they were installed
+    + release: which archive's files (``releases.NERDCTL``, ``releases.BUILDKIT``, ``releases.NERDCTL_FULL``)
+    + dest: where they were installed (``bin_dir``, or ``full_prefix``)
     + installed_files: what the ``ReleaseFiles`` fact found (nothing: no change)
     """
     if not installed_files:
-        host.noop(f"no {release.name} files in {bin_dir}")
+        host.noop(f"no {release.name} files under {dest}")
         return
-    yield removal_script(release, bin_dir)
+    yield removal_script(release, dest)
 
 
 @operation()

@@ -47,9 +47,11 @@ class ReleaseError(ValueError):
 class Release:
     """One kind of upstream release archive and what to take from it.
 
-    ``member_dir`` is the folder inside the archive whose files go to ``bin_dir``;
-    ``version_binaries`` are the files a version fact reads, moved into place
-    last so that an interrupted install still reports the old version.
+    ``member_dir`` is the folder inside the archive whose files (and subfolders)
+    are installed; ``version_binaries`` are the files a version fact reads, moved
+    into place last so that an interrupted install still reports the old version.
+    ``replaces`` names releases whose files this one takes the place of (switching
+    flavor), ``owned_dirs`` the folders it alone fills, removed when empty.
     """
 
     name: str
@@ -61,6 +63,8 @@ class Release:
     version_binaries: tuple[str, ...]
     sums_asset: str | None = None
     arch_since: tuple[tuple[str, str], ...] = ()
+    replaces: tuple[str, ...] = ()
+    owned_dirs: tuple[str, ...] = ()
 
     def asset(self, version: str, arch: str) -> str:
         """The archive's file name, e.g. ``nerdctl-2.3.5-linux-amd64.tar.gz``."""
@@ -87,6 +91,7 @@ NERDCTL = Release(
     version_binaries=("nerdctl",),
     sums_asset="SHA256SUMS",
     arch_since=(("loong64", "2.1.0"),),
+    replaces=("nerdctl-full",),
 )
 NERDCTL_FULL = Release(
     name="nerdctl-full",
@@ -94,9 +99,11 @@ NERDCTL_FULL = Release(
     repo="containerd/nerdctl",
     asset_template="nerdctl-full-{version}-linux-{arch}.tar.gz",
     arches=("amd64", "arm64"),
-    member_dir="bin",
-    version_binaries=("nerdctl",),
+    member_dir="",  # the whole tree, unpacked under full_prefix
+    version_binaries=("share/doc/nerdctl-full/README.md", "bin/nerdctl"),
     sums_asset="SHA256SUMS",
+    replaces=("nerdctl", "buildkit"),
+    owned_dirs=("libexec/cni", "share/doc/nerdctl-full"),
 )
 BUILDKIT = Release(
     name="buildkit",
@@ -106,6 +113,7 @@ BUILDKIT = Release(
     arches=("amd64", "arm64", "arm-v7", "s390x", "ppc64le", "riscv64"),
     member_dir="bin",
     version_binaries=("buildctl", "buildkitd"),
+    replaces=("nerdctl-full",),
 )
 
 
@@ -287,3 +295,6 @@ def resolve_download(
             f"pin it with {key}=<sha256>"
         )
     return Download(release, version, arch, url, sums[asset], release.sums_asset)
+
+
+RELEASES = {release.name: release for release in (NERDCTL, NERDCTL_FULL, BUILDKIT)}

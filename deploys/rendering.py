@@ -9,6 +9,7 @@ own, losing ``SocketMode``/``SocketGroup``), and the socket is what gets enabled
 from __future__ import annotations
 
 import json
+import re
 
 from .settings import Settings
 
@@ -17,6 +18,9 @@ NERDCTL_CONFIG = "/etc/nerdctl/nerdctl.toml"
 SOCKET_UNIT = "buildkit.socket"
 SERVICE_UNIT = "buildkit.service"
 UNIT_DIR = "/etc/systemd/system"
+CONTAINERD_UNIT = "containerd.service"
+CONTAINERD_UNIT_PATH = f"{UNIT_DIR}/{CONTAINERD_UNIT}"
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 SOCKET_PATH = f"{UNIT_DIR}/{SOCKET_UNIT}"
 SERVICE_PATH = f"{UNIT_DIR}/{SERVICE_UNIT}"
 DOCKER_ALIAS = "/etc/profile.d/nerdctl-docker-alias.sh"
@@ -31,12 +35,73 @@ def toml_string(value: str) -> str:
 
 
 def nerdctl_toml(settings: Settings) -> str:
-    """``/etc/nerdctl/nerdctl.toml``: the containerd nerdctl talks to, and its namespace."""
+    """``/etc/nerdctl/nerdctl.toml``: the containerd nerdctl talks to, its namespace, and the full archive's CNI plugins."""
+    cni = f"cni_path = {toml_string(full_path(settings, 'libexec/cni'))}\n" if settings.full else ""
     return (
         HEADER
         + f"address = {toml_string(settings.containerd_address)}\n"
         + f"namespace = {toml_string(settings.containerd_namespace)}\n"
+        + cni
     )
+
+
+def full_path(settings: Settings, relative: str) -> str:
+    """A path inside the full archive's tree under ``full_prefix``."""
+    return f"{settings.full_prefix.rstrip('/')}/{relative}"
+
+
+def containerd_unit(settings: Settings) -> str:
+    """``containerd.service`` for the full archive's containerd, as upstream's unit but from ``full_prefix``.
+
+    Written to /etc/systemd/system so it wins over any packaged containerd unit.
+    """
+    return (
+        HEADER
+        + "[Unit]\nDescription=containerd container runtime (nerdctl-full)\nDocumentation=https://containerd.io\n"
+        + "After=network.target local-fs.target dbus.service\n\n"
+        + "[Service]\nExecStartPre=-/sbin/modprobe overlay\n"
+        + f"ExecStart={full_path(settings, 'bin/containerd')}\n"
+        + "Type=notify\nDelegate=yes\nKillMode=process\nRestart=always\nRestartSec=5\n"
+        + "LimitNPROC=infinity\nLimitCORE=infinity\nTasksMax=infinity\nOOMScoreAdjust=-999\n\n"
+        + "[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def containerd_toml(settings: Settings) -> str:
+    """``/etc/containerd/config.toml`` from the ``containerd_config`` dict."""
+    return HEADER + toml_document(settings.containerd_config or {})
+
+
+def toml_document(data: dict, table: tuple[str, ...] = ()) -> str:
+    """A dict of scalars, lists and nested dicts as TOML: the plain values first, then one ``[table]`` per dict.
+
+    >>> toml_document({"version": 2, "grpc": {"address": "/run/c.sock"}})
+    'version = 2\\n\\n[grpc]\\naddress = "/run/c.sock"\\n'
+    """
+    lines = [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in data.items() if not isinstance(value, dict)]
+    text = "".join(line + "\n" for line in lines)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            name = (*table, str(key))
+            text += f"\n[{'.'.join(_toml_key(part) for part in name)}]\n" + toml_document(value, name)
+    return text
+
+
+def _toml_key(key: object) -> str:
+    text = str(key)
+    return text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else toml_string(text)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise ValueError(f"cannot write {value!r} to TOML")
 
 
 def buildkitd_toml(settings: Settings) -> str:

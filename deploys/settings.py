@@ -8,6 +8,7 @@ touches a host; nothing in this module needs a host.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -37,8 +38,12 @@ DEFAULTS: dict[str, Any] = {
     "buildkit_socket_group": None,
     "nerdctl_docker_alias": False,
     "download_on_controller": False,
+    "nerdctl_flavor": "minimal",
+    "full_prefix": "/usr/local",
+    "containerd_config": None,
     "release_cache_dir": None,  # controller.default_cache_dir()
 }
+FLAVORS = ("minimal", "full")
 PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
 GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}\$?$")
 NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,74}[A-Za-z0-9])?$")
@@ -64,6 +69,13 @@ class Settings:
     nerdctl_docker_alias: bool
     download_on_controller: bool
     release_cache_dir: str
+    nerdctl_flavor: str
+    full_prefix: str
+    containerd_config: dict | None
+
+    @property
+    def full(self) -> bool:
+        return self.nerdctl_flavor == "full"
 
     @property
     def fetch_on_controller(self) -> bool:
@@ -92,6 +104,16 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
         found = lookup(key)
         return DEFAULTS[key] if found is None else found
 
+    flavor = str(value("nerdctl_flavor")).strip()
+    if flavor not in FLAVORS:
+        raise SettingError(f"nerdctl_flavor={value('nerdctl_flavor')!r} is neither 'minimal' nor 'full'")
+    full_prefix = _absolute_path(value("full_prefix"), "full_prefix")
+    bin_dir = _absolute_path(value("bin_dir"), "bin_dir")
+    if flavor == "full":
+        # The full archive's binaries live in its bin/; bin_dir follows full_prefix.
+        if bin_dir != DEFAULTS["bin_dir"] and bin_dir != f"{full_prefix}/bin":
+            raise SettingError(f"bin_dir={bin_dir!r} cannot be set with nerdctl_flavor='full': set full_prefix")
+        bin_dir = f"{full_prefix.rstrip('/')}/bin"
     try:
         return Settings(
             nerdctl_version=_version(value("nerdctl_version"), "nerdctl_version", default_version(NERDCTL)),
@@ -99,7 +121,7 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             github_url=_github_url(value("github_url")),
             nerdctl_sha256=normalise_sha256(value("nerdctl_sha256"), "nerdctl_sha256"),
             buildkit_sha256=normalise_sha256(value("buildkit_sha256"), "buildkit_sha256"),
-            bin_dir=_absolute_path(value("bin_dir"), "bin_dir"),
+            bin_dir=bin_dir,
             containerd_address=_containerd_address(value("containerd_address")),
             containerd_namespace=_namespace(value("containerd_namespace")),
             buildkit_socket_group=_group(value("buildkit_socket_group")),
@@ -108,6 +130,9 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             release_cache_dir=_absolute_path(
                 os.path.expanduser(str(value("release_cache_dir") or default_cache_dir())), "release_cache_dir"
             ),
+            nerdctl_flavor=flavor,
+            full_prefix=full_prefix,
+            containerd_config=_containerd_config(value("containerd_config")),
         )
     except ReleaseError as error:
         raise SettingError(str(error)) from error
@@ -127,6 +152,20 @@ def _unknown_key_message(key: str) -> str:
     close = difflib.get_close_matches(key, DEFAULTS, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown setting {key!r}{hint}"
+
+
+def _containerd_config(value: Any) -> dict | None:
+    """A dict rendered to /etc/containerd/config.toml (``--data`` may pass it as JSON)."""
+    if value in (None, "", {}):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as error:
+            raise SettingError(f"containerd_config={value!r} is neither a dict nor JSON of one") from error
+    if not isinstance(value, dict):
+        raise SettingError(f"containerd_config={value!r} is not a dict of containerd settings")
+    return value
 
 
 def _version(value: Any, key: str, default: str) -> str:

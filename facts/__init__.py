@@ -217,24 +217,33 @@ def parse_stat_time(value: str | None) -> datetime | None:
 UNIT_PROPERTIES = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp"
 
 
-def _unit_inputs(bin_dir: str, unit_dir: str) -> dict[str, tuple[str, ...]]:
+DEFAULT_FULL_PREFIX = "/usr/local"
+UNITS = {"socket": "buildkit.socket", "service": "buildkit.service", "containerd": "containerd.service"}
+
+
+def _unit_inputs(bin_dir: str, unit_dir: str, full_prefix: str) -> dict[str, tuple[str, ...]]:
     """What each unit runs: a change to any of these makes a running unit stale."""
     return {
         "socket": (f"{unit_dir}/buildkit.socket",),
         "service": (f"{bin_dir}/buildkitd", "/etc/buildkit/buildkitd.toml", f"{unit_dir}/buildkit.service"),
+        "containerd": (
+            f"{full_prefix}/bin/containerd",
+            "/etc/containerd/config.toml",
+            f"{unit_dir}/containerd.service",
+        ),
     }
 
 
-def unit_state_command(bin_dir: str, unit_dir: str) -> str:
-    """Both BuildKit units' state (``unit.`` lines, a bare ``unit.`` between them) and their inputs' ctimes.
+def unit_state_command(bin_dir: str, unit_dir: str, full_prefix: str = DEFAULT_FULL_PREFIX) -> str:
+    """The units' state (``unit.`` lines, a bare ``unit.`` between units, in ``UNITS`` order) and their inputs' ctimes.
 
     Few processes whatever the number of files: this runs on every host on every run.
     """
     ctimes = "; ".join(
         f"TZ=UTC stat -c 'ctime.{unit}=%z' {' '.join(shlex.quote(path) for path in paths)} 2>/dev/null"
-        for unit, paths in _unit_inputs(bin_dir, unit_dir).items()
+        for unit, paths in _unit_inputs(bin_dir, unit_dir, full_prefix).items()
     )
-    units = f"-p {UNIT_PROPERTIES} buildkit.socket buildkit.service"
+    units = f"-p {UNIT_PROPERTIES} {' '.join(UNITS.values())}"
     # --timestamp (microseconds) needs systemd 247; older ones print whole seconds in TZ's zone.
     return (
         f"{{ TZ=UTC systemctl show --timestamp=us+utc {units} 2>/dev/null || TZ=UTC systemctl show {units}; }} "
@@ -243,23 +252,23 @@ def unit_state_command(bin_dir: str, unit_dir: str) -> str:
 
 
 def parse_unit_freshness(lines: list[str]) -> dict:
-    """Lines of ``unit_state_command`` to ``{"socket": {...}, "service": {...}}`` (see ``BuildkitUnitFreshness``)."""
-    blocks: list[dict[str, str]] = [{}, {}]
+    """Lines of ``unit_state_command`` to ``{"socket": {...}, "service": {...}, "containerd": {...}}``."""
+    blocks: list[dict[str, str]] = [{} for _ in UNITS]
     index = 0
-    ctimes: dict[str, list[datetime]] = {"socket": [], "service": []}
+    ctimes: dict[str, list[datetime]] = {unit: [] for unit in UNITS}
     for line in lines:
         if line.startswith("unit."):
             key, _, value = line[len("unit.") :].partition("=")
             if key:
                 blocks[index][key] = value
             else:
-                index = 1
+                index = min(index + 1, len(UNITS) - 1)
         elif line.startswith("ctime."):
             unit, _, changed = line[len("ctime.") :].partition("=")
             if unit in ctimes and changed:
                 ctimes[unit].append(parse_stat_time(changed))
     state = {}
-    for unit, values in zip(("socket", "service"), blocks, strict=True):
+    for unit, values in zip(UNITS, blocks, strict=True):
         started = parse_systemd_timestamp(values.get("ActiveEnterTimestamp"))
         changed = max(ctimes[unit], default=None)
         active = values.get("ActiveState") == "active"
@@ -272,8 +281,23 @@ def parse_unit_freshness(lines: list[str]) -> dict:
     return state
 
 
+def full_readme_command(full_prefix: str) -> str:
+    """``full.COMPONENT=VERSION`` lines from the full archive's README.md, nothing when it is absent."""
+    readme = shlex.quote(f"{full_prefix}/share/doc/nerdctl-full/README.md")
+    return f"sed -n 's/^- \\([^:]*\\): v\\{{0,1\\}}\\(.*\\)$/full.\\1=\\2/p' {readme} 2>/dev/null || true"
+
+
+def parse_full_readme(lines: list[str]) -> dict:
+    components = {
+        line[len("full.") :].split("=", 1)[0]: line.split("=", 1)[1]
+        for line in lines
+        if line.startswith("full.") and "=" in line
+    }
+    return {"version": components.get("nerdctl"), "components": components}
+
+
 class BuildkitUnitFreshness(FactBase[dict]):
-    """The BuildKit units' state, and whether they run what is on disk.
+    """The BuildKit units' (and containerd's) state, and whether they run what is on disk.
 
     A unit is stale when it is active and became active before its inputs last
     changed (the socket: its unit file; the service: ``buildkitd``, its config and
@@ -285,8 +309,10 @@ class BuildkitUnitFreshness(FactBase[dict]):
          "service": {"enabled": False, "active": True, "needs_daemon_reload": False, "stale": True}}
     """
 
-    def command(self, bin_dir: str = DEFAULT_BIN_DIR, unit_dir: str = UNIT_DIR) -> str:
-        return unit_state_command(bin_dir, unit_dir)
+    def command(
+        self, bin_dir: str = DEFAULT_BIN_DIR, unit_dir: str = UNIT_DIR, full_prefix: str = DEFAULT_FULL_PREFIX
+    ) -> str:
+        return unit_state_command(bin_dir, unit_dir, full_prefix)
 
     def process(self, output: list[str]) -> dict:
         return parse_unit_freshness(output)
@@ -336,7 +362,8 @@ class BuildHostState(FactBase[dict]):
         {"machine": "x86_64", "systemd": True, "nerdctl": "2.3.5",
          "buildkit": {"buildkitd": "0.12.5", "buildctl": "0.12.5"},
          "paths": {"/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", ...}},
-         "group_exists": True, "units": {"socket": {...}, "service": {...}}}
+         "group_exists": True, "units": {"socket": {...}, "service": {...}, "containerd": {...}},
+         "full": {"version": None, "components": {}}}
     """
 
     def command(
@@ -345,13 +372,15 @@ class BuildHostState(FactBase[dict]):
         paths: tuple[str, ...] = (),
         group: str | None = None,
         unit_dir: str = UNIT_DIR,
+        full_prefix: str = DEFAULT_FULL_PREFIX,
     ) -> str:
         parts = [
             PLATFORM_COMMAND,
+            full_readme_command(full_prefix),
             NerdctlVersion().command(bin_dir),
             BuildkitVersion().command(bin_dir),
             managed_paths_command(tuple(paths)),
-            unit_state_command(bin_dir, unit_dir),
+            unit_state_command(bin_dir, unit_dir, full_prefix),
         ]
         if group:
             parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
@@ -365,4 +394,30 @@ class BuildHostState(FactBase[dict]):
             "paths": parse_managed_paths(output),
             "group_exists": parse_key_values(output).get("group") == "yes",
             "units": parse_unit_freshness(output),
+            "full": parse_full_readme(output),
         }
+
+
+class NerdctlFull(FactBase[dict]):
+    """The installed nerdctl-full release, its components (from its README.md), and containerd's state.
+
+    .. code:: python
+
+        {"version": "2.3.5", "components": {"nerdctl": "2.3.5", "containerd": "2.1.4", ...},
+         "containerd_active": True}  # version None when no full archive is installed
+    """
+
+    def command(self, full_prefix: str = DEFAULT_FULL_PREFIX) -> str:
+        return (
+            f"{full_readme_command(full_prefix)}; echo containerd=$(systemctl is-active containerd.service 2>/dev/null)"
+        )
+
+    def process(self, output: list[str]) -> dict:
+        return {
+            **parse_full_readme(output),
+            "containerd_active": parse_key_values(output).get("containerd") == "active",
+        }
+
+    @staticmethod
+    def default() -> dict:
+        return {"version": None, "components": {}, "containerd_active": False}

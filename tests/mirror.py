@@ -57,6 +57,7 @@ VERSION_LINES = {
     "nerdctl": "nerdctl version {version}",
     "buildkitd": "buildkitd github.com/moby/buildkit v{version} {revision}",
     "buildctl": "buildctl github.com/moby/buildkit v{version} {revision}",
+    "containerd": "containerd github.com/containerd/containerd/v2 v{version} {revision}",
 }
 PYTHON_MARKER = "# --- python ---"
 
@@ -123,10 +124,10 @@ CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "firewall", "tunin
 
 
 def full_component_versions(version: str) -> dict[str, str]:
-    """Component versions that the stand-in full archive claims to carry."""
+    """Component versions that the stand-in full archive claims to carry (containerd moves with nerdctl)."""
     return {
         "nerdctl": f"v{version}",
-        "containerd": "v2.1.4",
+        "containerd": f"v2.1.{version.split('.')[-1]}",
         "runc": "v1.3.0",
         "BuildKit": "v0.23.2",
         "CNI plugins": "v1.7.1",
@@ -138,7 +139,11 @@ def full_archive(version: str, arch: str) -> bytes:
     components = full_component_versions(version)
     members = {}
     for name in FULL_BINARIES:
-        component_version = components["BuildKit"][1:] if name in ("buildctl", "buildkitd") else version
+        component_version = {
+            "buildctl": components["BuildKit"],
+            "buildkitd": components["BuildKit"],
+            "containerd": components["containerd"],
+        }.get(name, f"v{version}")[1:]
         members[f"bin/{name}"] = (_standin(name, component_version, "nerdctl-full", arch), 0o755)
     for unit in FULL_UNITS:
         members[f"lib/systemd/system/{unit}"] = (_archive_unit(unit), 0o644)
@@ -154,11 +159,12 @@ def full_archive(version: str, arch: str) -> bytes:
 
 
 def _archive_unit(unit: str) -> bytes:
-    binary = unit.removesuffix(".service")
-    binary = "buildkitd" if binary == "buildkit" else binary
+    """The archive's own units, as upstream ships them (buildkit.service starts eagerly, no socket)."""
+    binary = {"buildkit.service": "buildkitd", "containerd.service": "containerd"}.get(unit, "containerd-stargz-grpc")
     return (
-        f"[Unit]\nDescription={binary} (from the nerdctl-full archive)\nAfter=network.target\n\n"
-        f"[Service]\nExecStart=/usr/local/bin/{binary}\nType=notify\n\n[Install]\nWantedBy=multi-user.target\n"
+        f"[Unit]\nDescription={binary} (from the nerdctl-full archive)\nAfter=network.target local-fs.target\n\n"
+        f"[Service]\nExecStart=/usr/local/bin/{binary}\nType=notify\nDelegate=yes\nKillMode=process\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
     ).encode()
 
 

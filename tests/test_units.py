@@ -31,6 +31,7 @@ from pyinfra_nerdctl.deploys.settings import (
 from pyinfra_nerdctl.facts import (
     BuildHostState,
     parse_buildkit_versions,
+    parse_full_readme,
     parse_nerdctl_version,
     parse_socket_unit,
     parse_systemd_timestamp,
@@ -391,6 +392,7 @@ def test_unit_freshness_parsing():
     assert parse_unit_freshness(lines) == {
         "socket": {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False},
         "service": {"enabled": False, "active": True, "needs_daemon_reload": True, "stale": True},
+        "containerd": {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False},
     }
     inactive = [line.replace("=active", "=inactive") for line in lines]
     assert parse_unit_freshness(inactive)["service"]["stale"] is False
@@ -402,11 +404,12 @@ def _converged_state(settings, releases=(NERDCTL, BUILDKIT)):
     """The BuildHostState of a host on which ``settings`` are fully applied."""
     paths = {
         d: {"kind": "dir", "mode": "755", "user": "root", "group": "root", "sha256": None}
-        for d in managed_dirs(releases)
+        for d in managed_dirs(settings, releases)
     }
     for file in managed_files(settings, releases):
         paths[file.path] = {"kind": "file", "mode": "644", "user": "root", "group": "root", "sha256": file.sha256}
     unit = {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False}
+    absent = {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False}
     return {
         "machine": "x86_64",
         "systemd": True,
@@ -414,7 +417,8 @@ def _converged_state(settings, releases=(NERDCTL, BUILDKIT)):
         "buildkit": {"buildkitd": settings.buildkit_version, "buildctl": settings.buildkit_version},
         "paths": paths,
         "group_exists": True,
-        "units": {"socket": dict(unit), "service": {**unit, "enabled": False}},
+        "units": {"socket": dict(unit), "service": {**unit, "enabled": False}, "containerd": dict(absent)},
+        "full": {"version": None, "components": {}},
     }
 
 
@@ -431,6 +435,7 @@ def test_fresh_host_needs_everything_but_restarts():
         "paths": {},
         "group_exists": False,
         "units": parse_unit_freshness([]),
+        "full": {"version": None, "components": {}},
     }
     changes = plan_changes(K3S, state, (NERDCTL, BUILDKIT))
     assert changes.outdated == (NERDCTL, BUILDKIT) and changes.create_group
@@ -519,3 +524,98 @@ def test_systemd_timestamps_with_and_without_microseconds():
 def test_numbers_from_data_become_cache_paths_or_errors():
     with pytest.raises(SettingError, match="release_cache_dir=.* must be an absolute path"):
         resolve_settings({}.get, {"release_cache_dir": 5})
+
+
+FULL = resolve_settings(
+    {}.get, {"nerdctl_flavor": "full", "full_prefix": "/opt/nerdctl", "containerd_config": {"version": 2}}
+)
+
+
+def test_full_flavor_settings():
+    assert FULL.full and FULL.bin_dir == "/opt/nerdctl/bin"
+    with pytest.raises(SettingError, match="nerdctl_flavor='fat' is neither 'minimal' nor 'full'"):
+        resolve_settings({}.get, {"nerdctl_flavor": "fat"})
+    with pytest.raises(SettingError, match="cannot be set with nerdctl_flavor='full'"):
+        resolve_settings({}.get, {"nerdctl_flavor": "full", "bin_dir": "/opt/bin"})
+    assert resolve_settings({}.get, {"containerd_config": '{"version": 2}'}).containerd_config == {"version": 2}
+    with pytest.raises(SettingError, match="containerd_config=.* is neither a dict nor JSON"):
+        resolve_settings({}.get, {"containerd_config": "version=2"})
+
+
+def test_full_flavor_rendering():
+    assert tomllib.loads(rendering.nerdctl_toml(FULL))["cni_path"] == "/opt/nerdctl/libexec/cni"
+    assert "cni_path" not in rendering.nerdctl_toml(K3S)
+    unit = _unit(rendering.containerd_unit(FULL))
+    assert unit["Service"]["ExecStart"] == ["/opt/nerdctl/bin/containerd"] and unit["Service"]["Type"] == ["notify"]
+    assert "ExecStart=/opt/nerdctl/bin/buildkitd --addr fd://" in rendering.buildkit_service_unit(FULL)
+
+
+def test_toml_document_round_trips():
+    config = {
+        "version": 2,
+        "root": "/var/lib/containerd",
+        "grpc": {"address": "/run/containerd/containerd.sock", "uid": 0},
+        "plugins": {
+            "io.containerd.grpc.v1.cri": {"enable_selinux": False, "sandbox_image": "pause:3.9", "sizes": [1, 2.5]}
+        },
+    }
+    assert tomllib.loads(rendering.toml_document(config)) == config
+    with pytest.raises(ValueError, match="cannot write"):
+        rendering.toml_document({"bad": object()})
+
+
+def test_full_flavor_plans():
+    releases = (NERDCTL_FULL,)
+    fresh = {
+        "machine": "x86_64",
+        "systemd": True,
+        "nerdctl": None,
+        "buildkit": {"buildkitd": None, "buildctl": None},
+        "paths": {},
+        "group_exists": True,
+        "units": parse_unit_freshness([]),
+        "full": {"version": None, "components": {}},
+    }
+    changes = plan_changes(FULL, fresh, releases)
+    assert changes.outdated == releases and changes.enable_containerd and changes.start_containerd
+    assert {file.path for file in changes.files} >= {rendering.CONTAINERD_UNIT_PATH, rendering.CONTAINERD_CONFIG}
+    converged = _converged_state(FULL, releases)
+    converged["full"] = {"version": FULL.nerdctl_version, "components": {}}
+    converged["units"]["containerd"] = {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False}
+    assert plan_changes(FULL, converged, releases) == Changes()
+    converged["full"]["version"] = "1.0.0"
+    assert plan_changes(FULL, converged, releases) == Changes(
+        outdated=releases, restart_containerd=True, restart_service=True
+    )
+    # Back to minimal: the minimal releases count as absent, and the full containerd unit goes.
+    minimal = resolve_settings({}.get, {})
+    back = _converged_state(minimal)
+    back["full"] = {"version": "2.3.5", "components": {}}
+    back["paths"][rendering.CONTAINERD_UNIT_PATH] = {
+        "kind": "file",
+        "mode": "644",
+        "user": "root",
+        "group": "root",
+        "sha256": "x",
+    }
+    changes = plan_changes(minimal, back, (NERDCTL, BUILDKIT))
+    assert changes.outdated == (NERDCTL, BUILDKIT) and changes.retire_containerd and changes.daemon_reload
+
+
+def test_full_readme_parsing():
+    lines = ["full.nerdctl=2.3.5", "full.containerd=2.1.4", "full.CNI plugins=1.7.1"]
+    assert parse_full_readme(lines) == {
+        "version": "2.3.5",
+        "components": {"nerdctl": "2.3.5", "containerd": "2.1.4", "CNI plugins": "1.7.1"},
+    }
+    assert parse_full_readme([]) == {"version": None, "components": {}}
+
+
+def test_full_archive_install_script_keeps_the_tree_and_retires_minimal_files():
+    download = resolve_download(NERDCTL_FULL, "2.3.5", "amd64", "https://github.com", SHA, _no_fetch)
+    script = install_script(
+        [download], "/usr/local", retired=[(NERDCTL, "/usr/local/bin"), (BUILDKIT, "/usr/local/bin")]
+    )
+    subprocess.run(["sh", "-n", "-c", script], check=True)
+    assert "place_last 0 . 'share/doc/nerdctl-full/README.md bin/nerdctl'" in script
+    assert "retire /var/lib/pyinfra-nerdctl/buildkit.files /usr/local/bin ''" in script
