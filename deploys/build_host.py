@@ -102,28 +102,24 @@ def _apply(changes: Changes, settings: Settings) -> None:
         )
     if changes.daemon_reload:
         systemd.daemon_reload(name="Reload systemd units")
-    if changes.enable_containerd or changes.start_containerd or changes.restart_containerd:
-        action = "restart" if changes.restart_containerd else "start"
-        server.shell(
-            name=f"Enable and {action} {rendering.CONTAINERD_UNIT}",
-            commands=[
-                *([f"systemctl enable {rendering.CONTAINERD_UNIT}"] if changes.enable_containerd else []),
-                f"systemctl {action} {rendering.CONTAINERD_UNIT}",
-            ],
-        )
-    if changes.enable_socket or changes.start_socket or changes.restart_socket:
-        # Restarting the socket restarts a running service too (Requires=), so it is one or the other.
-        action = "restart" if changes.restart_socket else "start"
-        server.shell(
-            name=f"Enable and {action} {rendering.SOCKET_UNIT}",
-            commands=[
-                *([f"systemctl enable {rendering.SOCKET_UNIT}"] if changes.enable_socket else []),
-                f"systemctl {action} {rendering.SOCKET_UNIT}",
-            ],
-        )
+    _unit_control(
+        rendering.CONTAINERD_UNIT, changes.enable_containerd, changes.start_containerd, changes.restart_containerd
+    )
+    # Restarting the socket restarts a running service too (Requires=), so it is one or the other.
+    _unit_control(rendering.SOCKET_UNIT, changes.enable_socket, changes.start_socket, changes.restart_socket)
     if changes.restart_service:
         server.shell(
             name=f"Restart {rendering.SERVICE_UNIT}", commands=[f"systemctl try-restart {rendering.SERVICE_UNIT}"]
+        )
+
+
+def _unit_control(unit: str, enable: bool, start: bool, restart: bool) -> None:
+    """Enable ``unit`` if asked, then start it, or restart it when it runs what is no longer on disk."""
+    if enable or start or restart:
+        action = "restart" if restart else "start"
+        server.shell(
+            name=f"Enable and {action} {unit}",
+            commands=[*([f"systemctl enable {unit}"] if enable else []), f"systemctl {action} {unit}"],
         )
 
 
@@ -146,7 +142,7 @@ def _install(releases: tuple[Release, ...], overrides: dict[str, Any], retired: 
     changes = plan_changes(settings, state, releases)
     downloads = [_download(release, settings, machine) for release in changes.outdated]
     wanted = ", ".join(f"{release.label} {wanted_version(release, settings)}" for release in releases)
-    dest = settings.full_prefix if settings.full else settings.bin_dir
+    dest = _dest_of(releases[0], settings)  # one flavor per run: all its releases share a destination
     release_files(
         name=f"Install {wanted} into {dest}",
         downloads=downloads,
