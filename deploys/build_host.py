@@ -13,7 +13,7 @@ from ..facts import BuildHostPlatform, BuildHostState, ReleaseFiles
 from . import rendering
 from .changes import Changes, plan_changes, wanted_version, watched_paths
 from .controller import cached_archive
-from .operations import manifest_path, release_files, remove_release_files, root_directory, write_file
+from .operations import manifest_glob, manifest_path, release_files, remove_release_files, root_directory, write_file
 from .releases import (
     BUILDKIT,
     NERDCTL,
@@ -102,11 +102,12 @@ def _apply(changes: Changes, settings: Settings) -> None:
         )
     if changes.daemon_reload:
         systemd.daemon_reload(name="Reload systemd units")
+    # The socket first: enabling it reloads systemd, which the containerd steps then rely on.
+    # Restarting the socket restarts a running service too (Requires=), so it is one or the other.
+    _unit_control(rendering.SOCKET_UNIT, changes.enable_socket, changes.start_socket, changes.restart_socket)
     _unit_control(
         rendering.CONTAINERD_UNIT, changes.enable_containerd, changes.start_containerd, changes.restart_containerd
     )
-    # Restarting the socket restarts a running service too (Requires=), so it is one or the other.
-    _unit_control(rendering.SOCKET_UNIT, changes.enable_socket, changes.start_socket, changes.restart_socket)
     if changes.restart_service:
         server.shell(
             name=f"Restart {rendering.SERVICE_UNIT}", commands=[f"systemctl try-restart {rendering.SERVICE_UNIT}"]
@@ -136,9 +137,12 @@ def _install(releases: tuple[Release, ...], overrides: dict[str, Any], retired: 
         paths=watched_paths(settings, releases),
         group=settings.buildkit_socket_group,
         full_prefix=settings.full_prefix,
+        full_manifests=manifest_glob(NERDCTL_FULL),
     )
     # nerdctl alone runs on any init; BuildKit's units need systemd.
     machine = _require_systemd(state) if releases != (NERDCTL,) else state["machine"]
+    if not retired and state["full"]["managed"]:
+        raise _fail("this host runs the nerdctl-full flavor: change it with install_build_host, not piece by piece")
     changes = plan_changes(settings, state, releases)
     downloads = [_download(release, settings, machine) for release in changes.outdated]
     wanted = ", ".join(f"{release.label} {wanted_version(release, settings)}" for release in releases)
@@ -150,7 +154,7 @@ def _install(releases: tuple[Release, ...], overrides: dict[str, Any], retired: 
         uploads=[_controller_copy(download, settings) for download in downloads]
         if settings.fetch_on_controller
         else [],
-        retired=[(release, _dest_of(release, settings)) for release in retired],
+        retired=list(retired),
     )
     _apply(changes, settings)
 
@@ -174,7 +178,7 @@ def _remove_files(release: Release, settings: Settings) -> None:
         release=release,
         dest=dest,
         installed_files=host.get_fact(
-            ReleaseFiles, manifest=manifest_path(release), bin_dir=dest, fallback=release.version_binaries
+            ReleaseFiles, manifest=manifest_path(release, dest), bin_dir=dest, fallback=release.version_binaries
         ),
     )
 
@@ -227,20 +231,20 @@ def _remove_nerdctl_config(settings: Settings) -> None:
     files.directory(name="No /etc/nerdctl", path="/etc/nerdctl", present=False)
 
 
-def _remove_units(settings: Settings, purge: bool) -> None:
+def _remove_units(settings: Settings, purge: bool, full_installed: bool = False) -> None:
     """Stop and disable BuildKit (and the full archive's containerd), remove their units and configs, reload once."""
     _require_systemd(host.get_fact(BuildHostPlatform))
     systemd.service(name=f"Stop {rendering.SERVICE_UNIT}", service=rendering.SERVICE_UNIT, running=False)
-    stopped = [rendering.SOCKET_UNIT] + ([rendering.CONTAINERD_UNIT] if settings.full else [])
+    stopped = [rendering.SOCKET_UNIT] + ([rendering.CONTAINERD_UNIT] if full_installed else [])
     for unit in stopped:
         systemd.service(name=f"Stop and disable {unit}", service=unit, running=False, enabled=False)
     unit_files = [rendering.SOCKET_PATH, rendering.SERVICE_PATH]
-    unit_files += [rendering.CONTAINERD_UNIT_PATH] if settings.full else []
+    unit_files += [rendering.CONTAINERD_UNIT_PATH] if full_installed else []
     removed = [files.file(name=f"No {path}", path=path, present=False) for path in unit_files]
     if any(unit.will_change for unit in removed):
         systemd.daemon_reload(name="Reload systemd units")
     files.directory(name="No /etc/buildkit", path="/etc/buildkit", present=False)
-    if settings.full and settings.containerd_config is not None:
+    if full_installed and settings.containerd_config is not None:
         files.file(name=f"No {rendering.CONTAINERD_CONFIG}", path=rendering.CONTAINERD_CONFIG, present=False)
     if purge:
         files.directory(name=f"No {BUILDKIT_STATE}", path=BUILDKIT_STATE, present=False)
@@ -277,14 +281,19 @@ def remove_buildkit(purge: bool = False, **settings: Any) -> None:
 def remove_build_host(purge: bool = False, **settings: Any) -> None:
     """Everything ``install_build_host`` put on the host, removed (BuildKit's data kept unless ``purge``).
 
-    With ``nerdctl_flavor="full"``: containerd stopped and disabled, and every file of the full archive gone.
+    Whatever the flavor: with a full archive, containerd is stopped and disabled too, and
+    every file of the archive goes.
 
     .. code:: python
 
         remove_build_host(purge=True)
     """
     resolved = host_settings(settings)
-    _remove_units(resolved, purge)
-    for release in (NERDCTL_FULL,) if resolved.full else (BUILDKIT, NERDCTL):
+    # The full archive's manifest, not the settings, says whether containerd is ours to remove.
+    full_files = host.get_fact(
+        ReleaseFiles, manifest=manifest_path(NERDCTL_FULL, resolved.full_prefix), bin_dir=resolved.full_prefix
+    )
+    _remove_units(resolved, purge, full_installed=resolved.full or bool(full_files))
+    for release in (BUILDKIT, NERDCTL, NERDCTL_FULL):
         _remove_files(release, resolved)
     _remove_nerdctl_config(resolved)

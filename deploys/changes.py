@@ -104,12 +104,12 @@ class Changes:
 def installed_version(release: Release, state: dict) -> str | None:
     """What the host runs; for BuildKit, None unless buildkitd and buildctl agree.
 
-    A minimal release counts as absent while a full archive is installed, so that
-    switching flavor reinstalls it and takes the full archive's files away.
+    A minimal release counts as absent while a full archive installed by these deploys
+    is there, so that switching flavor reinstalls it and takes the full archive's files away.
     """
     if release is NERDCTL_FULL:
         return state["full"]["version"]
-    if state["full"]["version"] is not None:
+    if state["full"]["managed"]:
         return None
     if release is NERDCTL:
         return state["nerdctl"]
@@ -145,10 +145,10 @@ def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...])
         dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
         files=files,
         remove_alias=_nerdctl(releases) and not settings.nerdctl_docker_alias and rendering.DOCKER_ALIAS in paths,
-        # Leaving the full flavor: its containerd unit goes with its binaries.
+        # Leaving the full flavor: our containerd unit (known by its content) goes with its binaries.
         retire_containerd=NERDCTL_FULL not in releases
-        and state["full"]["version"] is not None
-        and rendering.CONTAINERD_UNIT_PATH in paths,
+        and paths.get(rendering.CONTAINERD_UNIT_PATH, {}).get("sha256")
+        == ManagedFile(rendering.CONTAINERD_UNIT_PATH, rendering.containerd_unit(settings)).sha256,
     )
     return _plan_units(changes, settings, state, releases) if _buildkit(releases) else changes
 
@@ -174,7 +174,7 @@ def _plan_units(changes: Changes, settings: Settings, state: dict, releases: tup
         changes,
         create_group=bool(settings.buildkit_socket_group) and not state["group_exists"],
         # `systemctl enable` reloads systemd itself: a second reload would cost every new host twice.
-        daemon_reload=reload_needed and socket["enabled"] and not enable_containerd,
+        daemon_reload=reload_needed and socket["enabled"],
         enable_containerd=enable_containerd,
         start_containerd=full and not containerd["active"],
         restart_containerd=full and containerd["active"] and (containerd_inputs_changed or containerd["stale"]),

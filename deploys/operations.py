@@ -44,8 +44,9 @@ unpack() {
   for name in $4; do
     [ -f "$unpacked/$2/$3/$name" ] || { echo "$1 has no $name: nothing was installed" >&2; exit 1; }
   done
-  (cd "$unpacked/$2/$3" && find . -type f | sed 's|^\./||' | sort) > "$work/$2.files"
-  sed "s|^|$dest/|" "$work/$2.files" >> "$work/all.paths"
+  (cd "$unpacked/$2/$3" && find . \( -type f -o -type l \) | sed 's|^\./||' | sort) > "$work/$2.files"
+  sed "s|^|$dest/|" "$work/$2.files" > "$work/$2.paths"
+  cat "$work/$2.paths" >> "$work/all.paths"
   chown -R root:root "$unpacked/$2/$3" && chmod -R u=rwX,go=rX "$unpacked/$2/$3"
 }
 put() {
@@ -60,28 +61,42 @@ place() {
 place_last() {
   for name in $3; do put "$1" "$2" "$name"; done
 }
-retire() {
-  if [ -f "$1" ]; then
-    for name in $(cat "$1"); do grep -qxF "$2/$name" "$work/all.paths" || rm -f "$2/$name"; done
-    rm -f "$1"
-  fi
-  for dir in $3; do rmdir "$2/$dir" 2>/dev/null || true; done
+drop() {
+  rm -f "$1"
+  dir=$(dirname "$1")
+  while case "${dir##*/}" in bin|sbin|lib|lib64|share|etc|include|man|src|games|local|usr|opt|"") false;; esac \
+      && rmdir "$dir" 2>/dev/null; do
+    dir=$(dirname "$dir")
+  done
 }
 intend() {
-  cat "$work/$1.files" "$2" 2>/dev/null | sort -u > "$2.new" && mv -f "$2.new" "$2"
+  cat "$work/$1.paths" "$2" 2>/dev/null | sort -u > "$2.new" && mv -f "$2.new" "$2"
 }
 record() {
-  if [ -f "$2" ]; then
-    for name in $(grep -vxF -f "$work/$1.files" "$2" || true); do rm -f "$dest/$name"; done
+  for path in $(grep -vxF -f "$work/$1.paths" "$2" || true); do drop "$path"; done
+  cp "$work/$1.paths" "$2.new" && mv -f "$2.new" "$2"
+}
+retire() {
+  if [ -f "$1" ]; then
+    for path in $(cat "$1"); do grep -qxF "$path" "$work/all.paths" || drop "$path"; done
+    rm -f "$1"
   fi
-  cp "$work/$1.files" "$2.new" && mv -f "$2.new" "$2"
 }
 """
 
 
-def manifest_path(release: Release) -> str:
-    """Where the list of files an archive installed is kept (relative to where it went)."""
-    return f"{STATE_DIR}/{release.name}.files"
+def manifest_path(release: Release, dest: str) -> str:
+    """Where the absolute paths of the files ``release`` installed under ``dest`` are kept.
+
+    One manifest per release and destination: the same release installed in two
+    places is two installs, each converging on its own.
+    """
+    return f"{STATE_DIR}/{release.name}@{dest.replace('/', '_')}.files"
+
+
+def manifest_glob(release: Release) -> str:
+    """Every manifest of ``release``, wherever it was installed (a shell pattern)."""
+    return f"{STATE_DIR}/{release.name}@*.files"
 
 
 def upload_path(download: Download) -> str:
@@ -90,12 +105,14 @@ def upload_path(download: Download) -> str:
 
 
 def install_script(
-    downloads: Sequence[Download], dest: str, uploaded: bool = False, retired: Sequence[tuple[Release, str]] = ()
+    downloads: Sequence[Download], dest: str, uploaded: bool = False, retired: Sequence[Release] = ()
 ) -> str:
     """The shell script that installs the files of every archive in ``downloads`` under ``dest``.
 
-    ``retired`` lists releases of the other flavor with the folder they were installed
-    under: their files go, except those the new archives put back in the same place.
+    ``retired`` lists releases of the other flavor: the files their manifests list go,
+    except those the new archives put back in the same place. Manifests hold absolute
+    paths, so they are right wherever the other flavor was installed; folders left
+    empty go too, short of standard ones such as ``bin`` or ``share``.
 
     With ``uploaded``, the archives were uploaded to ``upload_path`` instead of being
     downloaded by the host; they are verified all the same.
@@ -120,13 +137,12 @@ def install_script(
         source = upload_path(download) if uploaded else download.url
         steps["fetch"].append(f'fetch {quote(source)} "$work/{index}.tar.gz" {download.sha256}')
         steps["unpack"].append(f"unpack {quote(download.url)} {index} {member_dir} {last}")
-        steps["intend"].append(f"intend {index} {quote(manifest_path(release))}")
+        steps["intend"].append(f"intend {index} {quote(manifest_path(release, dest))}")
         steps["place"].append(f"place {index} {member_dir} {last}")
         steps["place_last"].append(f"place_last {index} {member_dir} {last}")
-        steps["record"].append(f"record {index} {quote(manifest_path(release))}")
-    for release, old_dest in retired:
-        owned = quote(" ".join(release.owned_dirs))
-        steps["record"].append(f"retire {quote(manifest_path(release))} {quote(old_dest)} {owned}")
+        steps["record"].append(f"record {index} {quote(manifest_path(release, dest))}")
+    for release in retired:
+        steps["record"].append(f'for manifest in {manifest_glob(release)}; do retire "$manifest"; done')
     return (
         "\n".join(
             [
@@ -156,13 +172,13 @@ def install_script(
 
 @operation()
 def release_files(
-    downloads: Sequence[Download], dest: str, uploads: Sequence[str] = (), retired: Sequence[tuple[Release, str]] = ()
+    downloads: Sequence[Download], dest: str, uploads: Sequence[str] = (), retired: Sequence[Release] = ()
 ) -> Generator[str | FileUploadCommand, None, None]:
     """Install the files of every archive in ``downloads`` under ``dest`` in one verified step.
 
     + downloads: the archives that are not installed yet (see ``releases.resolve_download``)
     + dest: where their files go (``bin_dir``, or ``full_prefix`` for the full archive)
-    + retired: releases of the other flavor and where they were installed, to take away
+    + retired: releases of the other flavor, whose files to take away
     + uploads: the controller's copies of ``downloads``, in order, to upload instead of
       letting the host download them
 
@@ -182,17 +198,16 @@ def release_files(
 
 
 def removal_script(release: Release, dest: str) -> str:
-    """Remove the files ``release`` put under ``dest`` (its manifest, else its known binaries)."""
+    """Remove the files ``release`` installed (its manifest, else its known binaries under ``dest``)."""
     quote = shlex.quote
-    manifest = quote(manifest_path(release))
-    fallback = " ".join(quote(name) for name in release.version_binaries)
-    owned = " ".join(quote(directory) for directory in release.owned_dirs)
+    manifest = quote(manifest_path(release, dest))
+    fallback = " ".join(quote(f"{dest}/{name}") for name in release.version_binaries)
+    drop = INSTALL_FUNCTIONS[INSTALL_FUNCTIONS.index("drop() {") : INSTALL_FUNCTIONS.index("intend() {")]
     return (
-        f"dest={quote(dest)}; "
-        f"names=$(cat {manifest} 2>/dev/null || echo {fallback}); "
-        'for name in $names; do rm -f "$dest/$name"; done; '
-        f'for dir in {owned}; do rmdir "$dest/$dir" 2>/dev/null || true; done; '
-        f"rm -f {manifest}"
+        f"{drop}\n"
+        f"paths=$(cat {manifest} 2>/dev/null || echo {fallback})\n"
+        'for path in $paths; do drop "$path"; done\n'
+        f"rm -f {manifest}\n"
     )
 
 

@@ -50,8 +50,7 @@ class Release:
     ``member_dir`` is the folder inside the archive whose files (and subfolders)
     are installed; ``version_binaries`` are the files a version fact reads, moved
     into place last so that an interrupted install still reports the old version.
-    ``replaces`` names releases whose files this one takes the place of (switching
-    flavor), ``owned_dirs`` the folders it alone fills, removed when empty.
+    ``replaces`` names releases whose files this one takes the place of (switching flavor).
     """
 
     name: str
@@ -64,7 +63,6 @@ class Release:
     sums_asset: str | None = None
     arch_since: tuple[tuple[str, str], ...] = ()
     replaces: tuple[str, ...] = ()
-    owned_dirs: tuple[str, ...] = ()
 
     def asset(self, version: str, arch: str) -> str:
         """The archive's file name, e.g. ``nerdctl-2.3.5-linux-amd64.tar.gz``."""
@@ -100,10 +98,10 @@ NERDCTL_FULL = Release(
     asset_template="nerdctl-full-{version}-linux-{arch}.tar.gz",
     arches=("amd64", "arm64"),
     member_dir="",  # the whole tree, unpacked under full_prefix
-    version_binaries=("share/doc/nerdctl-full/README.md", "bin/nerdctl"),
+    # The README carries the version the facts read: it moves into place last.
+    version_binaries=("bin/nerdctl", "share/doc/nerdctl-full/README.md"),
     sums_asset="SHA256SUMS",
     replaces=("nerdctl", "buildkit"),
-    owned_dirs=("libexec/cni", "share/doc/nerdctl-full"),
 )
 BUILDKIT = Release(
     name="buildkit",

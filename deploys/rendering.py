@@ -60,6 +60,8 @@ def containerd_unit(settings: Settings) -> str:
         + "[Unit]\nDescription=containerd container runtime (nerdctl-full)\nDocumentation=https://containerd.io\n"
         + "After=network.target local-fs.target dbus.service\n\n"
         + "[Service]\nExecStartPre=-/sbin/modprobe overlay\n"
+        # The shim finds runc through PATH: the archive's bin/ first, wherever full_prefix is.
+        + f"Environment=PATH={full_path(settings, 'bin')}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
         + f"ExecStart={full_path(settings, 'bin/containerd')}\n"
         + "Type=notify\nDelegate=yes\nKillMode=process\nRestart=always\nRestartSec=5\n"
         + "LimitNPROC=infinity\nLimitCORE=infinity\nTasksMax=infinity\nOOMScoreAdjust=-999\n\n"

@@ -176,18 +176,18 @@ class BuildHostPlatform(FactBase[dict]):
 
 
 class ReleaseFiles(FactBase[list]):
-    """Files of one release archive present in ``bin_dir``: those its manifest lists, else ``fallback``.
+    """Files of one release archive that exist: those its manifest lists, else ``fallback`` under ``bin_dir``.
 
     .. code:: python
 
-        ["buildctl", "buildkit-runc", "buildkitd"]  # [] when none is there
+        ["/usr/local/bin/buildctl", "/usr/local/bin/buildkitd"]  # [] when none is there
     """
 
     def command(self, manifest: str, bin_dir: str = DEFAULT_BIN_DIR, fallback: tuple[str, ...] = ()) -> str:
-        names = " ".join(shlex.quote(name) for name in fallback)
+        paths = " ".join(shlex.quote(f"{bin_dir}/{name}") for name in fallback)
         return (
-            f"names=$(cat {shlex.quote(manifest)} 2>/dev/null || echo {names}); "
-            f'for name in $names; do if [ -e {shlex.quote(bin_dir)}/"$name" ]; then echo "$name"; fi; done'
+            f"paths=$(cat {shlex.quote(manifest)} 2>/dev/null || echo {paths}); "
+            'for path in $paths; do if [ -e "$path" ] || [ -L "$path" ]; then echo "$path"; fi; done'
         )
 
     def process(self, output: list[str]) -> list:
@@ -282,9 +282,13 @@ def parse_unit_freshness(lines: list[str]) -> dict:
 
 
 def full_readme_command(full_prefix: str) -> str:
-    """``full.COMPONENT=VERSION`` lines from the full archive's README.md, nothing when it is absent."""
+    """``full.COMPONENT=VERSION`` lines from the full archive's README.md, nothing when it is absent.
+
+    The component list ends at the first ``## `` heading (upstream's license list follows).
+    """
     readme = shlex.quote(f"{full_prefix}/share/doc/nerdctl-full/README.md")
-    return f"sed -n 's/^- \\([^:]*\\): v\\{{0,1\\}}\\(.*\\)$/full.\\1=\\2/p' {readme} 2>/dev/null || true"
+    pattern = "s/^- \\([^:]*\\): v\\{0,1\\}\\(.*\\)$/full.\\1=\\2/p"
+    return f"sed -n '/^## /q; {pattern}' {readme} 2>/dev/null || true"
 
 
 def parse_full_readme(lines: list[str]) -> dict:
@@ -373,10 +377,13 @@ class BuildHostState(FactBase[dict]):
         group: str | None = None,
         unit_dir: str = UNIT_DIR,
         full_prefix: str = DEFAULT_FULL_PREFIX,
+        full_manifests: str = "/var/lib/pyinfra-nerdctl/nerdctl-full@*.files",
     ) -> str:
         parts = [
             PLATFORM_COMMAND,
             full_readme_command(full_prefix),
+            # A shell pattern of plain characters: left unquoted so that it expands.
+            f'for manifest in {full_manifests}; do if [ -f "$manifest" ]; then echo full_managed=yes; break; fi; done',
             NerdctlVersion().command(bin_dir),
             BuildkitVersion().command(bin_dir),
             managed_paths_command(tuple(paths)),
@@ -394,7 +401,7 @@ class BuildHostState(FactBase[dict]):
             "paths": parse_managed_paths(output),
             "group_exists": parse_key_values(output).get("group") == "yes",
             "units": parse_unit_freshness(output),
-            "full": parse_full_readme(output),
+            "full": {**parse_full_readme(output), "managed": parse_key_values(output).get("full_managed") == "yes"},
         }
 
 

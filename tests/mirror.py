@@ -82,6 +82,13 @@ def _standin(name: str, version: str, release: str, arch: str) -> bytes:
     return f"{text}# stand-in built for linux/{arch}\n".encode()
 
 
+@dataclass(frozen=True)
+class Symlink:
+    """A symbolic link member of an archive (upstream's full archive has some)."""
+
+    target: str
+
+
 def _tar_gz(members: dict[str, tuple[bytes, int]]) -> bytes:
     """A reproducible .tar.gz: fixed mtimes and owners, so its hash is stable."""
     raw = io.BytesIO()
@@ -93,8 +100,13 @@ def _tar_gz(members: dict[str, tuple[bytes, int]]) -> bytes:
             tar.addfile(info)
         for name, (data, mode) in sorted(members.items()):
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), mode, 1700000000
-            tar.addfile(info, io.BytesIO(data))
+            info.mode, info.mtime = mode, 1700000000
+            if isinstance(data, Symlink):
+                info.type, info.linkname = tarfile.SYMTYPE, data.target
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
@@ -120,7 +132,7 @@ FULL_BINARIES = (
     "containerd-rootless-setuptool.sh",
 )
 FULL_UNITS = ("containerd.service", "buildkit.service", "stargz-snapshotter.service")
-CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "firewall", "tuning")
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "firewall", "tuning")  # upstream ships more
 
 
 def full_component_versions(version: str) -> dict[str, str]:
@@ -149,11 +161,19 @@ def full_archive(version: str, arch: str) -> bytes:
         members[f"lib/systemd/system/{unit}"] = (_archive_unit(unit), 0o644)
     for plugin in CNI_PLUGINS:
         members[f"libexec/cni/{plugin}"] = (_standin(plugin, components["CNI plugins"][1:], "cni", arch), 0o755)
-    readme = f"# nerdctl (full distribution)\n- nerdctl: {components['nerdctl']}\n" + "".join(
-        f"- {name}: {value}\n" for name, value in components.items() if name != "nerdctl"
+    for plugin in ("bridge", "firewall", "host-local", "loopback"):
+        members[f"bin/buildkit-cni-{plugin}"] = (Symlink(f"../libexec/cni/{plugin}"), 0o777)
+    readme = (
+        f"# nerdctl (full distribution)\n- nerdctl: {components['nerdctl']}\n"
+        + "".join(f"- {name}: {value}\n" for name, value in components.items() if name != "nerdctl")
+        + "\n## License\n- bin/slirp4netns:    [GNU GENERAL PUBLIC LICENSE, Version 2](https://example.invalid)\n"
     )
     members["share/doc/nerdctl-full/README.md"] = (readme.encode(), 0o644)
-    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, (data, _) in sorted(members.items()))
+    sums = "".join(
+        f"{hashlib.sha256(data).hexdigest()}  {name}\n"
+        for name, (data, _) in sorted(members.items())
+        if not isinstance(data, Symlink)
+    )
     members["share/doc/nerdctl-full/SHA256SUMS"] = (sums.encode(), 0o644)
     return _tar_gz(members)
 

@@ -23,7 +23,8 @@ def containerd_starts(host) -> list[dict]:
 
 
 def files_under(host, *paths: str) -> set[str]:
-    return set(host.run(f"find {' '.join(paths)} -type f 2>/dev/null | sort").stdout.split())
+    """Files and symbolic links below ``paths``."""
+    return set(host.run(f"find {' '.join(paths)} \\( -type f -o -type l \\) 2>/dev/null | sort").stdout.split())
 
 
 def test_bare_host_becomes_a_build_host_and_a_rerun_changes_nothing(boot_hosts, mirror):
@@ -60,23 +61,28 @@ def test_bare_host_becomes_a_build_host_and_a_rerun_changes_nothing(boot_hosts, 
 
 def test_full_upgrade_restarts_containerd_and_removal_takes_exactly_its_files(boot_hosts, mirror):
     (host,) = boot_hosts(1)
-    before = files_under(host, "/usr/local")
-    hosts = inventory([host], **full_data(mirror))
+    before = files_under(host, "/usr/local", "/opt")
+    prefix = {"full_prefix": "/opt/nerdctl"}
+    hosts = inventory([host], **full_data(mirror, **prefix))
     deploy(hosts, {})
-    client_call(host)
+    client_call(host, "/opt/nerdctl/bin")
     containerd = unit_state(host, "containerd.service")
+    assert "Environment=PATH=/opt/nerdctl/bin:" in host.run("cat /etc/systemd/system/containerd.service").stdout
 
-    deploy(hosts, full_data(mirror, "2.4.1"))
+    deploy(hosts, full_data(mirror, "2.4.1", **prefix))
 
     assert unit_state(host, "containerd.service")["InvocationID"] != containerd["InvocationID"]
     assert containerd_starts(host)[-1]["version"] == "2.1.1"
-    assert host.run("/usr/local/bin/nerdctl --version").stdout == "nerdctl version 2.4.1\n"
-    assert plan(hosts, full_data(mirror, "2.4.1")) == {}
+    assert host.run("/opt/nerdctl/bin/nerdctl --version").stdout == "nerdctl version 2.4.1\n"
+    assert host.run("readlink /opt/nerdctl/bin/buildkit-cni-bridge").stdout == "../libexec/cni/bridge\n"
+    assert plan(hosts, full_data(mirror, "2.4.1", **prefix)) == {}
+    refused = run_pyinfra(hosts, "pyinfra_nerdctl.deploys.install_nerdctl", data={"nerdctl_flavor": "minimal"})
+    assert refused.returncode != 0 and "this host runs the nerdctl-full flavor" in refused.output, refused.output
 
-    removal = run_pyinfra(hosts, "pyinfra_nerdctl.deploys.remove_build_host", data=full_data(mirror, "2.4.1"))
+    removal = run_pyinfra(hosts, "pyinfra_nerdctl.deploys.remove_build_host", data=full_data(mirror, "2.4.1", **prefix))
 
     assert removal.returncode == 0, removal.output
-    assert files_under(host, "/usr/local") == before
+    assert files_under(host, "/usr/local", "/opt") == before
     assert unit_state(host, "containerd.service")["ActiveState"] == "inactive"
     assert host.run("test -e /etc/systemd/system/containerd.service", check=False).returncode == 1
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import tomllib
 from pyinfra_nerdctl.deploys import rendering
-from pyinfra_nerdctl.deploys.changes import Changes, managed_dirs, managed_files, plan_changes
+from pyinfra_nerdctl.deploys.changes import Changes, ManagedFile, managed_dirs, managed_files, plan_changes
 from pyinfra_nerdctl.deploys.operations import install_script
 from pyinfra_nerdctl.deploys.releases import (
     BUILDKIT,
@@ -418,7 +418,7 @@ def _converged_state(settings, releases=(NERDCTL, BUILDKIT)):
         "paths": paths,
         "group_exists": True,
         "units": {"socket": dict(unit), "service": {**unit, "enabled": False}, "containerd": dict(absent)},
-        "full": {"version": None, "components": {}},
+        "full": {"version": None, "components": {}, "managed": False},
     }
 
 
@@ -435,7 +435,7 @@ def test_fresh_host_needs_everything_but_restarts():
         "paths": {},
         "group_exists": False,
         "units": parse_unit_freshness([]),
-        "full": {"version": None, "components": {}},
+        "full": {"version": None, "components": {}, "managed": False},
     }
     changes = plan_changes(K3S, state, (NERDCTL, BUILDKIT))
     assert changes.outdated == (NERDCTL, BUILDKIT) and changes.create_group
@@ -574,13 +574,13 @@ def test_full_flavor_plans():
         "paths": {},
         "group_exists": True,
         "units": parse_unit_freshness([]),
-        "full": {"version": None, "components": {}},
+        "full": {"version": None, "components": {}, "managed": False},
     }
     changes = plan_changes(FULL, fresh, releases)
     assert changes.outdated == releases and changes.enable_containerd and changes.start_containerd
     assert {file.path for file in changes.files} >= {rendering.CONTAINERD_UNIT_PATH, rendering.CONTAINERD_CONFIG}
     converged = _converged_state(FULL, releases)
-    converged["full"] = {"version": FULL.nerdctl_version, "components": {}}
+    converged["full"] = {"version": FULL.nerdctl_version, "components": {}, "managed": True}
     converged["units"]["containerd"] = {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False}
     assert plan_changes(FULL, converged, releases) == Changes()
     converged["full"]["version"] = "1.0.0"
@@ -590,13 +590,14 @@ def test_full_flavor_plans():
     # Back to minimal: the minimal releases count as absent, and the full containerd unit goes.
     minimal = resolve_settings({}.get, {})
     back = _converged_state(minimal)
-    back["full"] = {"version": "2.3.5", "components": {}}
+    back["full"] = {"version": "2.3.5", "components": {}, "managed": True}
+    ours = ManagedFile(rendering.CONTAINERD_UNIT_PATH, rendering.containerd_unit(minimal)).sha256
     back["paths"][rendering.CONTAINERD_UNIT_PATH] = {
         "kind": "file",
         "mode": "644",
         "user": "root",
         "group": "root",
-        "sha256": "x",
+        "sha256": ours,
     }
     changes = plan_changes(minimal, back, (NERDCTL, BUILDKIT))
     assert changes.outdated == (NERDCTL, BUILDKIT) and changes.retire_containerd and changes.daemon_reload
@@ -613,9 +614,7 @@ def test_full_readme_parsing():
 
 def test_full_archive_install_script_keeps_the_tree_and_retires_minimal_files():
     download = resolve_download(NERDCTL_FULL, "2.3.5", "amd64", "https://github.com", SHA, _no_fetch)
-    script = install_script(
-        [download], "/usr/local", retired=[(NERDCTL, "/usr/local/bin"), (BUILDKIT, "/usr/local/bin")]
-    )
+    script = install_script([download], "/usr/local", retired=[NERDCTL, BUILDKIT])
     subprocess.run(["sh", "-n", "-c", script], check=True)
-    assert "place_last 0 . 'share/doc/nerdctl-full/README.md bin/nerdctl'" in script
-    assert "retire /var/lib/pyinfra-nerdctl/buildkit.files /usr/local/bin ''" in script
+    assert "place_last 0 . 'bin/nerdctl share/doc/nerdctl-full/README.md'" in script
+    assert 'for manifest in /var/lib/pyinfra-nerdctl/buildkit@*.files; do retire "$manifest"; done' in script
