@@ -124,13 +124,12 @@ def _unit_control(unit: str, enable: bool, start: bool, restart: bool) -> None:
         )
 
 
-def _install(releases: tuple[Release, ...], overrides: dict[str, Any], retired: tuple[Release, ...] = ()) -> None:
-    """Check every input, install the outdated archives in one verified step, then converge the rest.
+def _install(settings: Settings, releases: tuple[Release, ...], retired: tuple[Release, ...] = ()) -> None:
+    """Install the outdated archives in one verified step, then converge the rest (``settings`` are checked).
 
     Everything is decided from one ``BuildHostState`` fact, so a converged host costs one remote command.
     ``retired`` are the other flavor's releases, whose files the install takes away.
     """
-    settings = host_settings(overrides)
     state = host.get_fact(
         BuildHostState,
         bin_dir=settings.bin_dir,
@@ -164,8 +163,8 @@ def _dest_of(release: Release, settings: Settings) -> str:
     return settings.full_prefix if release is NERDCTL_FULL else settings.bin_dir
 
 
-def _refuse_full(settings: dict[str, Any], deploy_name: str) -> None:
-    if host_settings(settings).full:
+def _refuse_full(settings: Settings, deploy_name: str) -> None:
+    if settings.full:
         raise _fail(
             f"nerdctl_flavor='full' installs nerdctl and BuildKit together: use install_build_host, not {deploy_name}"
         )
@@ -193,8 +192,9 @@ def install_nerdctl(**settings: Any) -> None:
 
         install_nerdctl(nerdctl_version="2.3.5", containerd_namespace="k8s.io")
     """
-    _refuse_full(settings, "install_nerdctl")
-    _install((NERDCTL,), settings)
+    resolved = host_settings(settings)
+    _refuse_full(resolved, "install_nerdctl")
+    _install(resolved, (NERDCTL,))
 
 
 @deploy("Install BuildKit")
@@ -205,8 +205,9 @@ def install_buildkit(**settings: Any) -> None:
 
         install_buildkit(buildkit_version="0.12.5", buildkit_socket_group="buildkit")
     """
-    _refuse_full(settings, "install_buildkit")
-    _install((BUILDKIT,), settings)
+    resolved = host_settings(settings)
+    _refuse_full(resolved, "install_buildkit")
+    _install(resolved, (BUILDKIT,))
 
 
 @deploy("Install the nerdctl and BuildKit build host")
@@ -220,10 +221,11 @@ def install_build_host(**settings: Any) -> None:
         install_build_host(containerd_address="/run/k3s/containerd/containerd.sock",
                            containerd_namespace="k8s.io")
     """
-    if host_settings(settings).full:
-        _install((NERDCTL_FULL,), settings, retired=(NERDCTL, BUILDKIT))
+    resolved = host_settings(settings)
+    if resolved.full:
+        _install(resolved, (NERDCTL_FULL,), retired=(NERDCTL, BUILDKIT))
     else:
-        _install((NERDCTL, BUILDKIT), settings, retired=(NERDCTL_FULL,))
+        _install(resolved, (NERDCTL, BUILDKIT), retired=(NERDCTL_FULL,))
 
 
 def _remove_nerdctl_config(settings: Settings) -> None:
@@ -258,9 +260,10 @@ def remove_nerdctl(**settings: Any) -> None:
 
         remove_nerdctl(bin_dir="/opt/bin")
     """
-    _refuse_full(settings, "remove_nerdctl")
-    _remove_files(NERDCTL, host_settings(settings))
-    _remove_nerdctl_config(host_settings(settings))
+    resolved = host_settings(settings)
+    _refuse_full(resolved, "remove_nerdctl")
+    _remove_files(NERDCTL, resolved)
+    _remove_nerdctl_config(resolved)
 
 
 @deploy("Remove BuildKit")
@@ -271,8 +274,8 @@ def remove_buildkit(purge: bool = False, **settings: Any) -> None:
 
         remove_buildkit(purge=True)
     """
-    _refuse_full(settings, "remove_buildkit")
     resolved = host_settings(settings)
+    _refuse_full(resolved, "remove_buildkit")
     _remove_units(resolved, purge)
     _remove_files(BUILDKIT, resolved)
 
