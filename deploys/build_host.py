@@ -9,11 +9,11 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 
-from ..facts import BuildHostPlatform, BuildHostState, ReleaseFiles
+from ..facts import BuildHostPlatform, BuildHostState, ReleaseFiles, manifest_glob, manifest_path
 from . import rendering
 from .changes import Changes, plan_changes, wanted_version, watched_paths
 from .controller import cached_archive
-from .operations import manifest_glob, manifest_path, release_files, remove_release_files, root_directory, write_file
+from .operations import release_files, remove_release_files, root_directory, write_file
 from .releases import (
     BUILDKIT,
     NERDCTL,
@@ -136,7 +136,7 @@ def _install(settings: Settings, releases: tuple[Release, ...], retired: tuple[R
         paths=watched_paths(settings, releases),
         group=settings.buildkit_socket_group,
         full_prefix=settings.full_prefix,
-        full_manifests=manifest_glob(NERDCTL_FULL),
+        full_manifests=manifest_glob(NERDCTL_FULL.name),
     )
     # nerdctl alone runs on any init; BuildKit's units need systemd.
     machine = _require_systemd(state) if releases != (NERDCTL,) else state["machine"]
@@ -177,7 +177,7 @@ def _remove_files(release: Release, settings: Settings) -> None:
         release=release,
         dest=dest,
         installed_files=host.get_fact(
-            ReleaseFiles, manifest=manifest_path(release, dest), bin_dir=dest, fallback=release.version_binaries
+            ReleaseFiles, manifest=manifest_path(release.name, dest), bin_dir=dest, fallback=release.version_binaries
         ),
     )
 
@@ -294,7 +294,7 @@ def remove_build_host(purge: bool = False, **settings: Any) -> None:
     resolved = host_settings(settings)
     # The full archive's manifest, not the settings, says whether containerd is ours to remove.
     full_files = host.get_fact(
-        ReleaseFiles, manifest=manifest_path(NERDCTL_FULL, resolved.full_prefix), bin_dir=resolved.full_prefix
+        ReleaseFiles, manifest=manifest_path(NERDCTL_FULL.name, resolved.full_prefix), bin_dir=resolved.full_prefix
     )
     _remove_units(resolved, purge, full_installed=resolved.full or bool(full_files))
     for release in (BUILDKIT, NERDCTL, NERDCTL_FULL):

@@ -14,9 +14,9 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
 
+from ..facts import STATE_DIR, manifest_glob, manifest_path
 from .releases import Download, Release
 
-STATE_DIR = "/var/lib/pyinfra-nerdctl"
 TEMP_PREFIX = ".pyinfra-nerdctl"
 
 # Shell functions shared by every install script; each failure names what and why.
@@ -85,20 +85,6 @@ retire() {
 """
 
 
-def manifest_path(release: Release, dest: str) -> str:
-    """Where the absolute paths of the files ``release`` installed under ``dest`` are kept.
-
-    One manifest per release and destination: the same release installed in two
-    places is two installs, each converging on its own.
-    """
-    return f"{STATE_DIR}/{release.name}@{dest.replace('/', '_')}.files"
-
-
-def manifest_glob(release: Release) -> str:
-    """Every manifest of ``release``, wherever it was installed (a shell pattern)."""
-    return f"{STATE_DIR}/{release.name}@*.files"
-
-
 def upload_path(download: Download) -> str:
     """Where an archive the controller uploads waits on the host for ``install_script``."""
     return f"/tmp/{TEMP_PREFIX}-upload.{download.sha256}"
@@ -119,13 +105,14 @@ def install_script(
 
     All archives are downloaded to a temporary folder (curl, else wget) and their
     SHA-256 compared in full before any is unpacked; they are unpacked into a
-    fresh folder inside ``bin_dir`` (same filesystem, so every move is an atomic
+    fresh folder inside ``dest`` (same filesystem, so every move is an atomic
     rename). Files move in with the version-carrying binaries last, so an
     interrupted run still reports the old version and a rerun repeats it. Files
     that the previous release of an archive had and this one lacks are removed
     (manifests under ``STATE_DIR``; before the moves a manifest lists old and new
-    files alike, so a removal after an interrupted run still finds them all). Temporary files go on success and failure,
-    and those of an earlier run that was killed go at the start.
+    files alike, so a removal after an interrupted run still finds them all).
+    Temporary files go on success and failure, and those of an earlier run that
+    was killed go at the start.
     """
     quote = shlex.quote
     uploads = " ".join(upload_path(download) for download in downloads) if uploaded else ""
@@ -137,12 +124,12 @@ def install_script(
         source = upload_path(download) if uploaded else download.url
         steps["fetch"].append(f'fetch {quote(source)} "$work/{index}.tar.gz" {download.sha256}')
         steps["unpack"].append(f"unpack {quote(download.url)} {index} {member_dir} {last}")
-        steps["intend"].append(f"intend {index} {quote(manifest_path(release, dest))}")
+        steps["intend"].append(f"intend {index} {quote(manifest_path(release.name, dest))}")
         steps["place"].append(f"place {index} {member_dir} {last}")
         steps["place_last"].append(f"place_last {index} {member_dir} {last}")
-        steps["record"].append(f"record {index} {quote(manifest_path(release, dest))}")
+        steps["record"].append(f"record {index} {quote(manifest_path(release.name, dest))}")
     for release in retired:
-        steps["record"].append(f'for manifest in {manifest_glob(release)}; do retire "$manifest"; done')
+        steps["record"].append(f'for manifest in {manifest_glob(release.name)}; do retire "$manifest"; done')
     return (
         "\n".join(
             [
@@ -200,7 +187,7 @@ def release_files(
 def removal_script(release: Release, dest: str) -> str:
     """Remove the files ``release`` installed (its manifest, else its known binaries under ``dest``)."""
     quote = shlex.quote
-    manifest = quote(manifest_path(release, dest))
+    manifest = quote(manifest_path(release.name, dest))
     fallback = " ".join(quote(f"{dest}/{name}") for name in release.version_binaries)
     drop = INSTALL_FUNCTIONS[INSTALL_FUNCTIONS.index("drop() {") : INSTALL_FUNCTIONS.index("intend() {")]
     return (

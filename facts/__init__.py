@@ -14,10 +14,25 @@ from datetime import datetime, timezone
 from pyinfra.api import FactBase
 
 DEFAULT_BIN_DIR = "/usr/local/bin"
+STATE_DIR = "/var/lib/pyinfra-nerdctl"
 UNIT_DIR = "/etc/systemd/system"
 NERDCTL_VERSION = re.compile(r"^nerdctl version v?(\S+)$")
 SHA256_LINE = re.compile(r"^[0-9a-f]{64}$")
 BUILDKIT_VERSION = re.compile(r"^(buildkitd|buildctl) github\.com/moby/buildkit v?(\S+)(?: \S+)?$")
+
+
+def manifest_path(release_name: str, dest: str) -> str:
+    """Where the absolute paths of the files a release installed under ``dest`` are kept.
+
+    One manifest per release and destination: the same release installed in two
+    places is two installs, each converging on its own.
+    """
+    return f"{STATE_DIR}/{release_name}@{dest.replace('/', '_')}.files"
+
+
+def manifest_glob(release_name: str) -> str:
+    """Every manifest of a release, wherever it was installed (a shell pattern)."""
+    return f"{STATE_DIR}/{release_name}@*.files"
 
 
 def parse_nerdctl_version(lines: list[str]) -> str | None:
@@ -156,8 +171,8 @@ class ContainerdSocket(FactBase[dict]):
 PLATFORM_COMMAND = "echo machine=$(uname -m); if [ -d /run/systemd/system ]; then echo systemd=yes; fi"
 
 
-def parse_platform(lines: list[str]) -> dict:
-    values = parse_key_values(lines)
+def platform_from(values: dict[str, str]) -> dict:
+    """The ``PLATFORM_COMMAND`` keys of parsed ``key=value`` output."""
     return {"machine": values.get("machine", ""), "systemd": values.get("systemd") == "yes"}
 
 
@@ -172,7 +187,7 @@ class BuildHostPlatform(FactBase[dict]):
     command = PLATFORM_COMMAND
 
     def process(self, output: list[str]) -> dict:
-        return parse_platform(output)
+        return platform_from(parse_key_values(output))
 
 
 class ReleaseFiles(FactBase[list]):
@@ -377,7 +392,7 @@ class BuildHostState(FactBase[dict]):
         group: str | None = None,
         unit_dir: str = UNIT_DIR,
         full_prefix: str = DEFAULT_FULL_PREFIX,
-        full_manifests: str = "/var/lib/pyinfra-nerdctl/nerdctl-full@*.files",
+        full_manifests: str = manifest_glob("nerdctl-full"),
     ) -> str:
         parts = [
             PLATFORM_COMMAND,
@@ -394,14 +409,15 @@ class BuildHostState(FactBase[dict]):
         return "; ".join(parts)
 
     def process(self, output: list[str]) -> dict:
+        values = parse_key_values(output)
         return {
-            **parse_platform(output),
+            **platform_from(values),
             "nerdctl": parse_nerdctl_version(output),
             "buildkit": parse_buildkit_versions(output),
             "paths": parse_managed_paths(output),
-            "group_exists": parse_key_values(output).get("group") == "yes",
+            "group_exists": values.get("group") == "yes",
             "units": parse_unit_freshness(output),
-            "full": {**parse_full_readme(output), "managed": parse_key_values(output).get("full_managed") == "yes"},
+            "full": {**parse_full_readme(output), "managed": values.get("full_managed") == "yes"},
         }
 
 
