@@ -20,9 +20,10 @@ _address_counter = iter(range(1, 250 * 250))
 
 
 def _next_address() -> str:
-    # 127.0.X.Y with X >= 10 stays clear of 127.0.0.1 (the mirror) and 127.0.1.1 (Debian's hostname).
+    # 127.S.X.Y (S: this session's slot) with X >= 10 stays clear of 127.0.0.1 (the mirror)
+    # and 127.0.1.1 (Debian's hostname).
     index = next(_address_counter)
-    return f"127.0.{10 + index // 250}.{1 + index % 250}"
+    return f"127.{testhosts.SLOT}.{10 + index // 250}.{1 + index % 250}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -26,7 +26,34 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("PYINFRA_NERDCTL_TEST_CACHE", Path.home() / ".cache" / "pyinfra-nerdctl-tests"))
 RUN_DIR = Path("/run/pyinfra-nerdctl-tests")
-MACHINE_PREFIX = "pnt-"
+
+
+def _claim_slot() -> int:
+    """The lowest test slot no other test process holds (held until this process ends).
+
+    Each slot has its own hosts folder, machine names and loopback range, so that
+    test sessions run side by side and reap only what their own slot left behind.
+    """
+    try:
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return 0  # not root: no hosts will boot anyway
+    for slot in range(0, 100):
+        lock = open(RUN_DIR / f"slot-{slot}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        _SLOT_LOCKS.append(lock)
+        return slot
+    raise RuntimeError(f"every test slot under {RUN_DIR} is taken")
+
+
+_SLOT_LOCKS: list = []
+SLOT = _claim_slot()
+MACHINE_PREFIX = "pnt-" if SLOT == 0 else f"pnt{SLOT}-"
+HOSTS_DIR = RUN_DIR / ("hosts" if SLOT == 0 else f"hosts-{SLOT}")
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 DEBIAN_MIRROR = os.environ.get("PYINFRA_NERDCTL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
@@ -207,7 +234,7 @@ def boot(name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = ()
     ``systemd=False`` runs sshd as the container's first process instead of booting
     systemd: a host whose init is not systemd.
     """
-    workdir = RUN_DIR / "hosts" / name
+    workdir = HOSTS_DIR / name
     if workdir.exists():
         shutil.rmtree(workdir)
     sshd_dir = workdir / "sshd.d"
@@ -339,8 +366,8 @@ def _rmdir_quietly(directory: Path) -> None:
 
 
 def reap_leftovers() -> None:
-    """Stop hosts that an earlier, crashed run left behind."""
-    hosts_dir = RUN_DIR / "hosts"
+    """Stop hosts that an earlier, crashed run left behind in this slot."""
+    hosts_dir = HOSTS_DIR
     if hosts_dir.is_dir():
         for workdir in hosts_dir.iterdir():
             pid_file = workdir / "pid"
