@@ -7,13 +7,21 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import files, server, systemd
 
-from ..facts import BuildHostPlatform, BuildHostState, ReleaseFiles, manifest_glob, manifest_path
-from . import rendering
-from .changes import Changes, plan_changes, wanted_version, watched_paths
-from .controller import cached_archive
-from .operations import release_files, remove_release_files, root_directory, write_file
+from .. import layout
+from ..facts import BuildHostState, ReleaseFiles, manifest_glob, manifest_path
+from .changes import (
+    Changes,
+    dir_slots,
+    file_slots,
+    has_buildkit,
+    has_nerdctl,
+    plan_changes,
+    plan_removal,
+    wanted_version,
+    watched_paths,
+)
+from .operations import release_files, remove_release_files, root_directory, run_commands, write_file
 from .releases import (
     BUILDKIT,
     NERDCTL,
@@ -68,94 +76,136 @@ def _download(release: Release, settings: Settings, machine: str) -> Download:
         raise _fail(str(error)) from error
 
 
-def _controller_copy(download: Download, settings: Settings) -> str:
-    """The controller's verified copy of ``download``: fetched once per fleet, uploaded per host."""
-    try:
-        return str(cached_archive(download, settings.release_cache_dir))
-    except ReleaseError as error:
-        raise _fail(str(error)) from error
+def _names(releases: tuple[Release, ...], settings: Settings) -> str:
+    """``nerdctl 2.3.5 and BuildKit 0.12.5``."""
+    return " and ".join(f"{release.label} {wanted_version(release, settings)}" for release in releases)
 
 
-def _apply(changes: Changes, settings: Settings) -> None:
-    """Operations for ``changes`` only: a converged host gets none.
+def _install_releases(
+    changes: Changes, settings: Settings, releases: tuple[Release, ...], machine: str, retired
+) -> None:
+    """One verified install step for the outdated archives, named after what it installs on this host."""
+    downloads = [_download(release, settings, machine) for release in changes.outdated]
+    dest = _dest_of(releases[0], settings)  # one flavor per run: all its releases share a destination
+    release_files(
+        name=f"Install {_names(changes.outdated or releases, settings)} into {dest}",
+        downloads=downloads,
+        dest=dest,
+        cache_dir=settings.release_cache_dir if settings.fetch_on_controller else None,
+        retired=list(retired),
+        installed=f"{_names(releases, settings)} installed in {dest}",
+    )
 
-    The state is already known from one fact, so files, folders and units are
-    handled by plain commands rather than operations that would read it again;
-    the rare group creation and alias removal use pyinfra's own operations.
+
+def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...]) -> None:
+    """One operation per step a deploy of ``possible`` may need, in one order on every host.
+
+    A step with nothing to do on this host is a no-op there, so the plan and the results
+    name the same operations for every host of a mixed fleet. The state is already known
+    from one fact, so the steps run plain commands rather than operations that would read
+    it again: a converged host costs that one fact.
     """
-    if changes.create_group:
-        group = settings.buildkit_socket_group
-        server.group(name=f"Group {group}", group=group, system=True)
-    for directory in changes.dirs:
-        root_directory(name=f"Directory {directory}", path=directory)
-    for file in changes.files:
-        write_file(name=f"Write {file.path}", path=file.path, content=file.content)
-    if changes.remove_alias:
-        files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
-    if changes.retire_containerd:
-        server.shell(
-            name=f"Stop, disable and remove the full archive's {rendering.CONTAINERD_UNIT}",
-            commands=[
-                f"systemctl disable --now {rendering.CONTAINERD_UNIT}",
-                f"rm -f {rendering.CONTAINERD_UNIT_PATH}",
-            ],
+    group = settings.buildkit_socket_group
+    if has_buildkit(possible):
+        run_commands(
+            name=f"Group {group}" if group else "Group for buildkit_socket_group",
+            commands=[f"groupadd --system {group}"] if changes.create_group else [],
+            unneeded=f"group {group} exists" if group else "no buildkit_socket_group is set",
         )
-    if changes.daemon_reload:
-        systemd.daemon_reload(name="Reload systemd units")
+    wrong_dirs = set(changes.dirs)
+    for directory in dir_slots(possible):
+        root_directory(name=f"Directory {directory}", path=directory, needed=directory in wrong_dirs)
+    to_write = {file.path: file.content for file in changes.files}
+    for path in file_slots(possible):
+        write_file(name=f"Write {path}", path=path, content=to_write.get(path))
+    if has_nerdctl(possible):
+        run_commands(
+            name=f"Remove {layout.DOCKER_ALIAS}",
+            commands=[f"rm -f {layout.DOCKER_ALIAS}"] if changes.remove_alias else [],
+            unneeded="no docker alias of ours to remove",
+        )
+    if not has_buildkit(possible):
+        return
+    run_commands(
+        name=f"Stop, disable and remove our {layout.CONTAINERD_UNIT}",
+        commands=[f"systemctl disable --now {layout.CONTAINERD_UNIT}", f"rm -f {layout.CONTAINERD_UNIT_PATH}"]
+        if changes.retire_containerd
+        else [],
+        unneeded=f"no {layout.CONTAINERD_UNIT} of ours to retire",
+    )
+    run_commands(
+        name="Reload systemd units",
+        commands=["systemctl daemon-reload"] if changes.daemon_reload else [],
+        unneeded="systemd has the current units",
+    )
     # The socket first: enabling it reloads systemd, which the containerd steps then rely on.
     # Restarting the socket restarts a running service too (Requires=), so it is one or the other.
-    _unit_control(rendering.SOCKET_UNIT, changes.enable_socket, changes.start_socket, changes.restart_socket)
-    _unit_control(
-        rendering.CONTAINERD_UNIT, changes.enable_containerd, changes.start_containerd, changes.restart_containerd
-    )
-    if changes.restart_service:
-        server.shell(
-            name=f"Restart {rendering.SERVICE_UNIT}", commands=[f"systemctl try-restart {rendering.SERVICE_UNIT}"]
+    _unit_control(layout.SOCKET_UNIT, changes.enable_socket, changes.start_socket, changes.restart_socket)
+    if NERDCTL_FULL in possible:
+        _unit_control(
+            layout.CONTAINERD_UNIT, changes.enable_containerd, changes.start_containerd, changes.restart_containerd
         )
+    run_commands(
+        name=f"Restart {layout.SERVICE_UNIT}",
+        commands=[f"systemctl try-restart {layout.SERVICE_UNIT}"] if changes.restart_service else [],
+        unneeded=f"{layout.SERVICE_UNIT} runs what is on disk",
+    )
 
 
 def _unit_control(unit: str, enable: bool, start: bool, restart: bool) -> None:
-    """Enable ``unit`` if asked, then start it, or restart it when it runs what is no longer on disk."""
-    if enable or start or restart:
-        action = "restart" if restart else "start"
-        server.shell(
-            name=f"Enable and {action} {unit}",
-            commands=[*([f"systemctl enable {unit}"] if enable else []), f"systemctl {action} {unit}"],
-        )
+    """Enable ``unit``, start it, restart it when it runs what is no longer on disk: one step each."""
+    run_commands(
+        name=f"Enable {unit}", commands=[f"systemctl enable {unit}"] if enable else [], unneeded=f"{unit} is enabled"
+    )
+    run_commands(
+        name=f"Start {unit}",
+        commands=[f"systemctl start {unit}"] if start and not restart else [],
+        unneeded=f"{unit} is active",
+    )
+    run_commands(
+        name=f"Restart {unit}",
+        commands=[f"systemctl restart {unit}"] if restart else [],
+        unneeded=f"{unit} runs what is on disk",
+    )
 
 
-def _install(settings: Settings, releases: tuple[Release, ...], retired: tuple[Release, ...] = ()) -> None:
-    """Install the outdated archives in one verified step, then converge the rest (``settings`` are checked).
-
-    Everything is decided from one ``BuildHostState`` fact, so a converged host costs one remote command.
-    ``retired`` are the other flavor's releases, whose files the install takes away.
-    """
+def _host_state(settings: Settings, possible: tuple[Release, ...]) -> dict | None:
+    """The one ``BuildHostState`` fact; None when it could not be read (pyinfra has then failed this host)."""
     state = host.get_fact(
         BuildHostState,
         bin_dir=settings.bin_dir,
-        paths=watched_paths(settings, releases),
+        paths=watched_paths(possible),
         group=settings.buildkit_socket_group,
         full_prefix=settings.full_prefix,
         full_manifests=manifest_glob(NERDCTL_FULL.name),
     )
+    if state is None:
+        logger.error(f"{host.name}: could not read the host's state; nothing was changed on it")
+    return state
+
+
+def _install(
+    settings: Settings,
+    releases: tuple[Release, ...],
+    possible: tuple[Release, ...],
+    retired: tuple[Release, ...] = (),
+) -> None:
+    """Install the outdated archives in one verified step, then converge the rest (``settings`` are checked).
+
+    Everything is decided from one ``BuildHostState`` fact, so a converged host costs one remote command.
+    ``possible`` are all the releases this deploy may install on any host (the steps it runs everywhere);
+    ``retired`` are the other flavor's releases, whose files the install takes away.
+    """
+    state = _host_state(settings, possible)
+    if state is None:
+        return
     # nerdctl alone runs on any init; BuildKit's units need systemd.
     machine = _require_systemd(state) if releases != (NERDCTL,) else state["machine"]
     if not retired and state["full"]["managed"]:
         raise _fail("this host runs the nerdctl-full flavor: change it with install_build_host, not piece by piece")
     changes = plan_changes(settings, state, releases)
-    downloads = [_download(release, settings, machine) for release in changes.outdated]
-    wanted = ", ".join(f"{release.label} {wanted_version(release, settings)}" for release in releases)
-    dest = _dest_of(releases[0], settings)  # one flavor per run: all its releases share a destination
-    release_files(
-        name=f"Install {wanted} into {dest}",
-        downloads=downloads,
-        dest=dest,
-        uploads=[_controller_copy(download, settings) for download in downloads]
-        if settings.fetch_on_controller
-        else [],
-        retired=list(retired),
-    )
-    _apply(changes, settings)
+    _install_releases(changes, settings, releases, machine, retired)
+    _apply(changes, settings, possible)
 
 
 def _dest_of(release: Release, settings: Settings) -> str:
@@ -171,15 +221,69 @@ def _refuse_full(settings: Settings, deploy_name: str) -> None:
 
 
 def _remove_files(release: Release, settings: Settings) -> None:
+    """The files the manifest of ``release`` lists: a file list is the proof that they are ours."""
     dest = _dest_of(release, settings)
     remove_release_files(
         name=f"Remove {release.label} from {dest}",
         release=release,
         dest=dest,
-        installed_files=host.get_fact(
-            ReleaseFiles, manifest=manifest_path(release.name, dest), bin_dir=dest, fallback=release.version_binaries
-        ),
+        installed_files=host.get_fact(ReleaseFiles, manifest=manifest_path(release.name, dest)),
     )
+
+
+def _remove(settings: Settings, possible: tuple[Release, ...], purge: bool = False) -> None:
+    """Take away what a deploy of ``possible`` put on the host, and only what carries our marker or file list.
+
+    One step per possible item, in one order on every host, a no-op where there is nothing of ours.
+    """
+    state = _host_state(settings, possible)
+    if state is None:
+        return
+    if NERDCTL_FULL not in possible and state["full"]["managed"]:
+        raise _fail("this host runs the nerdctl-full flavor: remove it with remove_build_host, not piece by piece")
+    removal = plan_removal(state, possible)
+    if has_buildkit(possible):
+        _require_systemd(state)
+        run_commands(
+            name=f"Stop {layout.SERVICE_UNIT}",
+            commands=[f"systemctl stop {layout.SERVICE_UNIT}"] if removal.stop_service else [],
+            unneeded=f"no running {layout.SERVICE_UNIT} of ours",
+        )
+        units = (layout.SOCKET_UNIT, layout.CONTAINERD_UNIT) if NERDCTL_FULL in possible else (layout.SOCKET_UNIT,)
+        for unit in units:
+            run_commands(
+                name=f"Stop and disable {unit}",
+                commands=[f"systemctl disable --now {unit}"] if unit in removal.stop_units else [],
+                unneeded=f"no enabled or active {unit} of ours",
+            )
+    for path in file_slots(possible):
+        run_commands(
+            name=f"Remove {path}",
+            commands=[f"rm -f {path}"] if path in removal.files else [],
+            unneeded=f"no {path} of ours",
+        )
+    if has_buildkit(possible):
+        run_commands(
+            name="Reload systemd units",
+            commands=["systemctl daemon-reload"] if removal.daemon_reload else [],
+            unneeded="no unit file was removed",
+        )
+    for directory in dir_slots(possible):
+        run_commands(
+            name=f"Remove {directory} if empty",
+            commands=[f"rmdir {directory} 2>/dev/null || true"] if directory in removal.dirs else [],
+            unneeded=f"nothing of ours was in {directory}",
+        )
+    if has_buildkit(possible):
+        purged = purge and layout.BUILDKIT_STATE in state["paths"]
+        run_commands(
+            name=f"Remove {layout.BUILDKIT_STATE}",
+            commands=[f"rm -rf {layout.BUILDKIT_STATE}"] if purged else [],
+            unneeded=f"no {layout.BUILDKIT_STATE}" if purge else "BuildKit's data is kept (purge=False)",
+        )
+    for release in (BUILDKIT, NERDCTL, NERDCTL_FULL):
+        if release in possible:
+            _remove_files(release, settings)
 
 
 @deploy("Install nerdctl")
@@ -194,7 +298,7 @@ def install_nerdctl(**settings: Any) -> None:
     """
     resolved = host_settings(settings)
     _refuse_full(resolved, "install_nerdctl")
-    _install(resolved, (NERDCTL,))
+    _install(resolved, (NERDCTL,), possible=(NERDCTL,))
 
 
 @deploy("Install BuildKit")
@@ -207,7 +311,7 @@ def install_buildkit(**settings: Any) -> None:
     """
     resolved = host_settings(settings)
     _refuse_full(resolved, "install_buildkit")
-    _install(resolved, (BUILDKIT,))
+    _install(resolved, (BUILDKIT,), possible=(BUILDKIT,))
 
 
 @deploy("Install the nerdctl and BuildKit build host")
@@ -222,34 +326,11 @@ def install_build_host(**settings: Any) -> None:
                            containerd_namespace="k8s.io")
     """
     resolved = host_settings(settings)
+    possible = (NERDCTL, BUILDKIT, NERDCTL_FULL)  # the flavor may differ from host to host
     if resolved.full:
-        _install(resolved, (NERDCTL_FULL,), retired=(NERDCTL, BUILDKIT))
+        _install(resolved, (NERDCTL_FULL,), possible, retired=(NERDCTL, BUILDKIT))
     else:
-        _install(resolved, (NERDCTL, BUILDKIT), retired=(NERDCTL_FULL,))
-
-
-def _remove_nerdctl_config(settings: Settings) -> None:
-    files.file(name=f"No {rendering.DOCKER_ALIAS}", path=rendering.DOCKER_ALIAS, present=False)
-    files.directory(name="No /etc/nerdctl", path="/etc/nerdctl", present=False)
-
-
-def _remove_units(settings: Settings, purge: bool, full_installed: bool = False) -> None:
-    """Stop and disable BuildKit (and the full archive's containerd), remove their units and configs, reload once."""
-    _require_systemd(host.get_fact(BuildHostPlatform))
-    systemd.service(name=f"Stop {rendering.SERVICE_UNIT}", service=rendering.SERVICE_UNIT, running=False)
-    stopped = [rendering.SOCKET_UNIT] + ([rendering.CONTAINERD_UNIT] if full_installed else [])
-    for unit in stopped:
-        systemd.service(name=f"Stop and disable {unit}", service=unit, running=False, enabled=False)
-    unit_files = [rendering.SOCKET_PATH, rendering.SERVICE_PATH]
-    unit_files += [rendering.CONTAINERD_UNIT_PATH] if full_installed else []
-    removed = [files.file(name=f"No {path}", path=path, present=False) for path in unit_files]
-    if any(unit.will_change for unit in removed):
-        systemd.daemon_reload(name="Reload systemd units")
-    files.directory(name="No /etc/buildkit", path="/etc/buildkit", present=False)
-    if full_installed and settings.containerd_config is not None:
-        files.file(name=f"No {rendering.CONTAINERD_CONFIG}", path=rendering.CONTAINERD_CONFIG, present=False)
-    if purge:
-        files.directory(name=f"No {BUILDKIT_STATE}", path=BUILDKIT_STATE, present=False)
+        _install(resolved, (NERDCTL, BUILDKIT), possible, retired=(NERDCTL_FULL,))
 
 
 @deploy("Remove nerdctl")
@@ -262,8 +343,7 @@ def remove_nerdctl(**settings: Any) -> None:
     """
     resolved = host_settings(settings)
     _refuse_full(resolved, "remove_nerdctl")
-    _remove_files(NERDCTL, resolved)
-    _remove_nerdctl_config(resolved)
+    _remove(resolved, (NERDCTL,))
 
 
 @deploy("Remove BuildKit")
@@ -276,8 +356,7 @@ def remove_buildkit(purge: bool = False, **settings: Any) -> None:
     """
     resolved = host_settings(settings)
     _refuse_full(resolved, "remove_buildkit")
-    _remove_units(resolved, purge)
-    _remove_files(BUILDKIT, resolved)
+    _remove(resolved, (BUILDKIT,), purge)
 
 
 @deploy("Remove the nerdctl and BuildKit build host")
@@ -291,12 +370,4 @@ def remove_build_host(purge: bool = False, **settings: Any) -> None:
 
         remove_build_host(purge=True)
     """
-    resolved = host_settings(settings)
-    # The full archive's manifest, not the settings, says whether containerd is ours to remove.
-    full_files = host.get_fact(
-        ReleaseFiles, manifest=manifest_path(NERDCTL_FULL.name, resolved.full_prefix), bin_dir=resolved.full_prefix
-    )
-    _remove_units(resolved, purge, full_installed=resolved.full or bool(full_files))
-    for release in (BUILDKIT, NERDCTL, NERDCTL_FULL):
-        _remove_files(release, resolved)
-    _remove_nerdctl_config(resolved)
+    _remove(host_settings(settings), (NERDCTL, BUILDKIT, NERDCTL_FULL), purge)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 
+from .. import layout
+from ..facts import UNITS
 from . import rendering
 from .releases import BUILDKIT, NERDCTL, NERDCTL_FULL, Release
 from .settings import Settings
@@ -30,11 +32,11 @@ class ManagedFile:
         return hashlib.sha256(self.content.encode()).hexdigest()
 
 
-def _nerdctl(releases: tuple[Release, ...]) -> bool:
+def has_nerdctl(releases: tuple[Release, ...]) -> bool:
     return NERDCTL in releases or NERDCTL_FULL in releases
 
 
-def _buildkit(releases: tuple[Release, ...]) -> bool:
+def has_buildkit(releases: tuple[Release, ...]) -> bool:
     return BUILDKIT in releases or NERDCTL_FULL in releases
 
 
@@ -42,11 +44,35 @@ def _containerd_config(settings: Settings, releases: tuple[Release, ...]) -> boo
     return NERDCTL_FULL in releases and settings.containerd_config is not None
 
 
+def dir_slots(possible: tuple[Release, ...]) -> tuple[str, ...]:
+    """Every folder a deploy that may install ``possible`` manages, in a fixed order.
+
+    A deploy runs one operation per slot on every host, a no-op where the slot has
+    nothing to do, so that the plan lines up across a mixed fleet.
+    """
+    wanted = (
+        (has_nerdctl(possible), layout.NERDCTL_CONFIG_DIR),
+        (has_buildkit(possible), layout.BUILDKIT_CONFIG_DIR),
+        (NERDCTL_FULL in possible, layout.CONTAINERD_CONFIG_DIR),
+    )
+    return tuple(directory for needed, directory in wanted if needed)
+
+
+def file_slots(possible: tuple[Release, ...]) -> tuple[str, ...]:
+    """Every file a deploy that may install ``possible`` manages, in a fixed order (see ``dir_slots``)."""
+    wanted = (
+        (has_nerdctl(possible), (layout.NERDCTL_CONFIG, layout.DOCKER_ALIAS)),
+        (NERDCTL_FULL in possible, (layout.CONTAINERD_UNIT_PATH, layout.CONTAINERD_CONFIG)),
+        (has_buildkit(possible), (layout.BUILDKIT_CONFIG, layout.SOCKET_PATH, layout.SERVICE_PATH)),
+    )
+    return tuple(path for needed, paths in wanted if needed for path in paths)
+
+
 def managed_dirs(settings: Settings, releases: tuple[Release, ...]) -> tuple[str, ...]:
     wanted = (
-        (_nerdctl(releases), "/etc/nerdctl"),
-        (_buildkit(releases), "/etc/buildkit"),
-        (_containerd_config(settings, releases), "/etc/containerd"),
+        (has_nerdctl(releases), layout.NERDCTL_CONFIG_DIR),
+        (has_buildkit(releases), layout.BUILDKIT_CONFIG_DIR),
+        (_containerd_config(settings, releases), layout.CONTAINERD_CONFIG_DIR),
     )
     return tuple(directory for needed, directory in wanted if needed)
 
@@ -54,31 +80,30 @@ def managed_dirs(settings: Settings, releases: tuple[Release, ...]) -> tuple[str
 def managed_files(settings: Settings, releases: tuple[Release, ...]) -> tuple[ManagedFile, ...]:
     """Every file ``releases`` need, rendered from ``settings``."""
     files = []
-    if _nerdctl(releases):
-        files.append(ManagedFile(rendering.NERDCTL_CONFIG, rendering.nerdctl_toml(settings)))
+    if has_nerdctl(releases):
+        files.append(ManagedFile(layout.NERDCTL_CONFIG, rendering.nerdctl_toml(settings)))
         if settings.nerdctl_docker_alias:
-            files.append(ManagedFile(rendering.DOCKER_ALIAS, rendering.docker_alias(settings)))
+            files.append(ManagedFile(layout.DOCKER_ALIAS, rendering.docker_alias(settings)))
     if NERDCTL_FULL in releases:
-        files.append(ManagedFile(rendering.CONTAINERD_UNIT_PATH, rendering.containerd_unit(settings)))
+        files.append(ManagedFile(layout.CONTAINERD_UNIT_PATH, rendering.containerd_unit(settings)))
     if _containerd_config(settings, releases):
-        files.append(ManagedFile(rendering.CONTAINERD_CONFIG, rendering.containerd_toml(settings)))
-    if _buildkit(releases):
+        files.append(ManagedFile(layout.CONTAINERD_CONFIG, rendering.containerd_toml(settings)))
+    if has_buildkit(releases):
         files += [
-            ManagedFile(rendering.BUILDKIT_CONFIG, rendering.buildkitd_toml(settings)),
-            ManagedFile(rendering.SOCKET_PATH, rendering.buildkit_socket_unit(settings)),
-            ManagedFile(rendering.SERVICE_PATH, rendering.buildkit_service_unit(settings)),
+            ManagedFile(layout.BUILDKIT_CONFIG, rendering.buildkitd_toml(settings)),
+            ManagedFile(layout.SOCKET_PATH, rendering.buildkit_socket_unit(settings)),
+            ManagedFile(layout.SERVICE_PATH, rendering.buildkit_service_unit(settings)),
         ]
     return tuple(files)
 
 
-def watched_paths(settings: Settings, releases: tuple[Release, ...]) -> tuple[str, ...]:
-    """The paths whose state ``BuildHostState`` must report for ``plan_changes``.
+def watched_paths(possible: tuple[Release, ...]) -> tuple[str, ...]:
+    """The paths whose state ``BuildHostState`` must report for ``plan_changes`` and ``plan_removal``.
 
-    The alias and the containerd unit are watched even when unwanted, to take them away.
+    The containerd unit is watched even by the minimal flavor, to take ours away.
     """
-    extra = (rendering.DOCKER_ALIAS, rendering.CONTAINERD_UNIT_PATH)
-    paths = managed_dirs(settings, releases) + tuple(file.path for file in managed_files(settings, releases)) + extra
-    return tuple(dict.fromkeys(paths))
+    extra = (layout.CONTAINERD_UNIT_PATH,) if BUILDKIT in possible else ()
+    return tuple(dict.fromkeys(dir_slots(possible) + file_slots(possible) + extra))
 
 
 @dataclass(frozen=True)
@@ -121,6 +146,11 @@ def wanted_version(release: Release, settings: Settings) -> str:
     return settings.buildkit_version if release is BUILDKIT else settings.nerdctl_version
 
 
+def _ours(paths: dict[str, dict], path: str) -> bool:
+    """Whether ``path`` exists and carries this package's marker: the only proof that it is ours."""
+    return bool(paths.get(path, {}).get("ours"))
+
+
 def _wrong(found: dict | None, kind: str, mode: str) -> bool:
     return found is None or found["kind"] != kind or found["mode"] != mode or (found["user"], found["group"]) != OWNER
 
@@ -144,13 +174,11 @@ def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...])
         outdated=tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings)),
         dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
         files=files,
-        remove_alias=_nerdctl(releases) and not settings.nerdctl_docker_alias and rendering.DOCKER_ALIAS in paths,
-        # Leaving the full flavor: our containerd unit (known by its content) goes with its binaries.
-        retire_containerd=NERDCTL_FULL not in releases
-        and paths.get(rendering.CONTAINERD_UNIT_PATH, {}).get("sha256")
-        == ManagedFile(rendering.CONTAINERD_UNIT_PATH, rendering.containerd_unit(settings)).sha256,
+        remove_alias=has_nerdctl(releases) and not settings.nerdctl_docker_alias and _ours(paths, layout.DOCKER_ALIAS),
+        # Leaving the full flavor: our containerd unit (known by its marker) goes with its binaries.
+        retire_containerd=BUILDKIT in releases and _ours(paths, layout.CONTAINERD_UNIT_PATH),
     )
-    return _plan_units(changes, settings, state, releases) if _buildkit(releases) else changes
+    return _plan_units(changes, settings, state, releases) if has_buildkit(releases) else changes
 
 
 def _plan_units(changes: Changes, settings: Settings, state: dict, releases: tuple[Release, ...]) -> Changes:
@@ -159,14 +187,12 @@ def _plan_units(changes: Changes, settings: Settings, state: dict, releases: tup
     socket, service, containerd = units["socket"], units["service"], units["containerd"]
     full = NERDCTL_FULL in releases
     new_binaries = bool(set(changes.outdated) & {BUILDKIT, NERDCTL_FULL})
-    restart_socket = socket["active"] and (rendering.SOCKET_PATH in changed or socket["stale"])
-    service_inputs_changed = new_binaries or bool(changed & {rendering.BUILDKIT_CONFIG, rendering.SERVICE_PATH})
-    containerd_inputs_changed = new_binaries or bool(
-        changed & {rendering.CONTAINERD_CONFIG, rendering.CONTAINERD_UNIT_PATH}
-    )
+    restart_socket = socket["active"] and (layout.SOCKET_PATH in changed or socket["stale"])
+    service_inputs_changed = new_binaries or bool(changed & {layout.BUILDKIT_CONFIG, layout.SERVICE_PATH})
+    containerd_inputs_changed = new_binaries or bool(changed & {layout.CONTAINERD_CONFIG, layout.CONTAINERD_UNIT_PATH})
     enable_containerd = full and not containerd["enabled"]
     reload_needed = (
-        bool(changed & {rendering.SOCKET_PATH, rendering.SERVICE_PATH, rendering.CONTAINERD_UNIT_PATH})
+        bool(changed & {layout.SOCKET_PATH, layout.SERVICE_PATH, layout.CONTAINERD_UNIT_PATH})
         or changes.retire_containerd
         or any(unit["needs_daemon_reload"] for unit in units.values())
     )
@@ -182,4 +208,38 @@ def _plan_units(changes: Changes, settings: Settings, state: dict, releases: tup
         start_socket=not (socket["enabled"] and socket["active"]),
         restart_socket=restart_socket,
         restart_service=service["active"] and not restart_socket and (service_inputs_changed or service["stale"]),
+    )
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What a removal takes away on one host: only what carries this package's marker."""
+
+    stop_service: bool = False
+    stop_units: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    dirs: tuple[str, ...] = ()
+    daemon_reload: bool = False
+
+
+def plan_removal(state: dict, possible: tuple[Release, ...]) -> Removal:
+    """What removing ``possible`` takes away on a host whose ``BuildHostState`` is ``state``.
+
+    A unit is stopped and disabled only when its file is ours; a folder goes only when
+    a file of ours in it goes, and only if nothing else is left in it.
+    """
+    paths, units = state["paths"], state["units"]
+    files = tuple(path for path in file_slots(possible) if _ours(paths, path))
+    unit_files = {layout.SOCKET_PATH: "socket", layout.CONTAINERD_UNIT_PATH: "containerd"}
+    stop_units = tuple(
+        UNITS[unit]
+        for path, unit in unit_files.items()
+        if path in files and (units[unit]["enabled"] or units[unit]["active"])
+    )
+    return Removal(
+        stop_service=layout.SERVICE_PATH in files and units["service"]["active"],
+        stop_units=stop_units,
+        files=files,
+        dirs=tuple(d for d in dir_slots(possible) if any(path.startswith(f"{d}/") for path in files)),
+        daemon_reload=bool({layout.SOCKET_PATH, layout.SERVICE_PATH, layout.CONTAINERD_UNIT_PATH} & set(files)),
     )

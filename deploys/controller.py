@@ -69,9 +69,14 @@ def fetch_verified(url: str, sha256: str, target: Path) -> Path:
     return target
 
 
+def cache_path(download: Download, cache_dir: str) -> Path:
+    """Where the controller keeps its verified copy of ``download`` (decided without fetching it)."""
+    return Path(cache_dir) / download.sha256 / Path(download.url).name
+
+
 def cached_archive(download: Download, cache_dir: str) -> Path:
     """The controller's verified copy of ``download``, fetched on first use."""
-    return fetch_verified(download.url, download.sha256, Path(cache_dir) / download.sha256 / Path(download.url).name)
+    return fetch_verified(download.url, download.sha256, cache_path(download, cache_dir))
 
 
 def prefetch(

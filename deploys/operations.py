@@ -11,11 +11,22 @@ import shlex
 from collections.abc import Generator, Sequence
 from io import StringIO
 
-from pyinfra import host
-from pyinfra.api import FileUploadCommand, operation
+from pyinfra import host, logger
+from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operation
+from pyinfra.facts.files import FileContents
 
 from ..facts import STATE_DIR, manifest_glob, manifest_path
-from .releases import Download, Release
+from .controller import cache_path, cached_archive
+from .releases import Download, Release, ReleaseError
+
+try:
+    from pyinfra.operations.util.files import generate_color_diff
+except ImportError:  # older pyinfra 3.x: a plain unified diff
+    from difflib import unified_diff
+
+    def generate_color_diff(current_lines: list[str], desired_lines: list[str]):  # type: ignore[misc]
+        return (line.rstrip("\n") for line in unified_diff(current_lines, desired_lines))
+
 
 TEMP_PREFIX = ".pyinfra-nerdctl"
 
@@ -157,17 +168,32 @@ def install_script(
     )
 
 
+def _fetch_to_controller_cache(state: State, host: Host, download: Download, cache_dir: str) -> bool:
+    """Fetch ``download`` into the controller's cache when the operation runs (never while planning)."""
+    try:
+        cached_archive(download, cache_dir)
+    except ReleaseError as error:
+        host.log_styled(f"{host.name}: {error}", fg="red", log_func=logger.error)
+        return False
+    return True
+
+
 @operation()
 def release_files(
-    downloads: Sequence[Download], dest: str, uploads: Sequence[str] = (), retired: Sequence[Release] = ()
-) -> Generator[str | FileUploadCommand, None, None]:
+    downloads: Sequence[Download],
+    dest: str,
+    cache_dir: str | None = None,
+    retired: Sequence[Release] = (),
+    installed: str = "the wanted releases are installed",
+) -> Generator[str | FileUploadCommand | FunctionCommand, None, None]:
     """Install the files of every archive in ``downloads`` under ``dest`` in one verified step.
 
     + downloads: the archives that are not installed yet (see ``releases.resolve_download``)
     + dest: where their files go (``bin_dir``, or ``full_prefix`` for the full archive)
+    + cache_dir: the controller's release cache: the controller fetches each archive there
+      (once per fleet, when the operation runs) and uploads it, instead of the host downloading it
     + retired: releases of the other flavor, whose files to take away
-    + uploads: the controller's copies of ``downloads``, in order, to upload instead of
-      letting the host download them
+    + installed: the no-op's reason when ``downloads`` is empty
 
     **Example:**
 
@@ -176,26 +202,20 @@ def release_files(
         release_files(downloads=[nerdctl_download], dest="/usr/local/bin")
     """
     if not downloads:
-        host.noop("the wanted releases are installed")
+        host.noop(installed)
         return
-    if uploads:
-        for download, local_path in zip(downloads, uploads, strict=True):
-            yield FileUploadCommand(local_path, upload_path(download))
-    yield install_script(downloads, dest, uploaded=bool(uploads), retired=retired)
+    if cache_dir is not None:
+        for download in downloads:
+            yield FunctionCommand(_fetch_to_controller_cache, (download, cache_dir), {})
+            yield FileUploadCommand(str(cache_path(download, cache_dir)), upload_path(download))
+    yield install_script(downloads, dest, uploaded=cache_dir is not None, retired=retired)
 
 
 def removal_script(release: Release, dest: str) -> str:
-    """Remove the files ``release`` installed (its manifest, else its known binaries under ``dest``)."""
-    quote = shlex.quote
-    manifest = quote(manifest_path(release.name, dest))
-    fallback = " ".join(quote(f"{dest}/{name}") for name in release.version_binaries)
+    """Remove the files ``release`` installed under ``dest``: those its manifest lists, nothing else."""
+    manifest = shlex.quote(manifest_path(release.name, dest))
     drop = INSTALL_FUNCTIONS[INSTALL_FUNCTIONS.index("drop() {") : INSTALL_FUNCTIONS.index("intend() {")]
-    return (
-        f"{drop}\n"
-        f"paths=$(cat {manifest} 2>/dev/null || echo {fallback})\n"
-        'for path in $paths; do drop "$path"; done\n'
-        f"rm -f {manifest}\n"
-    )
+    return f'{drop}\npaths=$(cat {manifest})\nfor path in $paths; do drop "$path"; done\nrm -f {manifest}\n'
 
 
 @operation()
@@ -204,26 +224,41 @@ def remove_release_files(release: Release, dest: str, installed_files: Sequence[
 
     + release: which archive's files (``releases.NERDCTL``, ``releases.BUILDKIT``, ``releases.NERDCTL_FULL``)
     + dest: where they were installed (``bin_dir``, or ``full_prefix``)
-    + installed_files: what the ``ReleaseFiles`` fact found (nothing: no change)
+    + installed_files: what the ``ReleaseFiles`` fact found in the release's manifest (nothing: no change)
     """
     if not installed_files:
-        host.noop(f"no {release.name} files under {dest}")
+        host.noop(f"no file list of {release.name} under {dest}: nothing of it is ours to remove")
         return
     yield removal_script(release, dest)
 
 
-@operation()
-def write_file(path: str, content: str, mode: str = "644") -> Generator[str | FileUploadCommand, None, None]:
-    """Write ``content`` to ``path`` as ``root:root`` ``mode``, atomically; the caller has decided it differs.
+def _show_diff(path: str, content: str) -> None:
+    """``--diff``: the change to ``path`` in pyinfra's style; reads the file only in this case."""
+    current = host.get_fact(FileContents, path=path)
+    host.log(f"Will {'create' if current is None else 'modify'} {path}", logger.info)
+    for line in generate_color_diff([f"{line}\n" for line in current or []], content.splitlines(keepends=True)):
+        logger.info("  %s", line)
+    logger.info("")
 
-    Uploaded beside ``path``, given its owner and mode, then renamed over it, so
-    no reader ever sees a partial file or a moment of wrong permissions. Unlike
-    ``files.put`` it reads no state: the deploys already know it from one fact.
+
+@operation()
+def write_file(path: str, content: str | None, mode: str = "644") -> Generator[str | FileUploadCommand, None, None]:
+    """Write ``content`` to ``path`` as ``root:root`` ``mode``, atomically; ``None``: nothing to write.
+
+    The caller has decided from one fact that the file differs; unlike ``files.put`` this
+    reads no state (but the current content with ``--diff``). Uploaded beside ``path``,
+    given its owner and mode, then renamed over it, so no reader ever sees a partial
+    file or a moment of wrong permissions.
 
     .. code:: python
 
         write_file(path="/etc/nerdctl/nerdctl.toml", content='namespace = "default"\\n')
     """
+    if content is None:
+        host.noop(f"{path} is as wanted")
+        return
+    if getattr(host.state.config, "DIFF", False):
+        _show_diff(path, content)
     temp = f"{path}.{TEMP_PREFIX.lstrip('.')}.tmp"
     yield FileUploadCommand(StringIO(content), temp)
     quoted, quoted_temp = shlex.quote(path), shlex.quote(temp)
@@ -231,12 +266,32 @@ def write_file(path: str, content: str, mode: str = "644") -> Generator[str | Fi
 
 
 @operation()
-def root_directory(path: str, mode: str = "755") -> Generator[str, None, None]:
-    """``path`` as a ``root:root`` ``mode`` folder; the caller has decided it is missing or wrong.
+def root_directory(path: str, needed: bool, mode: str = "755") -> Generator[str, None, None]:
+    """``path`` as a ``root:root`` ``mode`` folder when ``needed`` (the caller found it missing or wrong).
 
     .. code:: python
 
-        root_directory(path="/etc/buildkit")
+        root_directory(path="/etc/buildkit", needed=True)
     """
+    if not needed:
+        host.noop(f"{path} is as wanted")
+        return
     quoted = shlex.quote(path)
     yield f"mkdir -p {quoted} && chown root:root {quoted} && chmod {mode} {quoted}"
+
+
+@operation()
+def run_commands(commands: Sequence[str], unneeded: str) -> Generator[str, None, None]:
+    """Run ``commands``, decided from one fact; none is a no-op saying why (``unneeded``).
+
+    Used where pyinfra's own operation would read the state again (``systemd.service``,
+    ``server.group``), which would cost a converged host more than its one fact.
+
+    .. code:: python
+
+        run_commands(commands=["systemctl enable buildkit.socket"], unneeded="buildkit.socket is enabled")
+    """
+    if not commands:
+        host.noop(unneeded)
+        return
+    yield from commands

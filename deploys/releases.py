@@ -50,7 +50,6 @@ class Release:
     ``member_dir`` is the folder inside the archive whose files (and subfolders)
     are installed; ``version_binaries`` are the files a version fact reads, moved
     into place last so that an interrupted install still reports the old version.
-    ``replaces`` names releases whose files this one takes the place of (switching flavor).
     """
 
     name: str
@@ -62,7 +61,6 @@ class Release:
     version_binaries: tuple[str, ...]
     sums_asset: str | None = None
     arch_since: tuple[tuple[str, str], ...] = ()
-    replaces: tuple[str, ...] = ()
 
     def asset(self, version: str, arch: str) -> str:
         """The archive's file name, e.g. ``nerdctl-2.3.5-linux-amd64.tar.gz``."""
@@ -89,7 +87,6 @@ NERDCTL = Release(
     version_binaries=("nerdctl",),
     sums_asset="SHA256SUMS",
     arch_since=(("loong64", "2.1.0"),),
-    replaces=("nerdctl-full",),
 )
 NERDCTL_FULL = Release(
     name="nerdctl-full",
@@ -101,7 +98,6 @@ NERDCTL_FULL = Release(
     # The README carries the version the facts read: it moves into place last.
     version_binaries=("bin/nerdctl", "share/doc/nerdctl-full/README.md"),
     sums_asset="SHA256SUMS",
-    replaces=("nerdctl", "buildkit"),
 )
 BUILDKIT = Release(
     name="buildkit",
@@ -111,7 +107,6 @@ BUILDKIT = Release(
     arches=("amd64", "arm64", "arm-v7", "s390x", "ppc64le", "riscv64"),
     member_dir="bin",
     version_binaries=("buildctl", "buildkitd"),
-    replaces=("nerdctl-full",),
 )
 
 
@@ -293,6 +288,3 @@ def resolve_download(
             f"pin it with {key}=<sha256>"
         )
     return Download(release, version, arch, url, sums[asset], release.sums_asset)
-
-
-RELEASES = {release.name: release for release in (NERDCTL, NERDCTL_FULL, BUILDKIT)}

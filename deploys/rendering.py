@@ -11,20 +11,10 @@ from __future__ import annotations
 import json
 import re
 
+from ..layout import BUILDKIT_CONFIG, MARKER, SOCKET_UNIT
 from .settings import Settings
 
-BUILDKIT_CONFIG = "/etc/buildkit/buildkitd.toml"
-NERDCTL_CONFIG = "/etc/nerdctl/nerdctl.toml"
-SOCKET_UNIT = "buildkit.socket"
-SERVICE_UNIT = "buildkit.service"
-UNIT_DIR = "/etc/systemd/system"
-CONTAINERD_UNIT = "containerd.service"
-CONTAINERD_UNIT_PATH = f"{UNIT_DIR}/{CONTAINERD_UNIT}"
-CONTAINERD_CONFIG = "/etc/containerd/config.toml"
-SOCKET_PATH = f"{UNIT_DIR}/{SOCKET_UNIT}"
-SERVICE_PATH = f"{UNIT_DIR}/{SERVICE_UNIT}"
-DOCKER_ALIAS = "/etc/profile.d/nerdctl-docker-alias.sh"
-HEADER = "# Managed by pyinfra-nerdctl: local changes are overwritten.\n"
+HEADER = f"{MARKER}\n"
 # After= on a unit that is not installed is a no-op, so both containerd flavours can be named.
 CONTAINERD_UNITS = ("containerd.service", "k3s.service", "k3s-agent.service")
 

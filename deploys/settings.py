@@ -127,9 +127,7 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             buildkit_socket_group=_group(value("buildkit_socket_group")),
             nerdctl_docker_alias=_flag(value("nerdctl_docker_alias"), "nerdctl_docker_alias"),
             download_on_controller=_flag(value("download_on_controller"), "download_on_controller"),
-            release_cache_dir=_absolute_path(
-                os.path.expanduser(str(value("release_cache_dir") or default_cache_dir())), "release_cache_dir"
-            ),
+            release_cache_dir=_controller_path(value("release_cache_dir") or default_cache_dir(), "release_cache_dir"),
             nerdctl_flavor=flavor,
             full_prefix=full_prefix,
             containerd_config=_containerd_config(value("containerd_config")),
@@ -195,6 +193,18 @@ def _absolute_path(value: Any, key: str) -> str:
     if not PLAIN_PATH.match(path):
         raise SettingError(f"{key}={value!r} must be an absolute path of letters, digits and ._+-/ only")
     return path.rstrip("/") or "/"
+
+
+def _controller_path(value: Any, key: str) -> str:
+    """An absolute path on the controller, any characters its filesystem allows (``~`` expanded).
+
+    It never reaches a host, so the host-path character rules do not apply; whether it
+    can be created is known when it is used.
+    """
+    path = os.path.expanduser(str(value).strip())
+    if not os.path.isabs(path):
+        raise SettingError(f"{key}={value!r} must be an absolute path on the controller")
+    return path
 
 
 def _containerd_address(value: Any) -> str:

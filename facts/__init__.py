@@ -13,9 +13,20 @@ from datetime import datetime, timezone
 
 from pyinfra.api import FactBase
 
-DEFAULT_BIN_DIR = "/usr/local/bin"
-STATE_DIR = "/var/lib/pyinfra-nerdctl"
-UNIT_DIR = "/etc/systemd/system"
+from ..layout import (
+    BUILDKIT_CONFIG,
+    CONTAINERD_CONFIG,
+    CONTAINERD_UNIT,
+    DEFAULT_BIN_DIR,
+    DEFAULT_FULL_PREFIX,
+    FULL_README,
+    MARKER,
+    SERVICE_UNIT,
+    SOCKET_UNIT,
+    STATE_DIR,
+    UNIT_DIR,
+)
+
 NERDCTL_VERSION = re.compile(r"^nerdctl version v?(\S+)$")
 SHA256_LINE = re.compile(r"^[0-9a-f]{64}$")
 BUILDKIT_VERSION = re.compile(r"^(buildkitd|buildctl) github\.com/moby/buildkit v?(\S+)(?: \S+)?$")
@@ -134,7 +145,7 @@ class BuildkitSocket(FactBase[dict]):
          "exists": True, "is_socket": True, "mode": "660", "user": "root", "group": "buildkit"}
     """
 
-    def command(self, unit: str = "buildkit.socket") -> str:
+    def command(self, unit: str = SOCKET_UNIT) -> str:
         unit = shlex.quote(unit)
         return (
             f"systemctl show --property=UnitFileState,ActiveState,Listen {unit} 2>/dev/null || true; "
@@ -167,6 +178,10 @@ class ContainerdSocket(FactBase[dict]):
         found = parse_stat(values.get("stat"))
         return {"path": values.get("path"), "exists": found["exists"], "is_socket": found["is_socket"]}
 
+    @staticmethod
+    def default() -> dict:
+        return {"path": None, "exists": False, "is_socket": False}
+
 
 PLATFORM_COMMAND = "echo machine=$(uname -m); if [ -d /run/systemd/system ]; then echo systemd=yes; fi"
 
@@ -189,20 +204,26 @@ class BuildHostPlatform(FactBase[dict]):
     def process(self, output: list[str]) -> dict:
         return platform_from(parse_key_values(output))
 
+    @staticmethod
+    def default() -> None:
+        """None: the host could not be read (pyinfra then fails that host alone)."""
+        return None
+
 
 class ReleaseFiles(FactBase[list]):
-    """Files of one release archive that exist: those its manifest lists, else ``fallback`` under ``bin_dir``.
+    """Files of one release archive that exist, as its manifest lists them ([] without a manifest).
+
+    The manifest (see ``manifest_path``) is the proof that the files are ours: without one, none is.
 
     .. code:: python
 
         ["/usr/local/bin/buildctl", "/usr/local/bin/buildkitd"]  # [] when none is there
     """
 
-    def command(self, manifest: str, bin_dir: str = DEFAULT_BIN_DIR, fallback: tuple[str, ...] = ()) -> str:
-        paths = " ".join(shlex.quote(f"{bin_dir}/{name}") for name in fallback)
+    def command(self, manifest: str) -> str:
         return (
-            f"paths=$(cat {shlex.quote(manifest)} 2>/dev/null || echo {paths}); "
-            'for path in $paths; do if [ -e "$path" ] || [ -L "$path" ]; then echo "$path"; fi; done'
+            f"while IFS= read -r path; do if [ -e \"$path\" ] || [ -L \"$path\" ]; then echo \"$path\"; fi; "
+            f"done < {shlex.quote(manifest)} 2>/dev/null; true"
         )
 
     def process(self, output: list[str]) -> list:
@@ -231,21 +252,15 @@ def parse_stat_time(value: str | None) -> datetime | None:
 
 UNIT_PROPERTIES = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp"
 
-
-DEFAULT_FULL_PREFIX = "/usr/local"
-UNITS = {"socket": "buildkit.socket", "service": "buildkit.service", "containerd": "containerd.service"}
+UNITS = {"socket": SOCKET_UNIT, "service": SERVICE_UNIT, "containerd": CONTAINERD_UNIT}
 
 
 def _unit_inputs(bin_dir: str, unit_dir: str, full_prefix: str) -> dict[str, tuple[str, ...]]:
     """What each unit runs: a change to any of these makes a running unit stale."""
     return {
-        "socket": (f"{unit_dir}/buildkit.socket",),
-        "service": (f"{bin_dir}/buildkitd", "/etc/buildkit/buildkitd.toml", f"{unit_dir}/buildkit.service"),
-        "containerd": (
-            f"{full_prefix}/bin/containerd",
-            "/etc/containerd/config.toml",
-            f"{unit_dir}/containerd.service",
-        ),
+        "socket": (f"{unit_dir}/{SOCKET_UNIT}",),
+        "service": (f"{bin_dir}/buildkitd", BUILDKIT_CONFIG, f"{unit_dir}/{SERVICE_UNIT}"),
+        "containerd": (f"{full_prefix}/bin/containerd", CONTAINERD_CONFIG, f"{unit_dir}/{CONTAINERD_UNIT}"),
     }
 
 
@@ -301,7 +316,7 @@ def full_readme_command(full_prefix: str) -> str:
 
     The component list ends at the first ``## `` heading (upstream's license list follows).
     """
-    readme = shlex.quote(f"{full_prefix}/share/doc/nerdctl-full/README.md")
+    readme = shlex.quote(f"{full_prefix}/{FULL_README}")
     pattern = "s/^- \\([^:]*\\): v\\{0,1\\}\\(.*\\)$/full.\\1=\\2/p"
     return f"sed -n '/^## /q; {pattern}' {readme} 2>/dev/null || true"
 
@@ -342,23 +357,30 @@ class BuildkitUnitFreshness(FactBase[dict]):
 
 
 def managed_paths_command(paths: tuple[str, ...]) -> str:
-    """``path=PATH|type|mode|user|group`` for each of ``paths`` that exists, then ``sha256sum`` of the files.
+    """``path=PATH|type|mode|user|group`` for each of ``paths`` that exists, ``sha256sum`` of the files,
+    and ``marked=PATH`` for each file that carries this package's ``MARKER`` line (proof that it is ours).
 
-    Two processes whatever the number of paths: this runs on every host on every run.
+    Three processes whatever the number of paths: this runs on every host on every run.
     """
     quoted = " ".join(shlex.quote(path) for path in paths)
-    return f"stat -c 'path=%n|%F|%a|%U|%G' {quoted} 2>/dev/null; sha256sum {quoted} 2>/dev/null; true"
+    return (
+        f"stat -c 'path=%n|%F|%a|%U|%G' {quoted} 2>/dev/null; sha256sum {quoted} 2>/dev/null; "
+        f"grep -lxF {shlex.quote(MARKER)} {quoted} 2>/dev/null | sed 's/^/marked=/'; true"
+    )
 
 
 def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
-    """Lines of ``managed_paths_command`` to ``{path: {"kind", "mode", "user", "group", "sha256"}}``."""
+    """Lines of ``managed_paths_command`` to ``{path: {"kind", "mode", "user", "group", "sha256", "ours"}}``."""
     paths: dict[str, dict] = {}
     digests = {}
+    marked = set()
     for line in lines:
         if line.startswith("path="):
             path, kind, mode, user, group = line[len("path=") :].rsplit("|", 4)
             kind = {"regular file": "file", "regular empty file": "file", "directory": "dir"}.get(kind, kind)
-            paths[path] = {"kind": kind, "mode": mode, "user": user, "group": group, "sha256": None}
+            paths[path] = {"kind": kind, "mode": mode, "user": user, "group": group, "sha256": None, "ours": False}
+        elif line.startswith("marked="):
+            marked.add(line[len("marked=") :])
         else:
             digest, _, path = line.partition("  ")
             if SHA256_LINE.match(digest):
@@ -366,6 +388,8 @@ def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
     for path, digest in digests.items():
         if path in paths:
             paths[path]["sha256"] = digest
+    for path in marked & paths.keys():
+        paths[path]["ours"] = True
     return paths
 
 
@@ -420,6 +444,11 @@ class BuildHostState(FactBase[dict]):
             "full": {**parse_full_readme(output), "managed": values.get("full_managed") == "yes"},
         }
 
+    @staticmethod
+    def default() -> None:
+        """None: the host could not be read (pyinfra then fails that host alone, and the deploys skip it)."""
+        return None
+
 
 class NerdctlFull(FactBase[dict]):
     """The installed nerdctl-full release, its components (from its README.md), and containerd's state.
@@ -432,7 +461,7 @@ class NerdctlFull(FactBase[dict]):
 
     def command(self, full_prefix: str = DEFAULT_FULL_PREFIX) -> str:
         return (
-            f"{full_readme_command(full_prefix)}; echo containerd=$(systemctl is-active containerd.service 2>/dev/null)"
+            f"{full_readme_command(full_prefix)}; echo containerd=$(systemctl is-active {CONTAINERD_UNIT} 2>/dev/null)"
         )
 
     def process(self, output: list[str]) -> dict:

@@ -6,8 +6,18 @@ import subprocess
 
 import pytest
 import tomllib
+from pyinfra_nerdctl import layout
 from pyinfra_nerdctl.deploys import rendering
-from pyinfra_nerdctl.deploys.changes import Changes, ManagedFile, managed_dirs, managed_files, plan_changes
+from pyinfra_nerdctl.deploys.changes import (
+    Changes,
+    Removal,
+    dir_slots,
+    file_slots,
+    managed_dirs,
+    managed_files,
+    plan_changes,
+    plan_removal,
+)
 from pyinfra_nerdctl.deploys.operations import install_script
 from pyinfra_nerdctl.deploys.releases import (
     BUILDKIT,
@@ -403,11 +413,18 @@ def test_unit_freshness_parsing():
 def _converged_state(settings, releases=(NERDCTL, BUILDKIT)):
     """The BuildHostState of a host on which ``settings`` are fully applied."""
     paths = {
-        d: {"kind": "dir", "mode": "755", "user": "root", "group": "root", "sha256": None}
+        d: {"kind": "dir", "mode": "755", "user": "root", "group": "root", "sha256": None, "ours": False}
         for d in managed_dirs(settings, releases)
     }
     for file in managed_files(settings, releases):
-        paths[file.path] = {"kind": "file", "mode": "644", "user": "root", "group": "root", "sha256": file.sha256}
+        paths[file.path] = {
+            "kind": "file",
+            "mode": "644",
+            "user": "root",
+            "group": "root",
+            "sha256": file.sha256,
+            "ours": True,
+        }
     unit = {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False}
     absent = {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False}
     return {
@@ -460,7 +477,7 @@ def test_new_nerdctl_touches_no_unit():
 
 def test_changed_socket_unit_reloads_and_restarts_the_socket_not_the_service():
     state = _converged_state(K3S)
-    state["paths"][rendering.SOCKET_PATH]["sha256"] = "0" * 64
+    state["paths"][layout.SOCKET_PATH]["sha256"] = "0" * 64
     changes = plan_changes(K3S, state, (NERDCTL, BUILDKIT))
     assert changes.daemon_reload and changes.restart_socket and not changes.restart_service
 
@@ -474,18 +491,15 @@ def test_stale_units_from_an_interrupted_run_are_reloaded_and_restarted():
 def test_wrong_mode_or_owner_is_rewritten_and_alias_removed_when_off():
     settings = resolve_settings({}.get, {})
     state = _converged_state(settings, (NERDCTL,))
-    state["paths"][rendering.NERDCTL_CONFIG]["mode"] = "666"
+    state["paths"][layout.NERDCTL_CONFIG]["mode"] = "666"
     state["paths"]["/etc/nerdctl"]["user"] = "nobody"
-    state["paths"][rendering.DOCKER_ALIAS] = {
-        "kind": "file",
-        "mode": "644",
-        "user": "root",
-        "group": "root",
-        "sha256": "x",
-    }
+    alias = {"kind": "file", "mode": "644", "user": "root", "group": "root", "sha256": "x", "ours": False}
+    state["paths"][layout.DOCKER_ALIAS] = alias
     changes = plan_changes(settings, state, (NERDCTL,))
-    assert [file.path for file in changes.files] == [rendering.NERDCTL_CONFIG]
-    assert changes.dirs == ("/etc/nerdctl",) and changes.remove_alias and not changes.daemon_reload
+    assert [file.path for file in changes.files] == [layout.NERDCTL_CONFIG]
+    assert changes.dirs == ("/etc/nerdctl",) and not changes.remove_alias, "an alias file without our marker stays"
+    alias["ours"] = True
+    assert plan_changes(settings, state, (NERDCTL,)).remove_alias and not changes.daemon_reload
 
 
 def test_build_host_state_parsing():
@@ -497,6 +511,7 @@ def test_build_host_state_parsing():
         "path=/etc/nerdctl/nerdctl.toml|regular file|644|root|root",
         "path=/etc/nerdctl|directory|755|root|root",
         f"{SHA}  /etc/nerdctl/nerdctl.toml",
+        "marked=/etc/nerdctl/nerdctl.toml",
         "group=yes",
         "unit.UnitFileState=enabled",
     ]
@@ -504,8 +519,15 @@ def test_build_host_state_parsing():
     assert state["machine"] == "aarch64" and state["systemd"] and state["nerdctl"] == "2.3.5"
     assert state["buildkit"] == {"buildkitd": "0.12.5", "buildctl": None}
     assert state["paths"] == {
-        "/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", "user": "root", "group": "root", "sha256": SHA},
-        "/etc/nerdctl": {"kind": "dir", "mode": "755", "user": "root", "group": "root", "sha256": None},
+        "/etc/nerdctl/nerdctl.toml": {
+            "kind": "file",
+            "mode": "644",
+            "user": "root",
+            "group": "root",
+            "sha256": SHA,
+            "ours": True,
+        },
+        "/etc/nerdctl": {"kind": "dir", "mode": "755", "user": "root", "group": "root", "sha256": None, "ours": False},
     }
     assert state["group_exists"] and state["units"]["socket"]["enabled"]
 
@@ -578,7 +600,7 @@ def test_full_flavor_plans():
     }
     changes = plan_changes(FULL, fresh, releases)
     assert changes.outdated == releases and changes.enable_containerd and changes.start_containerd
-    assert {file.path for file in changes.files} >= {rendering.CONTAINERD_UNIT_PATH, rendering.CONTAINERD_CONFIG}
+    assert {file.path for file in changes.files} >= {layout.CONTAINERD_UNIT_PATH, layout.CONTAINERD_CONFIG}
     converged = _converged_state(FULL, releases)
     converged["full"] = {"version": FULL.nerdctl_version, "components": {}, "managed": True}
     converged["units"]["containerd"] = {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False}
@@ -591,16 +613,56 @@ def test_full_flavor_plans():
     minimal = resolve_settings({}.get, {})
     back = _converged_state(minimal)
     back["full"] = {"version": "2.3.5", "components": {}, "managed": True}
-    ours = ManagedFile(rendering.CONTAINERD_UNIT_PATH, rendering.containerd_unit(minimal)).sha256
-    back["paths"][rendering.CONTAINERD_UNIT_PATH] = {
-        "kind": "file",
-        "mode": "644",
-        "user": "root",
-        "group": "root",
-        "sha256": ours,
-    }
+    # Our unit is known by its marker, whatever full_prefix it was rendered from (its content differs).
+    unit = {"kind": "file", "mode": "644", "user": "root", "group": "root", "sha256": "other prefix", "ours": True}
+    back["paths"][layout.CONTAINERD_UNIT_PATH] = unit
     changes = plan_changes(minimal, back, (NERDCTL, BUILDKIT))
     assert changes.outdated == (NERDCTL, BUILDKIT) and changes.retire_containerd and changes.daemon_reload
+    unit["ours"] = False  # an operator's own containerd.service stays
+    assert not plan_changes(minimal, back, (NERDCTL, BUILDKIT)).retire_containerd
+
+
+def test_every_deploy_has_one_fixed_sequence_of_slots():
+    assert file_slots((NERDCTL,)) == (layout.NERDCTL_CONFIG, layout.DOCKER_ALIAS)
+    assert dir_slots((BUILDKIT,)) == (layout.BUILDKIT_CONFIG_DIR,)
+    everything = (NERDCTL, BUILDKIT, NERDCTL_FULL)
+    assert file_slots(everything) == (
+        layout.NERDCTL_CONFIG,
+        layout.DOCKER_ALIAS,
+        layout.CONTAINERD_UNIT_PATH,
+        layout.CONTAINERD_CONFIG,
+        layout.BUILDKIT_CONFIG,
+        layout.SOCKET_PATH,
+        layout.SERVICE_PATH,
+    )
+    # Every file a flavor writes has its slot, so no host ever runs an operation the others lack.
+    for settings in (resolve_settings({}.get, {"nerdctl_docker_alias": True}), FULL):
+        for releases in ((NERDCTL, BUILDKIT), (NERDCTL_FULL,)):
+            assert {file.path for file in managed_files(settings, releases)} <= set(file_slots(everything))
+            assert set(managed_dirs(settings, releases)) <= set(dir_slots(everything))
+
+
+def test_removal_takes_only_what_carries_our_marker():
+    everything = (NERDCTL, BUILDKIT, NERDCTL_FULL)
+    state = _converged_state(resolve_settings({}.get, {}))
+    state["paths"][layout.SOCKET_PATH]["ours"] = False  # a hand-written unit at our path
+    state["paths"][layout.CONTAINERD_UNIT_PATH] = {"kind": "file", "ours": False}
+    state["units"]["containerd"].update(enabled=True, active=True)
+    removal = plan_removal(state, everything)
+    assert removal.files == (layout.NERDCTL_CONFIG, layout.BUILDKIT_CONFIG, layout.SERVICE_PATH)
+    assert removal.stop_units == () and removal.stop_service and removal.daemon_reload
+    assert removal.dirs == (layout.NERDCTL_CONFIG_DIR, layout.BUILDKIT_CONFIG_DIR)
+    state["paths"][layout.CONTAINERD_UNIT_PATH]["ours"] = True
+    assert plan_removal(state, everything).stop_units == (layout.CONTAINERD_UNIT,)
+    nothing = _converged_state(resolve_settings({}.get, {}))
+    nothing["paths"] = {}
+    assert plan_removal(nothing, everything) == Removal()
+
+
+def test_release_cache_dir_is_the_controllers_business():
+    spaced = resolve_settings({}.get, {"release_cache_dir": "/home/a user/cache"})
+    assert spaced.release_cache_dir == "/home/a user/cache"
+    assert resolve_settings({}.get, {"release_cache_dir": "~/c"}).release_cache_dir.endswith("/c")
 
 
 def test_full_readme_parsing():

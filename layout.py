@@ -1,0 +1,31 @@
+"""Where pyinfra-nerdctl puts things on a host: every path and unit name has its home here.
+
+The facts read these paths and the deploys write them, so both import them from here.
+"""
+
+from __future__ import annotations
+
+DEFAULT_BIN_DIR = "/usr/local/bin"
+DEFAULT_FULL_PREFIX = "/usr/local"
+STATE_DIR = "/var/lib/pyinfra-nerdctl"
+BUILDKIT_STATE = "/var/lib/buildkit"
+
+UNIT_DIR = "/etc/systemd/system"
+SOCKET_UNIT = "buildkit.socket"
+SERVICE_UNIT = "buildkit.service"
+CONTAINERD_UNIT = "containerd.service"
+SOCKET_PATH = f"{UNIT_DIR}/{SOCKET_UNIT}"
+SERVICE_PATH = f"{UNIT_DIR}/{SERVICE_UNIT}"
+CONTAINERD_UNIT_PATH = f"{UNIT_DIR}/{CONTAINERD_UNIT}"
+
+NERDCTL_CONFIG_DIR = "/etc/nerdctl"
+BUILDKIT_CONFIG_DIR = "/etc/buildkit"
+CONTAINERD_CONFIG_DIR = "/etc/containerd"
+NERDCTL_CONFIG = f"{NERDCTL_CONFIG_DIR}/nerdctl.toml"
+BUILDKIT_CONFIG = f"{BUILDKIT_CONFIG_DIR}/buildkitd.toml"
+CONTAINERD_CONFIG = f"{CONTAINERD_CONFIG_DIR}/config.toml"
+DOCKER_ALIAS = "/etc/profile.d/nerdctl-docker-alias.sh"
+FULL_README = "share/doc/nerdctl-full/README.md"  # under full_prefix
+
+# The first line of every file the deploys write: the proof that a file is ours to change or remove.
+MARKER = "# Managed by pyinfra-nerdctl: local changes are overwritten."
