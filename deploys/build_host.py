@@ -94,6 +94,7 @@ def _install_releases(
         cache_dir=settings.release_cache_dir if settings.fetch_on_controller else None,
         retired=list(retired),
         installed=f"{_names(releases, settings)} installed in {dest}",
+        lock_wait=settings.host_lock_wait,
     )
 
 
@@ -228,6 +229,7 @@ def _remove_files(release: Release, settings: Settings) -> None:
         release=release,
         dest=dest,
         installed_files=host.get_fact(ReleaseFiles, manifest=manifest_path(release.name, dest)),
+        lock_wait=settings.host_lock_wait,
     )
 
 

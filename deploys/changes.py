@@ -100,9 +100,10 @@ def managed_files(settings: Settings, releases: tuple[Release, ...]) -> tuple[Ma
 def watched_paths(possible: tuple[Release, ...]) -> tuple[str, ...]:
     """The paths whose state ``BuildHostState`` must report for ``plan_changes`` and ``plan_removal``.
 
-    The containerd unit is watched even by the minimal flavor, to take ours away.
+    The containerd unit is watched even by the minimal flavor, to take ours away, and
+    BuildKit's data folder for a removal with ``purge``.
     """
-    extra = (layout.CONTAINERD_UNIT_PATH,) if BUILDKIT in possible else ()
+    extra = (layout.CONTAINERD_UNIT_PATH, layout.BUILDKIT_STATE) if BUILDKIT in possible else ()
     return tuple(dict.fromkeys(dir_slots(possible) + file_slots(possible) + extra))
 
 

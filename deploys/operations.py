@@ -7,6 +7,7 @@ every archive of the step has matched its SHA-256 in full.
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from collections.abc import Generator, Sequence
 from io import StringIO
@@ -96,13 +97,40 @@ retire() {
 """
 
 
-def upload_path(download: Download) -> str:
-    """Where an archive the controller uploads waits on the host for ``install_script``."""
-    return f"/tmp/{TEMP_PREFIX}-upload.{download.sha256}"
+WORK_DIR = f"{STATE_DIR}/work"
+UPLOAD_DIR = f"{STATE_DIR}/uploads"
+LOCK_FILE = f"{STATE_DIR}/lock"
+STALE_UPLOAD_MINUTES = 60
+
+
+def upload_path(download: Download, run_token: str) -> str:
+    """Where an archive the controller uploads waits for ``install_script``: root's folder, one name per run.
+
+    A name of its own per run, so that two runs at once never take each other's upload.
+    """
+    return f"{UPLOAD_DIR}/{download.sha256}.{run_token}"
+
+
+def private_dirs_command() -> str:
+    """Root-only folders for this package's file lists, work and uploads (never a world-writable one)."""
+    return f"install -d -m 700 -o root -g root {STATE_DIR} {WORK_DIR} {UPLOAD_DIR}"
+
+
+def lock_commands(wait_seconds: int) -> list[str]:
+    """Hold this host's lock until the script ends: one install or removal at a time, the others wait."""
+    return [
+        f"exec 9>>{LOCK_FILE}",
+        f'flock -w {wait_seconds} 9 || {{ echo "another pyinfra-nerdctl run on this host held {LOCK_FILE} '
+        f'for {wait_seconds} s (host_lock_wait): nothing was changed; run again when it has finished" >&2; exit 1; }}',
+    ]
 
 
 def install_script(
-    downloads: Sequence[Download], dest: str, uploaded: bool = False, retired: Sequence[Release] = ()
+    downloads: Sequence[Download],
+    dest: str,
+    run_token: str | None = None,
+    retired: Sequence[Release] = (),
+    lock_wait: int = 600,
 ) -> str:
     """The shell script that installs the files of every archive in ``downloads`` under ``dest``.
 
@@ -111,8 +139,11 @@ def install_script(
     paths, so they are right wherever the other flavor was installed; folders left
     empty go too, short of standard ones such as ``bin`` or ``share``.
 
-    With ``uploaded``, the archives were uploaded to ``upload_path`` instead of being
+    With ``run_token``, the archives were uploaded to ``upload_path`` instead of being
     downloaded by the host; they are verified all the same.
+
+    The script holds the host's lock (``lock_commands``) from start to end, so that two
+    runs at once install one after the other; a run waits at most ``lock_wait`` seconds.
 
     All archives are downloaded to a temporary folder (curl, else wget) and their
     SHA-256 compared in full before any is unpacked; they are unpacked into a
@@ -123,16 +154,16 @@ def install_script(
     (manifests under ``STATE_DIR``; before the moves a manifest lists old and new
     files alike, so a removal after an interrupted run still finds them all).
     Temporary files go on success and failure, and those of an earlier run that
-    was killed go at the start.
+    was killed go at the start; all live in root's own folders (``private_dirs_command``).
     """
     quote = shlex.quote
-    uploads = " ".join(upload_path(download) for download in downloads) if uploaded else ""
+    uploads = " ".join(upload_path(download, run_token) for download in downloads) if run_token else ""
     steps: dict[str, list[str]] = {"fetch": [], "unpack": [], "intend": [], "place": [], "place_last": [], "record": []}
     for index, download in enumerate(downloads):
         release = download.release
         member_dir = quote(release.member_dir or ".")
         last = quote(" ".join(release.version_binaries))
-        source = upload_path(download) if uploaded else download.url
+        source = upload_path(download, run_token) if run_token else download.url
         steps["fetch"].append(f'fetch {quote(source)} "$work/{index}.tar.gz" {download.sha256}')
         steps["unpack"].append(f"unpack {quote(download.url)} {index} {member_dir} {last}")
         steps["intend"].append(f"intend {index} {quote(manifest_path(release.name, dest))}")
@@ -147,17 +178,20 @@ def install_script(
                 "set -eu",
                 f"dest={quote(dest)}",
                 INSTALL_FUNCTIONS.strip(),
+                f'{private_dirs_command()} || {{ echo "cannot create {STATE_DIR}" >&2; exit 1; }}',
+                *lock_commands(lock_wait),
                 'mkdir -p "$dest" 2>/dev/null || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
-                # Folders a killed earlier run could not clean up; one deploy runs per host at a time.
-                f'rm -rf "$dest"/{TEMP_PREFIX}.* "${{TMPDIR:-/tmp}}"/{TEMP_PREFIX}.*',
-                f'work=$(mktemp -d -t {TEMP_PREFIX}.XXXXXX) || {{ echo "cannot create a temporary folder" >&2; exit 1; }}',
+                # What a killed earlier run left: under the lock, no other run's work is in progress,
+                # and an upload waiting for the lock is younger than the stale ones.
+                f'rm -rf {WORK_DIR}/* "$dest"/{TEMP_PREFIX}.*',
+                f"find {UPLOAD_DIR} -type f -mmin +{STALE_UPLOAD_MINUTES} -delete",
+                f'work=$(mktemp -d {WORK_DIR}/XXXXXX) || {{ echo "cannot create a temporary folder" >&2; exit 1; }}',
                 f"trap 'rm -rf \"$work\" {uploads}' EXIT",
                 *steps["fetch"],
                 f'unpacked=$(mktemp -d "$dest/{TEMP_PREFIX}.XXXXXX" 2>/dev/null) || '
                 '{ echo "bin_dir $dest is not writable: nothing was installed" >&2; exit 1; }',
                 f'trap \'rm -rf "$work" "$unpacked" {uploads}\' EXIT',
                 *steps["unpack"],
-                f"mkdir -p {STATE_DIR}",
                 *steps["intend"],
                 *steps["place"],
                 *steps["place_last"],
@@ -185,6 +219,7 @@ def release_files(
     cache_dir: str | None = None,
     retired: Sequence[Release] = (),
     installed: str = "the wanted releases are installed",
+    lock_wait: int = 600,
 ) -> Generator[str | FileUploadCommand | FunctionCommand, None, None]:
     """Install the files of every archive in ``downloads`` under ``dest`` in one verified step.
 
@@ -194,6 +229,7 @@ def release_files(
       (once per fleet, when the operation runs) and uploads it, instead of the host downloading it
     + retired: releases of the other flavor, whose files to take away
     + installed: the no-op's reason when ``downloads`` is empty
+    + lock_wait: how long to wait for another run of this package on the host, in seconds
 
     **Example:**
 
@@ -204,32 +240,47 @@ def release_files(
     if not downloads:
         host.noop(installed)
         return
+    run_token = None
     if cache_dir is not None:
+        run_token = secrets.token_hex(8)
+        yield private_dirs_command()
         for download in downloads:
             yield FunctionCommand(_fetch_to_controller_cache, (download, cache_dir), {})
-            yield FileUploadCommand(str(cache_path(download, cache_dir)), upload_path(download))
-    yield install_script(downloads, dest, uploaded=cache_dir is not None, retired=retired)
+            yield FileUploadCommand(str(cache_path(download, cache_dir)), upload_path(download, run_token))
+    yield install_script(downloads, dest, run_token=run_token, retired=retired, lock_wait=lock_wait)
 
 
-def removal_script(release: Release, dest: str) -> str:
+def removal_script(release: Release, dest: str, lock_wait: int = 600) -> str:
     """Remove the files ``release`` installed under ``dest``: those its manifest lists, nothing else."""
     manifest = shlex.quote(manifest_path(release.name, dest))
     drop = INSTALL_FUNCTIONS[INSTALL_FUNCTIONS.index("drop() {") : INSTALL_FUNCTIONS.index("intend() {")]
-    return f'{drop}\npaths=$(cat {manifest})\nfor path in $paths; do drop "$path"; done\nrm -f {manifest}\n'
+    return "\n".join(
+        [
+            drop,
+            *lock_commands(lock_wait),
+            f"paths=$(cat {manifest})",
+            'for path in $paths; do drop "$path"; done',
+            f"rm -f {manifest}",
+            "",
+        ]
+    )
 
 
 @operation()
-def remove_release_files(release: Release, dest: str, installed_files: Sequence[str]) -> Generator[str, None, None]:
+def remove_release_files(
+    release: Release, dest: str, installed_files: Sequence[str], lock_wait: int = 600
+) -> Generator[str, None, None]:
     """Remove the files of ``release`` from under ``dest``.
 
     + release: which archive's files (``releases.NERDCTL``, ``releases.BUILDKIT``, ``releases.NERDCTL_FULL``)
     + dest: where they were installed (``bin_dir``, or ``full_prefix``)
     + installed_files: what the ``ReleaseFiles`` fact found in the release's manifest (nothing: no change)
+    + lock_wait: how long to wait for another run of this package on the host, in seconds
     """
     if not installed_files:
         host.noop(f"no file list of {release.name} under {dest}: nothing of it is ours to remove")
         return
-    yield removal_script(release, dest)
+    yield removal_script(release, dest, lock_wait)
 
 
 def _show_diff(path: str, content: str) -> None:
@@ -259,10 +310,16 @@ def write_file(path: str, content: str | None, mode: str = "644") -> Generator[s
         return
     if getattr(host.state.config, "DIFF", False):
         _show_diff(path, content)
-    temp = f"{path}.{TEMP_PREFIX.lstrip('.')}.tmp"
+    # A name of its own per run (two runs at once), in a root-owned folder.
+    temp = f"{path}.{TEMP_PREFIX.lstrip('.')}-{secrets.token_hex(4)}.tmp"
     yield FileUploadCommand(StringIO(content), temp)
     quoted, quoted_temp = shlex.quote(path), shlex.quote(temp)
-    yield f"chown root:root {quoted_temp} && chmod {mode} {quoted_temp} && mv -f {quoted_temp} {quoted}"
+    yield (
+        f"chown root:root {quoted_temp} && chmod {mode} {quoted_temp} && "
+        # The same content from a run that came first: keep the file, and the units' view of it.
+        f'if cmp -s {quoted_temp} {quoted} && [ "$(stat -c %a:%U:%G {quoted})" = {mode}:root:root ]; '
+        f"then rm -f {quoted_temp}; else mv -f {quoted_temp} {quoted}; fi"
+    )
 
 
 @operation()

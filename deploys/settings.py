@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "full_prefix": "/usr/local",
     "containerd_config": None,
     "release_cache_dir": None,  # controller.default_cache_dir()
+    "host_lock_wait": 600,
 }
 FLAVORS = ("minimal", "full")
 PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
@@ -72,6 +73,7 @@ class Settings:
     nerdctl_flavor: str
     full_prefix: str
     containerd_config: dict | None
+    host_lock_wait: int
 
     @property
     def full(self) -> bool:
@@ -131,6 +133,7 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             nerdctl_flavor=flavor,
             full_prefix=full_prefix,
             containerd_config=_containerd_config(value("containerd_config")),
+            host_lock_wait=_seconds(value("host_lock_wait"), "host_lock_wait"),
         )
     except ReleaseError as error:
         raise SettingError(str(error)) from error
@@ -232,6 +235,14 @@ def _group(value: Any) -> str | None:
     if not GROUP_NAME.match(group):
         raise SettingError(f"buildkit_socket_group={value!r} is not a valid group name (e.g. buildkit)")
     return group
+
+
+def _seconds(value: Any, key: str) -> int:
+    """A whole number of seconds, at least 1 (``--data`` passes a number, a keyword may pass a string)."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise SettingError(f"{key}={value!r} is not a whole number of seconds (e.g. 600)")
+    return int(text)
 
 
 def _flag(value: Any, key: str) -> bool:

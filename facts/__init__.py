@@ -222,7 +222,7 @@ class ReleaseFiles(FactBase[list]):
 
     def command(self, manifest: str) -> str:
         return (
-            f"while IFS= read -r path; do if [ -e \"$path\" ] || [ -L \"$path\" ]; then echo \"$path\"; fi; "
+            f'while IFS= read -r path; do if [ -e "$path" ] || [ -L "$path" ]; then echo "$path"; fi; '
             f"done < {shlex.quote(manifest)} 2>/dev/null; true"
         )
 

@@ -27,7 +27,10 @@ def host_state(host: testhosts.TestHost) -> dict[str, object]:
         'while read -r f; do printf \'%s %s \' "$f" "$(stat -c \'%a %U:%G %Y\' "$f")"; '
         'if [ -f "$f" ]; then sha256sum < "$f"; else echo; fi; done'
     ).stdout
-    leftovers = host.run("ls -d /tmp/.pyinfra-nerdctl.* /tmp/tmp.* 2>/dev/null || true").stdout
+    leftovers = host.run(
+        "ls -d /tmp/.pyinfra-nerdctl* /tmp/tmp.* /var/lib/pyinfra-nerdctl/work/* /var/lib/pyinfra-nerdctl/uploads/* "
+        "2>/dev/null || true"
+    ).stdout
     return {
         "files": files,
         "leftovers": leftovers,
@@ -132,12 +135,12 @@ def test_wget_stands_in_for_curl_and_neither_is_a_clear_error(boot_hosts, mirror
 def test_full_temporary_disk_leaves_the_host_unchanged(boot_hosts, mirror):
     host, hosts = converged_host(boot_hosts, mirror)
     before = host_state(host)
-    host.run("mount -t tmpfs -o size=4k tmpfs /tmp")
+    host.run("mount -t tmpfs -o size=4k,mode=0700 tmpfs /var/lib/pyinfra-nerdctl/work")
 
     run = run_pyinfra(hosts, DEPLOY, data=deploy_data(mirror, nerdctl_version="2.4.1", buildkit_version="0.13.0"))
 
     assert run.returncode != 0 and "download of" in run.output, run.output
-    host.run("umount /tmp")
+    host.run("umount /var/lib/pyinfra-nerdctl/work")
     assert host_state(host) == before
     deploy(hosts, deploy_data(mirror, nerdctl_version="2.4.1", buildkit_version="0.13.0"))
     assert client_call(host)["buildkitd.version"] == "0.13.0"

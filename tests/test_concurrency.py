@@ -1,0 +1,90 @@
+"""Two runs at once on one host, and temporary files no other local user can prepare or reach."""
+
+from __future__ import annotations
+
+import threading
+
+import mirror as mirror_module
+import pytest
+import testhosts
+from conftest import deploy_data, inventory
+from hostcheck import DEPLOY, client_call, deploy
+from pyinfra_cli import run_pyinfra
+
+pytestmark = pytest.mark.hosts
+
+PRIVATE = "/var/lib/pyinfra-nerdctl"
+
+
+def test_two_runs_at_once_both_succeed_and_the_host_ends_on_one_version(boot_hosts, mirror, tmp_path):
+    (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
+    hosts = inventory([host])
+    versions = {
+        "old": deploy_data(mirror),
+        "new": deploy_data(
+            mirror,
+            nerdctl_version="2.4.1",
+            buildkit_version="0.13.0",
+            download_on_controller=True,
+            release_cache_dir=str(tmp_path),
+        ),
+    }
+    runs = {}
+
+    def run(label: str) -> None:
+        runs[label] = run_pyinfra(hosts, DEPLOY, data=versions[label])
+
+    threads = [threading.Thread(target=run, args=(label,)) for label in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    for label, result in runs.items():
+        assert result.returncode == 0, (label, result.output)
+    nerdctl = host.run("/usr/local/bin/nerdctl --version").stdout
+    winner = "new" if "2.4.1" in nerdctl else "old"
+    buildkit = client_call(host)["buildkitd.version"]
+    assert buildkit == versions[winner]["buildkit_version"], (nerdctl, buildkit)
+    assert host.run(f"ls -A {PRIVATE}/work {PRIVATE}/uploads; ls -a /usr/local/bin").stdout.count(".pyinfra") == 0
+    third = run_pyinfra(hosts, DEPLOY, data=versions[winner], as_json=True)
+    assert third.returncode == 0 and third.json["results"]["totals"]["success"] == 0, third.output
+
+
+def test_a_run_waits_for_the_lock_a_bounded_time_and_says_so(boot_hosts, mirror):
+    (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
+    hosts = inventory([host], **deploy_data(mirror))
+    deploy(hosts, {})
+    host.run(f"setsid -f flock {PRIVATE}/lock sleep 120 >/dev/null 2>&1 < /dev/null")
+    before = host.run("ls -l --time-style=full-iso /usr/local/bin").stdout
+
+    run = run_pyinfra(hosts, DEPLOY, data={"nerdctl_version": "2.4.1", "host_lock_wait": "2"})
+
+    assert run.returncode != 0
+    assert f"another pyinfra-nerdctl run on this host held {PRIVATE}/lock for 2 s" in run.output, run.output
+    assert host.run("ls -l --time-style=full-iso /usr/local/bin").stdout == before
+    host.run("pkill -f 'sleep 120'")
+    deploy(hosts, {"nerdctl_version": "2.4.1"})
+    assert host.run("/usr/local/bin/nerdctl --version").stdout == "nerdctl version 2.4.1\n"
+
+
+def test_files_prepared_at_the_old_temporary_names_are_neither_followed_nor_used(boot_hosts, mirror, tmp_path):
+    (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
+    nerdctl_sha = mirror_module.sha256(mirror_module.nerdctl_archive("2.4.0", "amd64"))
+    user = testhosts.OPERATOR
+    prepared = (
+        f"ln -s /root/planted /tmp/.pyinfra-nerdctl-upload.{nerdctl_sha} && "
+        "mkdir /tmp/.pyinfra-nerdctl.evil && echo mine > /tmp/.pyinfra-nerdctl.evil/file && "
+        "ln -s /usr/local/bin /tmp/.pyinfra-nerdctl.link"
+    )
+    host.run(f"su {user} -c '{prepared}'")
+    listing = "ls -la /tmp/.pyinfra-nerdctl* /tmp/.pyinfra-nerdctl.evil"
+    before = host.run(listing).stdout
+    hosts = inventory([host], **deploy_data(mirror, download_on_controller=True, release_cache_dir=str(tmp_path)))
+
+    deploy(hosts, {})
+
+    assert host.run(listing).stdout == before
+    assert host.run("test -e /root/planted", check=False).returncode == 1
+    assert host.run(f"stat -c '%a %U' {PRIVATE} {PRIVATE}/work {PRIVATE}/uploads").stdout == "700 root\n" * 3
+    assert client_call(host)["buildkitd.version"] == "0.12.5"
