@@ -23,7 +23,8 @@ STATE_PATHS = (
 def host_state(host: testhosts.TestHost) -> dict[str, object]:
     """Everything a deploy could touch: file contents and modes, leftovers, unit state."""
     files = host.run(
-        f"find {STATE_PATHS} -maxdepth 1 2>/dev/null | sort | "
+        # The work and upload folders are scratch space (their mtimes move); what they hold is "leftovers".
+        f"find {STATE_PATHS} -maxdepth 1 2>/dev/null | grep -v -e '/work$' -e '/uploads$' -e '/lock$' | sort | "
         'while read -r f; do printf \'%s %s \' "$f" "$(stat -c \'%a %U:%G %Y\' "$f")"; '
         'if [ -f "$f" ]; then sha256sum < "$f"; else echo; fi; done'
     ).stdout
