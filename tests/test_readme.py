@@ -12,7 +12,7 @@ on the offline prefetch. The host's pip reads its packages from wheels built on 
 
 The markers (first lines of a block, documented in the README's "Tests" section):
 ``# Example for other machines``: not run; ``# Needs: THING, ...``: the test provides each thing
-(see NEEDS) or fails; ``# Instead of the quick start's deploy``: see above.
+(see PROVIDERS) or fails; ``# Instead of the quick start's deploy``: see above.
 """
 
 from __future__ import annotations
