@@ -117,7 +117,9 @@ def blocks_by_section(blocks: list[Block]) -> dict[str, list[Block]]:
 # A command word: at the start of a line or after a shell operator, past `sudo` and `NAME=value` words.
 _COMMAND_START = r"(?:^|&&|\|\||[;|(])\s*(?:(?:sudo(?:\s+-\S+)*|[A-Za-z_][A-Za-z0-9_]*=\S*)\s+)*"
 PYINFRA_COMMAND = re.compile(_COMMAND_START + r"\S*pyinfra(?=\s)", re.MULTILINE)
-PREFETCH_COMMAND = re.compile(_COMMAND_START + r"\S*python3?\s+-m\s+pyinfra_nerdctl\.deploys\.controller(?=\s)", re.M)
+PREFETCH_COMMAND = re.compile(
+    _COMMAND_START + r"\S*python3?\s+-m\s+pyinfra_nerdctl\.deploys\.controller(?=\s)", re.MULTILINE
+)
 
 
 def stand_in_sha256(release: str, version: str, arch: str = ARCH) -> str:
