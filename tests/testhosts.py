@@ -84,9 +84,10 @@ class ImageRecipe:
         return f"{self.suite}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
-# bookworm: the plain systemd host. trixie: the one that ships a real containerd.
+# bookworm: the plain systemd host. trixie: the one that ships a real containerd, and python3-venv for the
+# README's quick start (`python3 -m venv`).
 BOOKWORM = ImageRecipe("bookworm", BASE_PACKAGES)
-TRIXIE_CONTAINERD = ImageRecipe("trixie", BASE_PACKAGES + ",containerd,runc")
+TRIXIE_CONTAINERD = ImageRecipe("trixie", BASE_PACKAGES + ",containerd,runc,python3-venv")
 
 
 def test_key() -> Path:
