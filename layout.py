@@ -9,6 +9,8 @@ DEFAULT_BIN_DIR = "/usr/local/bin"
 DEFAULT_FULL_PREFIX = "/usr/local"
 STATE_DIR = "/var/lib/pyinfra-nerdctl"
 BUILDKIT_STATE = "/var/lib/buildkit"
+BUILDKIT_GOOD_DIR = f"{STATE_DIR}/buildkit-good"  # copies of the last BuildKit setup that answered
+BUILDKIT_ADDRESS = "unix:///run/buildkit/buildkitd.sock"
 
 UNIT_DIR = "/etc/systemd/system"
 SOCKET_UNIT = "buildkit.socket"

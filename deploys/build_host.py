@@ -32,7 +32,8 @@ from .releases import (
     resolve_download,
     upstream_arch,
 )
-from .settings import SettingError, Settings, resolve_settings, unknown_key_warnings
+from .settings import SettingError, Settings, resolve_settings, settings_warnings, unknown_key_warnings
+from .verify import GOOD_DIR, check_build_path, check_paths
 
 BUILDKIT_STATE = "/var/lib/buildkit"
 
@@ -51,6 +52,8 @@ def host_settings(overrides: dict[str, Any]) -> Settings:
         )
     except SettingError as error:
         raise _fail(str(error)) from error
+    for warning in settings_warnings(settings):
+        logger.warning(f"{host.name}: {warning}")
     if settings.github_url.startswith("http://"):
         logger.warning(
             f"{host.name}: github_url={settings.github_url} is plain HTTP; "
@@ -148,7 +151,10 @@ def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...]) 
         )
     run_commands(
         name=f"Restart {layout.SERVICE_UNIT}",
-        commands=[f"systemctl try-restart {layout.SERVICE_UNIT}"] if changes.restart_service else [],
+        # With buildkit_verify, the check that follows waits for it (and undoes what the daemon refuses).
+        commands=[f"systemctl try-restart {'--no-block ' if settings.buildkit_verify else ''}{layout.SERVICE_UNIT}"]
+        if changes.restart_service
+        else [],
         unneeded=f"{layout.SERVICE_UNIT} runs what is on disk",
     )
 
@@ -175,7 +181,7 @@ def _host_state(settings: Settings, possible: tuple[Release, ...]) -> dict | Non
     state = host.get_fact(
         BuildHostState,
         bin_dir=settings.bin_dir,
-        paths=watched_paths(possible),
+        paths=watched_paths(possible) + check_paths(settings, possible),
         group=settings.buildkit_socket_group,
         full_prefix=settings.full_prefix,
         full_manifests=manifest_glob(NERDCTL_FULL.name),
@@ -207,6 +213,7 @@ def _install(
     changes = plan_changes(settings, state, releases)
     _install_releases(changes, settings, releases, machine, retired)
     _apply(changes, settings, possible)
+    check_build_path(settings, state, changes, releases, possible)
 
 
 def _dest_of(release: Release, settings: Settings) -> str:
@@ -282,6 +289,11 @@ def _remove(settings: Settings, possible: tuple[Release, ...], purge: bool = Fal
             name=f"Remove {layout.BUILDKIT_STATE}",
             commands=[f"rm -rf {layout.BUILDKIT_STATE}"] if purged else [],
             unneeded=f"no {layout.BUILDKIT_STATE}" if purge else "BuildKit's data is kept (purge=False)",
+        )
+        run_commands(
+            name=f"Remove {GOOD_DIR}",
+            commands=[f"rm -rf {GOOD_DIR}"] if GOOD_DIR in state["paths"] else [],
+            unneeded="no copies of a working BuildKit setup kept",
         )
     for release in (BUILDKIT, NERDCTL, NERDCTL_FULL):
         if release in possible:

@@ -16,6 +16,8 @@ from .settings import Settings
 
 HEADER = f"{MARKER}\n"
 # After= on a unit that is not installed is a no-op, so both containerd flavours can be named.
+# systemd's own PATH for services.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CONTAINERD_UNITS = ("containerd.service", "k3s.service", "k3s-agent.service")
 
 
@@ -26,13 +28,10 @@ def toml_string(value: str) -> str:
 
 def nerdctl_toml(settings: Settings) -> str:
     """``/etc/nerdctl/nerdctl.toml``: the containerd nerdctl talks to, its namespace, and the full archive's CNI plugins."""
-    cni = f"cni_path = {toml_string(full_path(settings, 'libexec/cni'))}\n" if settings.full else ""
-    return (
-        HEADER
-        + f"address = {toml_string(settings.containerd_address)}\n"
-        + f"namespace = {toml_string(settings.containerd_namespace)}\n"
-        + cni
-    )
+    owned = {"address": settings.containerd_address, "namespace": settings.containerd_namespace}
+    if settings.full:
+        owned["cni_path"] = full_path(settings, "libexec/cni")
+    return HEADER + toml_document({**owned, **settings.nerdctl_config})
 
 
 def full_path(settings: Settings, relative: str) -> str:
@@ -51,7 +50,7 @@ def containerd_unit(settings: Settings) -> str:
         + "After=network.target local-fs.target dbus.service\n\n"
         + "[Service]\nExecStartPre=-/sbin/modprobe overlay\n"
         # The shim finds runc through PATH: the archive's bin/ first, wherever full_prefix is.
-        + f"Environment=PATH={full_path(settings, 'bin')}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        + f"Environment=PATH={full_path(settings, 'bin')}:{SYSTEM_PATH}\n"
         + f"ExecStart={full_path(settings, 'bin/containerd')}\n"
         + "Type=notify\nDelegate=yes\nKillMode=process\nRestart=always\nRestartSec=5\n"
         + "LimitNPROC=infinity\nLimitCORE=infinity\nTasksMax=infinity\nOOMScoreAdjust=-999\n\n"
@@ -65,18 +64,37 @@ def containerd_toml(settings: Settings) -> str:
 
 
 def toml_document(data: dict, table: tuple[str, ...] = ()) -> str:
-    """A dict of scalars, lists and nested dicts as TOML: the plain values first, then one ``[table]`` per dict.
+    """A dict of scalars, lists, nested dicts and lists of dicts as TOML.
+
+    The plain values first, then one ``[table]`` per dict and one ``[[table]]`` per
+    entry of a list of dicts (an array of tables, as ``[[worker.containerd.gcpolicy]]``).
 
     >>> toml_document({"version": 2, "grpc": {"address": "/run/c.sock"}})
     'version = 2\\n\\n[grpc]\\naddress = "/run/c.sock"\\n'
     """
-    lines = [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in data.items() if not isinstance(value, dict)]
+    lines = [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in data.items() if not _is_table(value)]
     text = "".join(line + "\n" for line in lines)
     for key, value in data.items():
+        name = (*table, str(key))
+        header = ".".join(_toml_key(part) for part in name)
         if isinstance(value, dict):
-            name = (*table, str(key))
-            text += f"\n[{'.'.join(_toml_key(part) for part in name)}]\n" + toml_document(value, name)
+            body = toml_document(value, name)
+            # A table holding only tables needs no header of its own.
+            if body.startswith("\n[") and all(_is_table(item) for item in value.values()):
+                text += body
+            else:
+                text += f"\n[{header}]\n" + body
+        elif _is_table(value):
+            for entry in value:
+                text += f"\n[[{header}]]\n" + toml_document(entry, name)
     return text
+
+
+def _is_table(value: object) -> bool:
+    """A dict, or a non-empty list of dicts only (an array of tables)."""
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(item, dict) for item in value)
 
 
 def _toml_key(key: object) -> str:
@@ -92,23 +110,35 @@ def _toml_value(value: object) -> str:
     if isinstance(value, str):
         return toml_string(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+        return "[" + ", ".join(_inline_value(item) for item in value) + "]"
     raise ValueError(f"cannot write {value!r} to TOML")
 
 
+def _inline_value(value: object) -> str:
+    """A value inside an array; a dict there (in a mixed list) becomes an inline table."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(key)} = {_inline_value(item)}" for key, item in value.items()) + "}"
+    return _toml_value(value)
+
+
 def buildkitd_toml(settings: Settings) -> str:
-    """``/etc/buildkit/buildkitd.toml``: the containerd worker only, on nerdctl's containerd and namespace.
+    """``/etc/buildkit/buildkitd.toml``: ``buildkitd_config`` with the containerd worker only, on nerdctl's
+    containerd and namespace.
 
     The worker address must be a plain path (``unix://`` makes buildkitd exit), and
     the namespace must be nerdctl's so that built images show up in ``nerdctl images``.
+    The settings checks refuse these keys in ``buildkitd_config``, so nothing here is overridden.
     """
-    return (
-        HEADER
-        + "\n[worker.oci]\n  enabled = false\n"
-        + "\n[worker.containerd]\n  enabled = true\n"
-        + f"  address = {toml_string(settings.containerd_socket)}\n"
-        + f"  namespace = {toml_string(settings.containerd_namespace)}\n"
-    )
+    owned_worker = {
+        "enabled": True,
+        "address": settings.containerd_socket,
+        "namespace": settings.containerd_namespace,
+    }
+    config = dict(settings.buildkitd_config)
+    workers = dict(config.pop("worker", {}))
+    workers["oci"] = {"enabled": False, **workers.get("oci", {})}
+    workers["containerd"] = {**owned_worker, **workers.get("containerd", {})}
+    return HEADER + toml_document({**config, "worker": workers})
 
 
 def buildkit_socket_unit(settings: Settings) -> str:
@@ -131,6 +161,8 @@ def buildkit_service_unit(settings: Settings) -> str:
         + f"Requires={SOCKET_UNIT}\n"
         + f"After={SOCKET_UNIT} {' '.join(CONTAINERD_UNITS)}\n\n"
         + "[Service]\nType=notify\n"
+        # buildkitd finds buildkit-qemu-* and buildkit-cni-* through PATH: bin_dir first, wherever it is.
+        + f"Environment=PATH={settings.bin_dir}:{SYSTEM_PATH}\n"
         + f"ExecStart={settings.bin_dir}/buildkitd --addr fd:// --config {BUILDKIT_CONFIG}\n"
     )
 

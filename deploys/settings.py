@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from .config_schema import ConfigError, check_buildkitd_config, check_nerdctl_config
 from .controller import default_cache_dir
 from .releases import (
     BUILDKIT,
@@ -43,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     "containerd_config": None,
     "release_cache_dir": None,  # controller.default_cache_dir()
     "host_lock_wait": 600,
+    "buildkitd_config": None,  # merged into /etc/buildkit/buildkitd.toml
+    "nerdctl_config": None,  # merged into /etc/nerdctl/nerdctl.toml
+    "buildkit_verify": True,  # after a change BuildKit depends on, check that it answers
 }
 FLAVORS = ("minimal", "full")
 PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
@@ -74,6 +78,9 @@ class Settings:
     full_prefix: str
     containerd_config: dict | None
     host_lock_wait: int
+    buildkitd_config: dict
+    nerdctl_config: dict
+    buildkit_verify: bool
 
     @property
     def full(self) -> bool:
@@ -134,6 +141,9 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             full_prefix=full_prefix,
             containerd_config=_containerd_config(value("containerd_config")),
             host_lock_wait=_seconds(value("host_lock_wait"), "host_lock_wait"),
+            buildkitd_config=_checked_config(value("buildkitd_config"), "buildkitd_config", flavor == "full"),
+            nerdctl_config=_checked_config(value("nerdctl_config"), "nerdctl_config", flavor == "full"),
+            buildkit_verify=_flag(value("buildkit_verify"), "buildkit_verify"),
         )
     except ReleaseError as error:
         raise SettingError(str(error)) from error
@@ -157,16 +167,45 @@ def _unknown_key_message(key: str) -> str:
 
 def _containerd_config(value: Any) -> dict | None:
     """A dict rendered to /etc/containerd/config.toml (``--data`` may pass it as JSON)."""
+    return _config_dict(value, "containerd_config") or None
+
+
+def _config_dict(value: Any, key: str) -> dict:
+    """A dict of TOML settings, or JSON of one (as ``--data`` passes it); empty when unset."""
     if value in (None, "", {}):
-        return None
+        return {}
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError as error:
-            raise SettingError(f"containerd_config={value!r} is neither a dict nor JSON of one") from error
+            raise SettingError(f"{key}={value!r} is neither a dict nor JSON of one") from error
     if not isinstance(value, dict):
-        raise SettingError(f"containerd_config={value!r} is not a dict of containerd settings")
+        raise SettingError(f"{key}={value!r} is not a dict of settings")
     return value
+
+
+def _checked_config(value: Any, key: str, full: bool) -> dict:
+    """``buildkitd_config`` or ``nerdctl_config``: types and owned keys checked (unknown keys warn later)."""
+    config = _config_dict(value, key)
+    try:
+        config_warnings(key, config, full)
+    except ConfigError as error:
+        raise SettingError(str(error)) from error
+    return config
+
+
+def config_warnings(key: str, config: dict, full: bool) -> list[str]:
+    """Warnings for keys of ``buildkitd_config`` or ``nerdctl_config`` that upstream does not know."""
+    if key == "buildkitd_config":
+        return check_buildkitd_config(config)
+    return check_nerdctl_config(config, full)
+
+
+def settings_warnings(settings: Settings) -> list[str]:
+    """Warnings about checked settings: unknown config keys (the daemon would ignore or refuse them)."""
+    return config_warnings("buildkitd_config", settings.buildkitd_config, settings.full) + config_warnings(
+        "nerdctl_config", settings.nerdctl_config, settings.full
+    )
 
 
 def _version(value: Any, key: str, default: str) -> str:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pyinfra.api import FactBase
 
 from ..layout import (
+    BUILDKIT_ADDRESS,
     BUILDKIT_CONFIG,
     CONTAINERD_CONFIG,
     CONTAINERD_UNIT,
@@ -473,3 +474,54 @@ class NerdctlFull(FactBase[dict]):
     @staticmethod
     def default() -> dict:
         return {"version": None, "components": {}, "containerd_active": False}
+
+
+WORKER_LINE = re.compile(r"^(\s*)([^\t]+?):\t+(.*)$")
+
+
+def parse_buildkit_workers(lines: list[str]) -> list[dict] | None:
+    """``buildctl debug workers -v`` output to ``[{"id", "executor", "namespace", "platforms"}]``; None when empty.
+
+    >>> parse_buildkit_workers(["ID:\\tw1", "Platforms:\\tlinux/amd64", "Labels:",
+    ...     "\\torg.mobyproject.buildkit.worker.executor:\\tcontainerd"])
+    [{'id': 'w1', 'executor': 'containerd', 'namespace': None, 'platforms': ['linux/amd64']}]
+    """
+    workers: list[dict] = []
+    for line in lines:
+        match = WORKER_LINE.match(line.rstrip())
+        if not match:
+            continue
+        indent, key, value = match.groups()
+        if not indent and key == "ID":
+            workers.append({"id": value.strip(), "executor": None, "namespace": None, "platforms": []})
+        elif workers and not indent and key == "Platforms":
+            workers[-1]["platforms"] = [item for item in value.strip().split(",") if item]
+        elif workers and key == "org.mobyproject.buildkit.worker.executor":
+            workers[-1]["executor"] = value.strip()
+        elif workers and key == "org.mobyproject.buildkit.worker.containerd.namespace":
+            workers[-1]["namespace"] = value.strip()
+    return workers or None
+
+
+class BuildkitWorkers(FactBase):
+    """BuildKit's workers, asked through its socket (which starts a socket-activated buildkitd), within ``timeout`` s.
+
+    .. code:: python
+
+        [{"id": "qz1...", "executor": "containerd", "namespace": "k8s.io",
+          "platforms": ["linux/amd64", "linux/386"]}]  # None when BuildKit does not answer
+    """
+
+    def command(self, bin_dir: str = DEFAULT_BIN_DIR, address: str = BUILDKIT_ADDRESS, timeout: int = 30) -> str:
+        buildctl = shlex.quote(f"{bin_dir}/buildctl")
+        return (
+            f"if [ -x {buildctl} ]; then timeout {int(timeout)} {buildctl} --addr {shlex.quote(address)} "
+            "debug workers -v 2>/dev/null || true; fi"
+        )
+
+    def process(self, output: list[str]) -> list[dict] | None:
+        return parse_buildkit_workers(output)
+
+    @staticmethod
+    def default() -> None:
+        return None

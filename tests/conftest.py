@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import testhosts  # noqa: E402
-from mirror import Mirror, buildkit_archive, sha256, start_mirror  # noqa: E402
+from mirror import Mirror, buildkit_archive, buildkit_path, sha256, start_mirror  # noqa: E402
 
 HOST_TOOLS = ("systemd-nspawn", "debootstrap", "zstd", "ssh", "ssh-keygen")
 _address_counter = iter(range(1, 250 * 250))
@@ -53,6 +55,36 @@ def _reset_mirror(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "mirror" in request.fixturenames:
         request.getfixturevalue("mirror").reset()
+
+
+REAL_BUILDKIT_VARIABLE = "PYINFRA_NERDCTL_REAL_BUILDKIT"
+REAL_BUILDKIT_NAME = re.compile(r"^buildkit-v(\d+\.\d+\.\d+)\.linux-amd64\.tar\.gz$")
+
+
+@dataclass(frozen=True)
+class RealBuildkit:
+    """A real BuildKit release archive, served by the mirror at its upstream path."""
+
+    version: str
+    sha256: str
+
+
+@pytest.fixture
+def real_buildkit(mirror: Mirror) -> RealBuildkit:
+    """The archive named by ``$PYINFRA_NERDCTL_REAL_BUILDKIT`` on the mirror; the test skips when it is unset."""
+    value = os.environ.get(REAL_BUILDKIT_VARIABLE)
+    if not value:
+        pytest.skip(
+            f"{REAL_BUILDKIT_VARIABLE} is unset: point it at a real buildkit-vX.Y.Z.linux-amd64.tar.gz "
+            "(.ci/run uses ../shared/real-buildkit/) to run the real-BuildKit tests"
+        )
+    path = Path(value)
+    match = REAL_BUILDKIT_NAME.match(path.name)
+    if not match or not path.is_file():
+        pytest.fail(f"{REAL_BUILDKIT_VARIABLE}={value} is not a buildkit-vX.Y.Z.linux-amd64.tar.gz file")
+    data = path.read_bytes()
+    mirror.serve(buildkit_path(match.group(1), path.name), data)
+    return RealBuildkit(match.group(1), sha256(data))
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,8 @@ def buildkit_starts(host: testhosts.TestHost) -> list[dict]:
 def client_call(host: testhosts.TestHost, bin_dir: str = "/usr/local/bin") -> dict[str, str]:
     """``buildctl debug workers -v`` through the socket; its labels as a dict."""
     out = host.run(f"{bin_dir}/buildctl debug workers -v").stdout
-    return dict(line.strip().split(":\t", 1) for line in out.splitlines() if ":\t" in line)
+    pairs = (line.strip().split(":\t", 1) for line in out.splitlines() if ":\t" in line)
+    return {key: value.strip() for key, value in pairs}
 
 
 def plan(hosts, data) -> dict[str, list[str]]:

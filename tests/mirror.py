@@ -194,7 +194,18 @@ def buildkit_archive(version: str, arch: str) -> bytes:
     names += [f"buildkit-qemu-{target}" for a, target in QEMU_TARGETS.items() if a != arch]
     if _version_tuple(version) >= (0, 13):
         names += [f"buildkit-cni-{plugin}" for plugin in ("bridge", "firewall", "host-local", "loopback")]
-    return _tar_gz({f"bin/{name}": (_standin(name, version, "buildkit", arch), 0o755) for name in names})
+    members = {f"bin/{name}": (_standin(name, version, "buildkit", arch), 0o755) for name in names}
+    if version == UNRUNNABLE_BUILDKIT:
+        members["bin/buildkitd"] = (UNRUNNABLE_BINARY, 0o755)
+    return _tar_gz(members)
+
+
+# A release whose buildkitd cannot run on the test hosts, as a Go binary built for a newer CPU level fails.
+UNRUNNABLE_BUILDKIT = "0.13.99"
+UNRUNNABLE_BINARY = (
+    b"#!/bin/sh\necho 'This program can only be run on AMD64 processors with v3 microarchitecture support.' >&2\n"
+    b"exit 1\n"
+)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -248,7 +259,12 @@ class Mirror:
     started: list[str] = field(default_factory=list)
     user_agents: list[str] = field(default_factory=list)
     faults: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, bytes] = field(default_factory=dict)
     server: ThreadingHTTPServer | None = None
+
+    def serve(self, path: str, data: bytes) -> None:
+        """Serve ``data`` at ``path`` too (a real release archive at its upstream path)."""
+        self.extra[path] = data
 
     def fail(self, fault: str, path_contains: str = "") -> None:
         """Answer every request whose path contains ``path_contains`` with ``fault``."""
@@ -296,7 +312,7 @@ def _handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?")[0]
             mirror.started.append(path)
             mirror.user_agents.append(self.headers.get("User-Agent", ""))
-            body = content_for(path)
+            body = mirror.extra.get(path) or content_for(path)
             status, length = 200, None
             fault = mirror.fault_for(path)
             if fault == "404" or body is None:

@@ -52,7 +52,8 @@ def test_fresh_host_default_containerd_then_rerun_changes_nothing(boot_hosts, mi
 
     assert labels["org.mobyproject.buildkit.worker.containerd.address"] == "/run/containerd/containerd.sock"
     assert labels["org.mobyproject.buildkit.worker.containerd.namespace"] == "default"
-    (start,) = buildkit_starts(host)
+    check, start = buildkit_starts(host)  # the deploy's check (stopped again), then this client
+    assert check["argv"] == start["argv"]
     assert start["argv"][:2] == ["--addr", "fd://"] and start["listen_fds"] == "1"
     service = unit_state(host, "buildkit.service")
     assert service["ActiveState"] == "active" and service["MainPID"] == str(start["pid"])
@@ -139,6 +140,7 @@ def test_changes_restart_exactly_what_depends_on_them(boot_hosts, mirror):
     assert [op.split(" | ")[1] for op in plan(hosts, data)[host.name]] == [
         "Install BuildKit 0.13.0 into /usr/local/bin",
         "Restart buildkit.service",
+        "Check that BuildKit answers with the containerd worker",
     ]
     deploy(hosts, data)
     service = unit_state(host, "buildkit.service")
@@ -147,13 +149,14 @@ def test_changes_restart_exactly_what_depends_on_them(boot_hosts, mirror):
     assert client_call(host)["buildkitd.version"] == "0.13.0"
     assert "buildkit-cni-bridge" in host.run("ls /usr/local/bin").stdout
 
-    # A downgrade while the service is stopped leaves it stopped and removes files 0.12 lacks.
+    # A downgrade while the service is stopped leaves it stopped (the check starts it and stops it
+    # again) and removes files 0.12 lacks.
     host.run("systemctl stop buildkit.service")
     data = deploy_data(mirror, nerdctl_version="2.4.1", buildkit_version="0.12.5")
     deploy(hosts, data)
     assert unit_state(host, "buildkit.service")["ActiveState"] == "inactive"
     assert "cni" not in host.run("ls /usr/local/bin").stdout
-    assert len(buildkit_starts(host)) == 2
+    assert len(buildkit_starts(host)) == 4  # first check, client, restart, this check
 
     # A config change restarts the running service once; the socket keeps running.
     client_call(host)
@@ -163,7 +166,7 @@ def test_changes_restart_exactly_what_depends_on_them(boot_hosts, mirror):
     assert unit_state(host, "buildkit.service")["InvocationID"] != service_before["InvocationID"]
     assert unit_state(host, "buildkit.socket") == socket_before
     assert buildkit_starts(host)[-1]["worker"]["namespace"] == "builds"
-    assert len(buildkit_starts(host)) == 4
+    assert len(buildkit_starts(host)) == 6  # a client, then the restart
 
     # A socket group change reloads units and restarts the socket (and with it the service).
     data = {**data, "buildkit_socket_group": "builders"}
@@ -172,6 +175,7 @@ def test_changes_restart_exactly_what_depends_on_them(boot_hosts, mirror):
         "Write /etc/systemd/system/buildkit.socket",
         "Reload systemd units",
         "Restart buildkit.socket",
+        "Check that BuildKit answers with the containerd worker",
     ]
     deploy(hosts, data)
     assert unit_state(host, "buildkit.socket")["InvocationID"] != socket_before["InvocationID"]

@@ -23,6 +23,7 @@ def test_wheel_holds_only_the_pyinfra_nerdctl_package(tmp_path):
     for required in (
         "pyinfra_nerdctl/py.typed",
         "pyinfra_nerdctl/deploys/release-checksums.json",
+        "pyinfra_nerdctl/deploys/verify.sh",
         "pyinfra_nerdctl/facts/__init__.py",
     ):
         assert required in names

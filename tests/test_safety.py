@@ -314,6 +314,7 @@ def test_removal_takes_everything_but_data_unless_purged(boot_hosts, mirror):
         "/etc/buildkit",
         "/etc/systemd/system/buildkit.socket",
         "/etc/profile.d/nerdctl-docker-alias.sh",
+        "/var/lib/pyinfra-nerdctl/buildkit-good",
     ):
         assert host.run(f"test -e {path}", check=False).returncode == 1, path
     assert unit_state(host, "buildkit.socket")["ActiveState"] == "inactive"

@@ -287,6 +287,7 @@ def test_units_have_correct_keys():
     assert service["Unit"]["Documentation"]
     assert service["Service"] == {
         "Type": ["notify"],
+        "Environment": ["PATH=/usr/local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
         "ExecStart": ["/usr/local/bin/buildkitd --addr fd:// --config /etc/buildkit/buildkitd.toml"],
     }
     assert "Install" not in service  # started by its socket only

@@ -87,7 +87,7 @@ class ImageRecipe:
 # bookworm: the plain systemd host. trixie: the one that ships a real containerd, and python3-venv for the
 # README's quick start (`python3 -m venv`).
 BOOKWORM = ImageRecipe("bookworm", BASE_PACKAGES)
-TRIXIE_CONTAINERD = ImageRecipe("trixie", BASE_PACKAGES + ",containerd,runc,python3-venv")
+TRIXIE_CONTAINERD = ImageRecipe("trixie", BASE_PACKAGES + ",containerd,runc,python3-venv,busybox-static")
 
 
 def test_key() -> Path:
@@ -168,6 +168,19 @@ def _prepare_rootfs(rootfs: Path) -> None:
         deb.unlink()
 
 
+# What a real build inside a host needs (../shared/real-buildkit/README.md): the unified cgroup
+# hierarchy, containerd's snapshots (the k3s-like one's too) off the host's overlay, and the
+# system calls runc makes. Options for ``boot``.
+REAL_BUILDS = {
+    "extra_args": (
+        "--tmpfs=/var/lib/containerd",
+        "--tmpfs=/var/lib/rancher",
+        "--system-call-filter=@keyring bpf",
+    ),
+    "nspawn_env": {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
+}
+
+
 @dataclass
 class TestHost:
     """One booted host: its name, loopback address and nspawn process."""
@@ -229,11 +242,19 @@ def _cgroup_dirs(name: str) -> list[Path]:
     return [root / name for root in CGROUP_ROOTS if root.is_dir()]
 
 
-def boot(name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = (), systemd: bool = True) -> TestHost:
+def boot(
+    name: str,
+    address: str,
+    rootfs: Path,
+    extra_args: tuple[str, ...] = (),
+    systemd: bool = True,
+    nspawn_env: dict[str, str] | None = None,
+) -> TestHost:
     """Boot one host from ``rootfs`` and return once its sshd answers.
 
     ``systemd=False`` runs sshd as the container's first process instead of booting
-    systemd: a host whose init is not systemd.
+    systemd: a host whose init is not systemd. ``nspawn_env`` goes to systemd-nspawn
+    (see ``REAL_BUILDS``).
     """
     workdir = HOSTS_DIR / name
     if workdir.exists():
@@ -268,7 +289,11 @@ def boot(name: str, address: str, rootfs: Path, extra_args: tuple[str, ...] = ()
             (cgroup / "cgroup.procs").write_text("0")
         _libc_prctl_pdeathsig()
 
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "NOTIFY_SOCKET": str(notify_path)}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "NOTIFY_SOCKET": str(notify_path),
+        **(nspawn_env or {}),
+    }
     command = [
         "systemd-nspawn",
         "--quiet",

@@ -1,0 +1,128 @@
+"""Proof that a build host builds: a preflight warning, and a bounded check after a change BuildKit depends on.
+
+After a run changed BuildKit's binaries, ``buildkitd.toml`` or units, ``buildkit_answers``
+activates BuildKit through its socket and asks for its workers (``verify.sh``): the run
+fails for the host unless the containerd worker answers in the configured namespace. A
+service that was not running before is stopped again, so BuildKit stays on-demand.
+Copies of the files of the last setup that answered are kept under ``GOOD_DIR``; when
+the daemon refuses new ones, those come back, BuildKit starts again on them, and the run
+fails naming what was refused. A converged host gets no command at all.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Generator, Sequence
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import operation
+
+from .. import layout
+from .changes import Changes, has_buildkit
+from .operations import lock_commands, private_dirs_command
+from .releases import BUILDKIT, NERDCTL_FULL, Release
+from .settings import Settings
+
+GOOD_DIR = layout.BUILDKIT_GOOD_DIR
+VERIFY_SECONDS = 30
+VERIFY_SCRIPT = Path(__file__).with_name("verify.sh")
+BUILDKIT_FILES = (layout.BUILDKIT_CONFIG, layout.SERVICE_PATH, layout.SOCKET_PATH)
+
+
+def buildkit_watched(settings: Settings) -> tuple[str, ...]:
+    """What BuildKit runs on: its config, its units, and the daemon's binary."""
+    return (*BUILDKIT_FILES, f"{settings.bin_dir}/buildkitd")
+
+
+def buildkit_inputs_changed(changes: Changes) -> bool:
+    """Whether this run changes something BuildKit depends on, or (re)starts its units."""
+    return (
+        bool(set(changes.outdated) & {BUILDKIT, NERDCTL_FULL})
+        or any(file.path in BUILDKIT_FILES for file in changes.files)
+        or changes.start_socket
+        or changes.restart_socket
+        or changes.restart_service
+    )
+
+
+def containerd_missing_warning(settings: Settings, state: dict) -> str | None:
+    """The preflight warning for a minimal-flavor host whose containerd socket is not there (from ``BuildHostState``)."""
+    if settings.full or settings.containerd_socket in state["paths"]:
+        return None
+    return (
+        f"containerd socket {settings.containerd_socket} does not exist (containerd_address="
+        f"{settings.containerd_address}): containerd or k3s is not installed or not running, "
+        "so BuildKit cannot build until it is"
+    )
+
+
+def verify_script(settings: Settings, service_was_running: bool, seconds: int = VERIFY_SECONDS) -> str:
+    """``verify.sh`` with this host's values; a service that was not running is stopped again after the check."""
+    values = {
+        "stop_after": "no" if service_was_running else "yes",
+        "bin_dir": settings.bin_dir,
+        "containerd_socket": settings.containerd_socket,
+        "namespace": settings.containerd_namespace,
+        "limit": str(seconds),
+        "good_dir": GOOD_DIR,
+        "watched": " ".join(buildkit_watched(settings)),
+    }
+    assignments = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+    # The host's lock: another run's install or removal cannot land in the middle of a check or a restore.
+    lock = "\n".join([private_dirs_command(), *lock_commands(settings.host_lock_wait)]) + "\n"
+    return assignments + lock + VERIFY_SCRIPT.read_text()
+
+
+@operation()
+def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[str, None, None]:
+    """Run ``script`` (``verify_script``), unless there is a ``skip_reason`` (then nothing, saying why).
+
+    + script: the check, rendered for this host
+    + skip_reason: why this host needs no check (nothing BuildKit depends on changed, ...)
+
+    .. code:: python
+
+        buildkit_answers(script=verify_script(settings, service_was_running=False))
+    """
+    if skip_reason:
+        host.noop(skip_reason)
+        return
+    yield script
+
+
+def check_paths(settings: Settings, possible: tuple[Release, ...]) -> tuple[str, ...]:
+    """What ``BuildHostState`` must also report for the check: containerd's socket (minimal flavor), the copies."""
+    if not has_buildkit(possible):
+        return ()
+    return (GOOD_DIR,) if settings.full else (settings.containerd_socket, GOOD_DIR)
+
+
+def check_build_path(
+    settings: Settings, state: dict, changes: Changes, releases: Sequence[Release], possible: tuple[Release, ...]
+) -> None:
+    """Warn when containerd is missing; then prove, after a change, that BuildKit answers (``buildkit_verify``).
+
+    One step on every host of a deploy that may install BuildKit (``possible``), a no-op where nothing changed.
+    """
+    if not has_buildkit(possible):
+        return
+    warning = containerd_missing_warning(settings, state) if has_buildkit(tuple(releases)) else None
+    if warning:
+        logger.warning(f"{host.name}: {warning}")
+    buildkit_answers(
+        name="Check that BuildKit answers with the containerd worker",
+        script=verify_script(settings, state["units"]["service"]["active"]),
+        skip_reason=_skip_reason(settings, changes, containerd_missing=bool(warning)),
+    )
+
+
+def _skip_reason(settings: Settings, changes: Changes, containerd_missing: bool) -> str | None:
+    """Why the check does not run on this host; None when it does."""
+    if not buildkit_inputs_changed(changes):
+        return "nothing BuildKit depends on changed"
+    if not settings.buildkit_verify:
+        return "buildkit_verify is off"
+    if containerd_missing:
+        return "BuildKit was not checked: containerd's socket is missing"
+    return None
