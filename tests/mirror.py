@@ -21,6 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 STANDINS = Path(__file__).parent / "standins"
+# nerdctl's real rootless scripts, packed into the archives in place of stand-ins when present.
+REAL_ROOTLESS = Path(__file__).resolve().parents[2] / "shared" / "real-nerdctl-rootless"
+ROOTLESS_SCRIPTS = ("containerd-rootless.sh", "containerd-rootless-setuptool.sh")
 NERDCTL_ARCHES = ("amd64", "arm64", "arm-v7", "ppc64le", "riscv64", "s390x")
 FULL_ARCHES = ("amd64", "arm64")
 BUILDKIT_ARCHES = ("amd64", "arm64", "arm-v7", "s390x", "ppc64le", "riscv64")
@@ -82,6 +85,18 @@ def _standin(name: str, version: str, release: str, arch: str) -> bytes:
     return f"{text}# stand-in built for linux/{arch}\n".encode()
 
 
+def _executable(name: str, version: str, release: str, arch: str) -> bytes:
+    """nerdctl's real rootless script where there is one, else a stand-in."""
+    if name in ROOTLESS_SCRIPTS and (REAL_ROOTLESS / name).is_file():
+        return (REAL_ROOTLESS / name).read_bytes()
+    return _standin(name, version, release, arch)
+
+
+def real_rootless_scripts() -> bool:
+    """Whether the archives carry nerdctl's real rootless scripts."""
+    return all((REAL_ROOTLESS / name).is_file() for name in ROOTLESS_SCRIPTS)
+
+
 @dataclass(frozen=True)
 class Symlink:
     """A symbolic link member of an archive (upstream's full archive has some)."""
@@ -113,7 +128,7 @@ def _tar_gz(members: dict[str, tuple[bytes, int]]) -> bytes:
 @cache
 def nerdctl_archive(version: str, arch: str) -> bytes:
     names = ("nerdctl", "containerd-rootless.sh", "containerd-rootless-setuptool.sh")
-    return _tar_gz({name: (_standin(name, version, "nerdctl", arch), 0o755) for name in names})
+    return _tar_gz({name: (_executable(name, version, "nerdctl", arch), 0o755) for name in names})
 
 
 FULL_BINARIES = (
@@ -156,7 +171,7 @@ def full_archive(version: str, arch: str) -> bytes:
             "buildkitd": components["BuildKit"],
             "containerd": components["containerd"],
         }.get(name, f"v{version}")[1:]
-        members[f"bin/{name}"] = (_standin(name, component_version, "nerdctl-full", arch), 0o755)
+        members[f"bin/{name}"] = (_executable(name, component_version, "nerdctl-full", arch), 0o755)
     for unit in FULL_UNITS:
         members[f"lib/systemd/system/{unit}"] = (_archive_unit(unit), 0o644)
     for plugin in CNI_PLUGINS:

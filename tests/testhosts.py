@@ -88,6 +88,10 @@ class ImageRecipe:
 # README's quick start (`python3 -m venv`).
 BOOKWORM = ImageRecipe("bookworm", BASE_PACKAGES)
 TRIXIE_CONTAINERD = ImageRecipe("trixie", BASE_PACKAGES + ",containerd,runc,python3-venv,busybox-static")
+# trixie with what rootless containerd needs from Debian (../shared/test-hosts.md, "Rootless").
+TRIXIE_ROOTLESS = ImageRecipe(
+    "trixie", TRIXIE_CONTAINERD.packages + ",rootlesskit,slirp4netns,uidmap,dbus-user-session,libpam-systemd,iptables"
+)
 
 
 def test_key() -> Path:
