@@ -525,3 +525,20 @@ class BuildkitWorkers(FactBase):
     @staticmethod
     def default() -> None:
         return None
+
+
+from .rootless import RootlessState  # noqa: E402  (it builds on the helpers above)
+
+__all__ = [
+    "BuildHostPlatform",
+    "BuildHostState",
+    "BuildkitSocket",
+    "BuildkitUnitFreshness",
+    "BuildkitWorkers",
+    "BuildkitVersion",
+    "ContainerdSocket",
+    "NerdctlFull",
+    "NerdctlVersion",
+    "ReleaseFiles",
+    "RootlessState",
+]

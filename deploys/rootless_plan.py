@@ -1,0 +1,352 @@
+"""Rootless build hosts, decided without a host: settings, the user's files, and what a host needs.
+
+Everything here is pure and unit-tested: the deploys in ``rootless.py`` read one
+``RootlessState`` fact and apply what ``plan_rootless`` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..facts.rootless import USER_UNIT_DIR, socket_path
+from .rendering import HEADER, toml_string
+from .settings import NAMESPACE_NAME, SettingError, Settings, _flag
+
+ROOTLESS_DEFAULTS: dict[str, Any] = {
+    "rootless_user": None,
+    "rootless_namespace": "default",
+    "rootless_network": "slirp4netns",
+    "rootless_packages": True,
+}
+NETWORKS = ("slirp4netns", "host")
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+# login.defs defaults (SUB_UID_MIN, SUB_UID_MAX, SUB_UID_COUNT), as useradd allocates.
+SUBID_MIN, SUBID_MAX, SUBID_COUNT = 100000, 600100000, 65536
+# Debian package of each program rootless containerd needs.
+PACKAGES = {"newuidmap": "uidmap", "newgidmap": "uidmap", "rootlesskit": "rootlesskit", "slirp4netns": "slirp4netns"}
+USER_DBUS_PACKAGE = "dbus-user-session"
+
+CONTAINERD_UNIT = f"{USER_UNIT_DIR}/containerd.service"
+SOCKET_UNIT = f"{USER_UNIT_DIR}/buildkit.socket"
+SERVICE_UNIT = f"{USER_UNIT_DIR}/buildkit.service"
+BUILDKIT_CONFIG = ".config/buildkit/buildkitd.toml"
+NERDCTL_CONFIG = ".config/nerdctl/nerdctl.toml"
+UNIT_FILES = (CONTAINERD_UNIT, SOCKET_UNIT, SERVICE_UNIT)
+
+
+@dataclass(frozen=True)
+class RootlessSettings:
+    user: str
+    namespace: str
+    network: str
+    packages: bool
+
+
+def resolve_rootless_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any]) -> RootlessSettings:
+    """The ``rootless_*`` settings from ``overrides`` (keywords), else ``lookup`` (host data), else defaults.
+
+    >>> resolve_rootless_settings({}.get, {"rootless_user": "alice"}).network
+    'slirp4netns'
+    """
+
+    def value(key: str) -> Any:
+        if overrides.get(key) is not None:
+            return overrides[key]
+        found = lookup(key)
+        return ROOTLESS_DEFAULTS[key] if found is None else found
+
+    user = value("rootless_user")
+    if user is None or str(user).strip() == "":
+        raise SettingError("rootless_user is not set: name the existing user who gets rootless BuildKit")
+    if not USER_NAME.match(str(user).strip()):
+        raise SettingError(f"rootless_user={user!r} is not a user name (lower-case letters, digits, ._-)")
+    namespace = str(value("rootless_namespace")).strip()
+    if not NAMESPACE_NAME.match(namespace):
+        raise SettingError(
+            f"rootless_namespace={value('rootless_namespace')!r} is not a containerd namespace name (e.g. default)"
+        )
+    network = str(value("rootless_network")).strip()
+    if network not in NETWORKS:
+        raise SettingError(f"rootless_network={value('rootless_network')!r} is neither 'slirp4netns' nor 'host'")
+    return RootlessSettings(
+        user=str(user).strip(),
+        namespace=namespace,
+        network=network,
+        packages=_flag(value("rootless_packages"), "rootless_packages"),
+    )
+
+
+def split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments split into ``(rootless_* settings, build-host settings)``."""
+    rootless = {key: value for key, value in overrides.items() if key in ROOTLESS_DEFAULTS}
+    return rootless, {key: value for key, value in overrides.items() if key not in ROOTLESS_DEFAULTS}
+
+
+@dataclass(frozen=True)
+class UserFile:
+    """A file in the user's home the deploys own (``relative`` to the home folder), written as the user."""
+
+    relative: str
+    content: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+
+def unit_path(settings: Settings) -> str:
+    """``PATH`` of the user's units: ``bin_dir``, the full archive's ``bin/``, then the system's."""
+    folders = [settings.bin_dir, f"{settings.full_prefix.rstrip('/')}/bin"] if settings.full else [settings.bin_dir]
+    return ":".join(
+        [*dict.fromkeys(folders), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    )
+
+
+def containerd_user_unit(settings: Settings, rootless: RootlessSettings) -> str:
+    """The user's ``containerd.service``: nerdctl's ``containerd-rootless.sh`` under RootlessKit.
+
+    As the setup tool writes it, but ``Type=notify`` (containerd reports ready through
+    RootlessKit, so BuildKit starts only once containerd answers) and the network
+    chosen by ``rootless_network``.
+    """
+    network = (
+        "Environment=CONTAINERD_ROOTLESS_ROOTLESSKIT_NET=host\nEnvironment=CONTAINERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER=none\n"
+        if rootless.network == "host"
+        else "Environment=CONTAINERD_ROOTLESS_ROOTLESSKIT_NET=slirp4netns\n"
+    )
+    return (
+        HEADER
+        + "[Unit]\nDescription=containerd (rootless)\n"
+        + "Documentation=https://github.com/containerd/nerdctl/blob/main/docs/rootless.md\n\n"
+        + f"[Service]\nEnvironment=PATH={unit_path(settings)}\n"
+        + network
+        + f"ExecStart={settings.bin_dir}/containerd-rootless.sh\n"
+        + "ExecReload=/bin/kill -s HUP $MAINPID\n"
+        + "Type=notify\nNotifyAccess=all\nTimeoutSec=120\nRestart=always\nRestartSec=2\n"
+        + "StartLimitBurst=3\nStartLimitInterval=60s\n"
+        + "LimitNOFILE=infinity\nLimitNPROC=infinity\nLimitCORE=infinity\nTasksMax=infinity\n"
+        + "Delegate=yes\nKillMode=mixed\n\n"
+        + "[Install]\nWantedBy=default.target\n"
+    )
+
+
+def buildkit_user_socket(rootless: RootlessSettings) -> str:
+    """The user's ``buildkit.socket``, where rootless nerdctl looks first for the namespace.
+
+    ``%t`` is the user's runtime folder (0700), so no other user reaches the socket.
+    """
+    return (
+        HEADER
+        + "[Unit]\nDescription=BuildKit socket (rootless)\nDocumentation=https://github.com/moby/buildkit\n\n"
+        + f"[Socket]\nListenStream=%t/buildkit-{rootless.namespace}/buildkitd.sock\n"
+        + "SocketMode=0600\nDirectoryMode=0700\nRemoveOnStop=yes\n\n"
+        + "[Install]\nWantedBy=sockets.target\n"
+    )
+
+
+def buildkit_user_service(settings: Settings, home: str) -> str:
+    """The user's ``buildkit.service``: ``buildkitd --addr fd://`` inside containerd's RootlessKit namespaces.
+
+    ``nsenter --no-fork`` keeps the process id, so systemd's listening socket (fd 3,
+    ``LISTEN_PID``) and readiness notification reach buildkitd as they would outside.
+    It goes with containerd (``PartOf=``): the namespaces it entered go with it.
+    """
+    return (
+        HEADER
+        + "[Unit]\nDescription=BuildKit (rootless)\nDocumentation=https://github.com/moby/buildkit\n"
+        + "Requires=buildkit.socket containerd.service\nAfter=buildkit.socket containerd.service\n"
+        + "PartOf=containerd.service\n\n"
+        + f"[Service]\nType=notify\nNotifyAccess=all\nEnvironment=PATH={unit_path(settings)}\n"
+        + f"ExecStart={settings.bin_dir}/containerd-rootless-setuptool.sh nsenter -- "
+        + f"buildkitd --addr fd:// --config {home}/{BUILDKIT_CONFIG}\n"
+        + "KillMode=mixed\n"
+    )
+
+
+def buildkitd_user_toml(rootless: RootlessSettings, home: str) -> str:
+    """The user's ``buildkitd.toml``: the rootless containerd worker on the user's containerd and namespace.
+
+    ``/run/containerd`` is the user's containerd inside its namespaces (the script binds
+    ``$XDG_RUNTIME_DIR/containerd`` there); state stays under the user's data folder.
+    """
+    return (
+        HEADER
+        + f"root = {toml_string(f'{home}/.local/share/buildkit-{rootless.namespace}')}\n"
+        + "\n[worker.oci]\n  enabled = false\n"
+        + "\n[worker.containerd]\n  enabled = true\n  rootless = true\n"
+        + '  address = "/run/containerd/containerd.sock"\n'
+        + f"  namespace = {toml_string(rootless.namespace)}\n"
+    )
+
+
+def nerdctl_user_toml(rootless: RootlessSettings) -> str:
+    """The user's ``nerdctl.toml`` (rootless nerdctl reads only this one): the namespace BuildKit builds into."""
+    return HEADER + f"namespace = {toml_string(rootless.namespace)}\n"
+
+
+def user_files(settings: Settings, rootless: RootlessSettings, home: str) -> tuple[UserFile, ...]:
+    """Every file the user's rootless containerd and BuildKit need, rendered."""
+    return (
+        UserFile(CONTAINERD_UNIT, containerd_user_unit(settings, rootless)),
+        UserFile(SOCKET_UNIT, buildkit_user_socket(rootless)),
+        UserFile(SERVICE_UNIT, buildkit_user_service(settings, home)),
+        UserFile(BUILDKIT_CONFIG, buildkitd_user_toml(rootless, home)),
+        UserFile(NERDCTL_CONFIG, nerdctl_user_toml(rootless)),
+    )
+
+
+def free_subid_range(taken: Iterable[tuple[str, int, int]], count: int = SUBID_COUNT) -> int | None:
+    """The lowest start of ``count`` subordinate IDs that overlap none of ``taken``, or None.
+
+    ``taken`` holds ``(name, start, count)`` from ``/etc/subuid`` and ``/etc/subgid`` together,
+    so the user gets the same range for both, as useradd does.
+
+    >>> free_subid_range([("a", 100000, 65536)])
+    165536
+    """
+    start = SUBID_MIN
+    for _, begin, length in sorted(taken, key=lambda entry: entry[1]):
+        if begin + length <= start:
+            continue
+        if begin >= start + count:
+            break
+        start = begin + length
+    return start if start + count - 1 <= SUBID_MAX else None
+
+
+@dataclass(frozen=True)
+class RootlessChanges:
+    """What one host needs for one user; empty when converged."""
+
+    packages: tuple[str, ...] = ()
+    add_subuids: tuple[int, int] | None = None
+    add_subgids: tuple[int, int] | None = None
+    enable_linger: bool = False
+    start_manager: bool = False
+    files: tuple[UserFile, ...] = ()
+    daemon_reload: bool = False
+    enable: tuple[str, ...] = ()
+    start: tuple[str, ...] = ()
+    restart_containerd: bool = False
+    restart_socket: bool = False
+    restart_service: bool = False
+
+
+class RootlessError(ValueError):
+    """A host that cannot run rootless BuildKit for the user; the message says what is missing."""
+
+
+def _programs_missing(settings: Settings, rootless: RootlessSettings, state: dict) -> list[str]:
+    wanted = ["newuidmap", "newgidmap", "rootlesskit"] + (["slirp4netns"] if rootless.network == "slirp4netns" else [])
+    return [program for program in wanted if program not in state["programs"]]
+
+
+def check_prerequisites(settings: Settings, rootless: RootlessSettings, state: dict) -> None:
+    """Raise a ``RootlessError`` for the first thing the host lacks; nothing has changed yet."""
+    user = rootless.user
+    if not state["systemd"]:
+        raise RootlessError(
+            "systemd is not the running init system; rootless BuildKit runs as the user's systemd services"
+        )
+    if not state["exists"]:
+        raise RootlessError(f"user {user!r} does not exist: create it first (e.g. useradd -m {user})")
+    if state["uid"] == 0:
+        raise RootlessError(f"user {user!r} is root (uid 0): rootless BuildKit needs a non-root user")
+    if state["userns_refused"]:
+        raise RootlessError(
+            f"the kernel refuses unprivileged user namespaces ({state['userns_refused']}): "
+            "rootless containerd cannot run on this host"
+        )
+    missing = [
+        name
+        for name in ("nerdctl", "containerd-rootless.sh", "containerd-rootless-setuptool.sh", "buildkitd", "buildctl")
+        if name not in state["installed"]
+    ]
+    if missing:
+        raise RootlessError(
+            f"{', '.join(missing)} not found in {settings.bin_dir}: install the build host first "
+            "(install_build_host, with the same bin_dir or nerdctl_flavor)"
+        )
+    if "containerd" not in state["programs"]:
+        raise RootlessError("no containerd binary: install the distribution's containerd, or use nerdctl_flavor='full'")
+    programs = _programs_missing(settings, rootless, state)
+    if programs and not rootless.packages:
+        raise RootlessError(
+            f"{', '.join(programs)} not found and rootless_packages is off: install "
+            f"{', '.join(dict.fromkeys(PACKAGES[p] for p in programs))}, or turn rootless_packages on"
+        )
+    if programs and "apt-get" not in state["programs"]:
+        raise RootlessError(
+            f"{', '.join(programs)} not found and this host has no apt-get: install them yourself "
+            "and set rootless_packages=false"
+        )
+
+
+def plan_subids(rootless: RootlessSettings, state: dict) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """``(subuid range, subgid range)`` to add (``(first, last)``), None for a kind the user has."""
+    if state["subuid"] and state["subgid"]:
+        return None, None
+    start = free_subid_range(state["all_subuid"] + state["all_subgid"])
+    if start is None:
+        raise RootlessError(
+            f"user {rootless.user!r} has no subordinate ID range and none of {SUBID_COUNT} IDs is free "
+            f"between {SUBID_MIN} and {SUBID_MAX}: add one to /etc/subuid and /etc/subgid"
+        )
+    wanted = (start, start + SUBID_COUNT - 1)
+    return (None if state["subuid"] else wanted), (None if state["subgid"] else wanted)
+
+
+def _wrong(found: dict | None, file: UserFile, user: str) -> bool:
+    return (
+        found is None
+        or found["kind"] != "file"
+        or found["mode"] != "644"
+        or found["user"] != user
+        or found["sha256"] != file.sha256
+    )
+
+
+def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -> RootlessChanges:
+    """The changes the user's rootless BuildKit needs on a host whose ``RootlessState`` is ``state``.
+
+    Checks every prerequisite first. A changed containerd unit restarts containerd (and
+    BuildKit with it); a changed socket restarts the socket (and a running BuildKit); a
+    changed BuildKit unit or config, or a BuildKit that started before its binary changed,
+    restarts a running BuildKit only.
+    """
+    check_prerequisites(settings, rootless, state)
+    subuids, subgids = plan_subids(rootless, state)
+    missing = _programs_missing(settings, rootless, state)
+    packages = [PACKAGES[program] for program in missing] + ([] if state["user_dbus"] else [USER_DBUS_PACKAGE])
+    wanted = user_files(settings, rootless, state["home"])
+    files = tuple(file for file in wanted if _wrong(state["files"].get(file.relative), file, rootless.user))
+    changed = {file.relative for file in files}
+    units = state["units"]
+    containerd, socket, service = units["containerd.service"], units["buildkit.socket"], units["buildkit.service"]
+    restart_containerd = containerd["active"] and (CONTAINERD_UNIT in changed or containerd["stale"])
+    restart_socket = socket["active"] and (SOCKET_UNIT in changed or socket["stale"])
+    service_inputs = bool(changed & {SERVICE_UNIT, BUILDKIT_CONFIG}) or service["stale"]
+    return RootlessChanges(
+        packages=tuple(dict.fromkeys(packages if rootless.packages else [])),
+        add_subuids=subuids,
+        add_subgids=subgids,
+        enable_linger=not state["lingering"],
+        start_manager=not state["manager"],
+        files=files,
+        daemon_reload=state["manager"]
+        and (bool(changed & set(UNIT_FILES)) or any(unit["needs_daemon_reload"] for unit in units.values())),
+        enable=tuple(name for name in ("containerd.service", "buildkit.socket") if not units[name]["enabled"]),
+        start=tuple(name for name in ("containerd.service", "buildkit.socket") if not units[name]["active"]),
+        restart_containerd=restart_containerd,
+        restart_socket=restart_socket,
+        restart_service=service["active"] and not (restart_containerd or restart_socket) and service_inputs,
+    )
+
+
+def user_socket(state: dict, rootless: RootlessSettings) -> str:
+    """The user's BuildKit socket for ``rootless.namespace``."""
+    return socket_path(state["uid"], rootless.namespace)

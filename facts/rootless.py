@@ -1,0 +1,218 @@
+"""The rootless side of a build host: one user's own containerd and BuildKit.
+
+``RootlessState`` reads, in one remote command run as root, everything the rootless
+deploys decide from: the user, the host's support for unprivileged user namespaces,
+the programs rootless containerd needs, the subordinate ID ranges, lingering, the
+user's managed files and the user's units. Usable from the CLI:
+``pyinfra INVENTORY fact pyinfra_nerdctl.facts.RootlessState user=alice``.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api import FactBase
+
+from . import (
+    DEFAULT_BIN_DIR,
+    DEFAULT_FULL_PREFIX,
+    PLATFORM_COMMAND,
+    STATE_DIR,
+    parse_key_values,
+    parse_managed_paths,
+    parse_unit_freshness,
+    platform_from,
+)
+
+ROOTLESS_STATE_DIR = f"{STATE_DIR}/rootless"
+LINGER_DIR = "/var/lib/systemd/linger"
+USER_UNIT_DIR = ".config/systemd/user"
+# The user's units, in the order ``parse_unit_freshness`` names its blocks: socket, service, containerd.
+USER_UNITS = {"socket": "buildkit.socket", "service": "buildkit.service", "containerd": "containerd.service"}
+# Programs looked up on PATH (the full archive's bin first): what rootless containerd runs.
+PROGRAMS = ("newuidmap", "newgidmap", "rootlesskit", "slirp4netns", "containerd", "apt-get")
+# Programs the system install puts into bin_dir.
+INSTALLED = ("nerdctl", "containerd-rootless.sh", "containerd-rootless-setuptool.sh", "buildkitd", "buildctl")
+USER_DBUS_SOCKET = "/usr/lib/systemd/user/dbus.socket"
+NO_UNIT = {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False}
+
+
+def marker_path(user: str, what: str) -> str:
+    """Where the deploy records that it, not the operator, turned ``what`` (linger, subids) on for ``user``."""
+    return f"{ROOTLESS_STATE_DIR}/{user}.{what}"
+
+
+def socket_path(uid: int | str, namespace: str) -> str:
+    """The user's BuildKit socket, where rootless nerdctl looks first for ``namespace``."""
+    return f"/run/user/{uid}/buildkit-{namespace}/buildkitd.sock"
+
+
+def user_runtime_env(uid: str) -> str:
+    """The environment a command needs to reach the user's systemd manager (``runuser`` keeps it)."""
+    return f"XDG_RUNTIME_DIR=/run/user/{uid} DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"
+
+
+def data_folders(namespace: str) -> tuple[str, ...]:
+    """The user's images, build cache and nerdctl state, relative to the home folder (what ``purge`` removes)."""
+    share = ".local/share"
+    return (f"{share}/containerd", f"{share}/buildkit-{namespace}", f"{share}/nerdctl", f"{share}/cni")
+
+
+def parse_passwd(line: str | None) -> dict | None:
+    """A ``getent passwd`` line to ``{"uid", "gid", "home"}``; None when absent or malformed.
+
+    >>> parse_passwd("alice:x:1001:1001:Alice:/home/alice:/bin/bash")
+    {'uid': 1001, 'gid': 1001, 'home': '/home/alice'}
+    """
+    parts = (line or "").split(":")
+    if len(parts) != 7 or not parts[2].isdigit() or not parts[3].isdigit():
+        return None
+    return {"uid": int(parts[2]), "gid": int(parts[3]), "home": parts[5]}
+
+
+def parse_subid_lines(lines: list[str]) -> list[tuple[str, int, int]]:
+    """``/etc/subuid`` lines (``name:start:count``) to ``(name, start, count)``; malformed lines are skipped.
+
+    >>> parse_subid_lines(["alice:100000:65536", "# note", "bob:x:1"])
+    [('alice', 100000, 65536)]
+    """
+    ranges = []
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            ranges.append((parts[0], int(parts[1]), int(parts[2])))
+    return ranges
+
+
+def _prefixed(lines: list[str], prefix: str) -> list[str]:
+    return [line[len(prefix) :] for line in lines if line.startswith(prefix)]
+
+
+def parse_userns(max_user_namespaces: str | None, unprivileged_userns_clone: str | None) -> str | None:
+    """Why the kernel refuses unprivileged user namespaces, or None when it allows them.
+
+    >>> parse_userns("0", None)
+    'user.max_user_namespaces=0'
+    """
+    if (max_user_namespaces or "").strip() == "0":
+        return "user.max_user_namespaces=0"
+    if (unprivileged_userns_clone or "").strip() == "0":
+        return "kernel.unprivileged_userns_clone=0"
+    return None
+
+
+def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix: str) -> str:
+    """The shell command of ``RootlessState`` (run as root; prints ``key=value`` lines)."""
+    quoted = shlex.quote(user)
+    markers = {what: shlex.quote(marker_path(user, what)) for what in ("linger", "subids")}
+    bin_q = shlex.quote(bin_dir)
+    full_bin = shlex.quote(f"{full_prefix}/bin")
+    unit_dir = f'"$home"/{USER_UNIT_DIR}'
+    user_files = " ".join(f"{USER_UNIT_DIR}/{unit}" for unit in USER_UNITS.values())
+    user_files += " .config/buildkit/buildkitd.toml .config/nerdctl/nerdctl.toml"
+    units = " ".join(USER_UNITS.values())
+    properties = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp"
+    containerd = f'$(PATH={full_bin}:"$PATH" command -v containerd)'
+    return "; ".join(
+        [
+            PLATFORM_COMMAND,
+            f"echo user={quoted}",
+            f"echo namespace={shlex.quote(namespace)}",
+            f'entry=$(getent passwd {quoted}) && echo "passwd=$entry"',
+            f"[ -e {LINGER_DIR}/{quoted} ] && echo linger=yes",
+            f"[ -e {markers['linger']} ] && echo linger_ours=yes",
+            f"[ -e {markers['subids']} ] && echo subids_ours=yes",
+            "sed 's/^/subuid=/' /etc/subuid 2>/dev/null",
+            "sed 's/^/subgid=/' /etc/subgid 2>/dev/null",
+            "echo max_user_namespaces=$(cat /proc/sys/user/max_user_namespaces 2>/dev/null)",
+            "echo unprivileged_userns_clone=$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null)",
+            f'for p in {" ".join(PROGRAMS)}; do found=$(PATH={full_bin}:"$PATH" command -v $p) && echo program.$p=$found; done',
+            f"for p in {' '.join(INSTALLED)}; do [ -x {bin_q}/$p ] && echo installed.$p=yes; done",
+            f"[ -e {USER_DBUS_SOCKET} ] && echo user_dbus=yes",
+            'home=$(echo "$entry" | cut -d: -f6); uid=$(echo "$entry" | cut -d: -f3)',
+            # Relative to the home folder: the paths are known only on the host.
+            f'if [ -n "$entry" ] && cd "$home" 2>/dev/null; then '
+            f"stat -c 'path=%n|%F|%a|%U|%G' {user_files} 2>/dev/null; sha256sum {user_files} 2>/dev/null; "
+            f'for d in {" ".join(data_folders(namespace))}; do [ -d "$d" ] && echo data=$d; done; fi',
+            f"[ -n \"$entry\" ] && stat -c 'socket_stat=%F|%a|%U' /run/user/$uid/buildkit-{shlex.quote(namespace)}/buildkitd.sock 2>/dev/null",
+            # The user's manager answers only while it runs (lingering or a login).
+            f'if [ -n "$entry" ] && [ -S /run/user/$uid/systemd/private ]; then echo manager=yes; '
+            f"{{ runuser -u {quoted} -- env {user_runtime_env('$uid')} systemctl --user show --timestamp=us+utc "
+            f"-p {properties} {units} 2>/dev/null || runuser -u {quoted} -- env {user_runtime_env('$uid')} "
+            f"systemctl --user show -p {properties} {units}; }} 2>/dev/null | sed 's/^/unit./'; fi",
+            f"TZ=UTC stat -c 'ctime.socket=%z' {unit_dir}/buildkit.socket 2>/dev/null",
+            f"TZ=UTC stat -c 'ctime.service=%z' {bin_q}/buildkitd {unit_dir}/buildkit.service "
+            '"$home"/.config/buildkit/buildkitd.toml 2>/dev/null',
+            f"TZ=UTC stat -c 'ctime.containerd=%z' {bin_q}/containerd-rootless.sh {containerd} "
+            f"{unit_dir}/containerd.service 2>/dev/null",
+            "true",
+        ]
+    )
+
+
+def parse_rootless_state(lines: list[str]) -> dict:
+    """Lines of ``rootless_state_command`` to the ``RootlessState`` shape."""
+    values = parse_key_values(lines)
+    account = parse_passwd(values.get("passwd"))
+    subuids, subgids = (parse_subid_lines(_prefixed(lines, f"{kind}=")) for kind in ("subuid", "subgid"))
+    user = values.get("user", "")
+    manager = values.get("manager") == "yes"
+    units = parse_unit_freshness(lines)
+    socket_kind = (values.get("socket_stat") or "").split("|")[0]
+    return {
+        **platform_from(values),
+        "user": user,
+        "exists": account is not None,
+        "uid": account["uid"] if account else None,
+        "gid": account["gid"] if account else None,
+        "home": account["home"] if account else None,
+        "lingering": values.get("linger") == "yes",
+        "lingering_ours": values.get("linger_ours") == "yes",
+        "subids_ours": values.get("subids_ours") == "yes",
+        "subuid": [[start, count] for name, start, count in subuids if name == user],
+        "subgid": [[start, count] for name, start, count in subgids if name == user],
+        "all_subuid": subuids,
+        "all_subgid": subgids,
+        "userns_refused": parse_userns(values.get("max_user_namespaces"), values.get("unprivileged_userns_clone")),
+        "programs": {key[len("program.") :]: value for key, value in values.items() if key.startswith("program.")},
+        "installed": sorted(key[len("installed.") :] for key in values if key.startswith("installed.")),
+        "user_dbus": values.get("user_dbus") == "yes",
+        "files": parse_managed_paths(lines) if account else {},
+        "data": _prefixed(lines, "data="),
+        "manager": manager,
+        # Unit names as keys, as the user's systemctl knows them; all off while no manager runs.
+        "units": {name: units[key] if manager else NO_UNIT for key, name in USER_UNITS.items()},
+        "socket": {
+            "path": socket_path(account["uid"], values.get("namespace", "default")) if account else None,
+            "exists": socket_kind == "socket",
+        },
+    }
+
+
+class RootlessState(FactBase[dict]):
+    """One user's rootless containerd and BuildKit, and what the host offers for them.
+
+    ``files`` are the user's managed files, relative to the home folder; ``units`` the
+    user's units (known while the user's systemd manager runs); ``socket`` where the
+    user's BuildKit listens for ``namespace``.
+
+    .. code:: python
+
+        {"user": "alice", "exists": True, "uid": 1001, "gid": 1001, "home": "/home/alice",
+         "lingering": True, "subuid": [[100000, 65536]], "subgid": [[100000, 65536]],
+         "userns_refused": None, "programs": {"rootlesskit": "/usr/bin/rootlesskit", ...},
+         "units": {"containerd.service": {"enabled": True, "active": True, ...}, ...},
+         "socket": {"path": "/run/user/1001/buildkit-default/buildkitd.sock", "exists": True}, ...}
+    """
+
+    def command(
+        self,
+        user: str,
+        bin_dir: str = DEFAULT_BIN_DIR,
+        namespace: str = "default",
+        full_prefix: str = DEFAULT_FULL_PREFIX,
+    ) -> str:
+        return rootless_state_command(user, bin_dir, namespace, full_prefix)
+
+    def process(self, output: list[str]) -> dict:
+        return parse_rootless_state(output)

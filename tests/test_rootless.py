@@ -1,0 +1,222 @@
+"""Rootless build hosts on real software: Debian's containerd, RootlessKit and slirp4netns, nerdctl's
+real rootless scripts and a real BuildKit archive, building as the user."""
+
+from __future__ import annotations
+
+import shlex
+
+import mirror as mirror_module
+import pytest
+import testhosts
+from conftest import deploy_data, inventory
+from pyinfra_cli import run_pyinfra
+
+pytestmark = pytest.mark.hosts
+
+INSTALL = "pyinfra_nerdctl.deploys.install_rootless"
+REMOVE = "pyinfra_nerdctl.deploys.remove_rootless"
+BUILD_HOST = "pyinfra_nerdctl.deploys.install_build_host"
+# ../shared/test-hosts.md: runc needs the keyring calls; the snapshotter's upper layers cannot sit on the
+# image's overlay, so home folders live on a tmpfs.
+ROOTLESS_HOST = {
+    "image": testhosts.TRIXIE_ROOTLESS,
+    "extra_args": ("--system-call-filter=@keyring bpf", "--tmpfs=/home:mode=0755"),
+}
+DOCKERFILE = """FROM scratch
+COPY busybox /bin/busybox
+COPY hello.txt /hello.txt
+RUN ["/bin/busybox", "sh", "-c", "/bin/busybox tr a-z A-Z < /hello.txt > /shout.txt"]
+"""
+
+
+@pytest.fixture
+def real_data(mirror) -> dict:
+    """Deploy data with the real BuildKit archive, pinned by its SHA-256."""
+    real = mirror_module.real_buildkit()
+    if real is None:
+        pytest.skip(f"set {mirror_module.REAL_BUILDKIT_ENV} to a real buildkit-vX.Y.Z.linux-amd64.tar.gz")
+    if not mirror_module.real_rootless_scripts():
+        pytest.skip(f"nerdctl's real rootless scripts are not in {mirror_module.REAL_ROOTLESS}")
+    version, path = real
+    return deploy_data(mirror, buildkit_version=version, buildkit_sha256=mirror_module.sha256(path.read_bytes()))
+
+
+def boot_rootless_host(boot_hosts, real_data) -> tuple[testhosts.TestHost, list]:
+    (host,) = boot_hosts(1, **ROOTLESS_HOST)
+    host.run("chmod 0666 /dev/net/tun")  # nspawn makes it root-only; slirp4netns opens it as the user
+    hosts = inventory([host], **real_data)
+    run = run_pyinfra(hosts, BUILD_HOST)
+    assert run.returncode == 0, run.output
+    return host, hosts
+
+
+def uid_of(host, user: str) -> int:
+    return int(host.run(f"id -u {user}").stdout)
+
+
+def as_user(host, user: str, command: str, check: bool = True):
+    """``command`` as ``user`` in a login-like environment (home folder, runtime folder, PATH)."""
+    env = f"XDG_RUNTIME_DIR=/run/user/{uid_of(host, user)} PATH=/usr/local/bin:/usr/bin:/bin"
+    return host.run(f"cd /home/{user} && runuser -u {user} -- env {env} sh -c {shlex.quote(command)}", check=check)
+
+
+def build_as(host, user: str, tag: str) -> None:
+    """A real build with COPY and RUN, as ``user``, with nothing but ``nerdctl build``."""
+    as_user(
+        host,
+        user,
+        f"mkdir -p ctx && cp /bin/busybox ctx/ && echo 'hello {user}' > ctx/hello.txt && "
+        f"cat > ctx/Dockerfile <<'EOF'\n{DOCKERFILE}EOF\nnerdctl build -t {tag} ctx",
+    )
+
+
+def images_of(host, user: str) -> set[str]:
+    """The user's images, read through the setup tool's ``nsenter`` into the user's namespaces."""
+    out = as_user(host, user, "containerd-rootless-setuptool.sh nsenter -- ctr -n default images ls -q").stdout
+    return set(out.split())
+
+
+def image_file(host, user: str, reference: str, name: str) -> str:
+    """The content of ``name`` in the layers of the user's image ``reference`` (exported inside the namespaces)."""
+    script = (
+        f"rm -rf export && mkdir export && ctr -n default images export export/image.tar {reference} && "
+        "tar -xf export/image.tar -C export && "
+        f"for blob in export/blobs/sha256/*; do zcat -f $blob | tar -xO {name} 2>/dev/null; done; rm -rf export"
+    )
+    return as_user(host, user, f"containerd-rootless-setuptool.sh nsenter -- sh -c {shlex.quote(script)}").stdout
+
+
+def rootless_state(hosts, user: str) -> dict:
+    facts = run_pyinfra(hosts, "fact", "pyinfra_nerdctl.facts.RootlessState", f"user={user}", as_json=True)
+    return facts.json["pyinfra_nerdctl.facts.RootlessState"][hosts[0][0]]
+
+
+def deploy(hosts, operation: str, **data) -> None:
+    run = run_pyinfra(hosts, operation, data=data)
+    assert run.returncode == 0, run.output
+
+
+def assert_converged(hosts, operation: str, **data) -> None:
+    dry = run_pyinfra(hosts, operation, data=data, dry=True, as_json=True)
+    assert dry.returncode == 0 and dry.changed_hosts() == {}, dry.output
+    rerun = run_pyinfra(hosts, operation, data=data, as_json=True)
+    assert rerun.json["results"]["totals"]["success"] == 0, rerun.output
+
+
+def test_a_user_builds_with_their_own_buildkit_and_a_second_user_is_isolated(boot_hosts, real_data):
+    host, hosts = boot_rootless_host(boot_hosts, real_data)
+    host.run("useradd -m -s /bin/bash alice && useradd -m -s /bin/bash bob")
+    host.run("sed -i '/^bob:/d' /etc/subuid /etc/subgid")  # bob gets a range from the deploy
+    alice = uid_of(host, "alice")
+
+    deploy(hosts, INSTALL, rootless_user="alice")
+
+    state = rootless_state(hosts, "alice")
+    assert state["lingering"] and state["manager"]
+    assert state["units"]["containerd.service"]["active"] and state["units"]["buildkit.socket"]["enabled"]
+    assert state["socket"] == {"path": f"/run/user/{alice}/buildkit-default/buildkitd.sock", "exists": True}
+    build_as(host, "alice", "alice-app:1")
+    assert "docker.io/library/alice-app:1" in as_user(host, "alice", "nerdctl images").stdout
+    assert "docker.io/library/alice-app:1" in images_of(host, "alice")
+    assert image_file(host, "alice", "docker.io/library/alice-app:1", "shout.txt") == "HELLO ALICE\n"  # RUN ran
+    buildkitd = host.run("ps -o user= -C buildkitd").stdout.split()
+    assert buildkitd == ["alice"], buildkitd  # the root BuildKit was never started
+    assert "alice-app" not in host.run("ctr -n default images ls -q").stdout  # not in root's containerd
+    assert_converged(hosts, INSTALL, rootless_user="alice")
+
+    # The user's manager stopped and started (as at a reboot): BuildKit comes back through its socket.
+    host.run(f"systemctl restart user@{alice}.service")
+    build_as(host, "alice", "alice-app:2")
+    assert {"docker.io/library/alice-app:1", "docker.io/library/alice-app:2"} <= images_of(host, "alice")
+
+    deploy(hosts, INSTALL, rootless_user="bob")
+
+    ranges = host.run("grep -h '' /etc/subuid /etc/subgid").stdout.split()
+    bob_range = [line for line in ranges if line.startswith("bob:")]
+    assert len(bob_range) == 2 and bob_range[0] == bob_range[1], ranges
+    start = int(bob_range[0].split(":")[1])
+    others = [(int(line.split(":")[1]), int(line.split(":")[2])) for line in ranges if not line.startswith("bob:")]
+    assert all(start + 65536 <= begin or begin + count <= start for begin, count in others), ranges
+    build_as(host, "bob", "bob-app:1")
+    assert "docker.io/library/bob-app:1" in images_of(host, "bob")
+    assert "docker.io/library/alice-app:1" not in images_of(host, "bob")
+    intrusion = as_user(
+        host,
+        "bob",
+        f"buildctl --addr unix:///run/user/{alice}/buildkit-default/buildkitd.sock debug workers",
+        check=False,
+    )
+    assert intrusion.returncode != 0 and "permission denied" in intrusion.stderr.lower(), intrusion
+    assert_converged(hosts, INSTALL, rootless_user="alice")
+
+    deploy(hosts, REMOVE, rootless_user="alice")
+
+    state = rootless_state(hosts, "alice")
+    assert not state["lingering"] and state["files"] == {}
+    assert host.run(f"test -e /run/user/{alice}", check=False).returncode == 1  # the manager is gone too
+    assert state["data"], "alice's images are kept without purge"
+    assert_converged(hosts, REMOVE, rootless_user="alice")
+    build_as(host, "bob", "bob-app:2")  # bob's BuildKit is untouched
+
+    deploy(hosts, REMOVE, rootless_user="bob", purge=True)
+
+    state = rootless_state(hosts, "bob")
+    assert state["data"] == [] and state["subuid"] == [] and not state["lingering"]
+    assert host.run("ls -A /home/bob/.config /home/bob/.local/share").stdout.split() == ["systemd"]
+    assert_converged(hosts, REMOVE, rootless_user="bob", purge=True)
+    assert host.run("ps -o user= -C buildkitd,containerd-rootless.sh,rootlesskit", check=False).stdout == ""
+
+
+def snapshot(host) -> str:
+    """What a failed deploy must leave exactly as it was."""
+    return host.run(
+        "cat /etc/subuid /etc/subgid; ls -la /var/lib/systemd/linger /var/lib/pyinfra-nerdctl 2>&1; "
+        "find /home /run/user -printf '%p %m %u %T@\\n' 2>/dev/null | sort; dpkg -l | md5sum; "
+        "loginctl list-users --no-legend"
+    ).stdout
+
+
+def refused(hosts, expected: str, **data) -> None:
+    run = run_pyinfra(hosts, INSTALL, data=data)
+    assert run.returncode != 0 and expected in run.output, run.output
+
+
+def test_each_missing_prerequisite_is_refused_before_anything_changes(boot_hosts, real_data):
+    (host,) = boot_hosts(1, **ROOTLESS_HOST)
+    hosts = inventory([host], **real_data)
+    host.run("useradd -m carol && sed -i '/^carol:/d' /etc/subuid /etc/subgid")
+    before = snapshot(host)
+    refused(hosts, "not found in /usr/local/bin: install the build host first", rootless_user="carol")
+    refused(hosts, "rootless_user is not set")
+    refused(hosts, "rootless_network='bridge' is neither", rootless_user="carol", rootless_network="bridge")
+    assert snapshot(host) == before
+
+    deploy(hosts, BUILD_HOST)
+    before = snapshot(host)
+    refused(hosts, "user 'dave' does not exist", rootless_user="dave")
+    refused(hosts, "user 'root' is root (uid 0)", rootless_user="root")
+    host.run("echo 0 > /tmp/zero && mount --bind /tmp/zero /proc/sys/user/max_user_namespaces")
+    refused(hosts, "refuses unprivileged user namespaces (user.max_user_namespaces=0)", rootless_user="carol")
+    host.run("umount /proc/sys/user/max_user_namespaces && rm /tmp/zero")
+    host.run("mount --bind /dev/null /usr/bin/newuidmap && mount --bind /dev/null /usr/bin/newgidmap")
+    refused(
+        hosts,
+        "newuidmap, newgidmap not found and rootless_packages is off",
+        rootless_user="carol",
+        rootless_packages="false",
+    )
+    host.run("umount /usr/bin/newuidmap /usr/bin/newgidmap")
+    host.run("cp /etc/subuid /tmp/subuid && echo 'filler:100000:600000001' >> /etc/subuid")
+    refused(hosts, "user 'carol' has no subordinate ID range and none of 65536 IDs is free", rootless_user="carol")
+    host.run("mv /tmp/subuid /etc/subuid")
+    assert snapshot(host) == before
+
+
+def test_a_host_without_systemd_is_refused(boot_hosts, real_data):
+    (host,) = boot_hosts(1, systemd=False)
+    hosts = inventory([host], **real_data)
+    run = run_pyinfra(hosts, INSTALL, data={"rootless_user": "operator1"})
+    assert run.returncode != 0 and "systemd is not the running init system" in run.output, run.output
+    assert host.run("ls /var/lib/pyinfra-nerdctl 2>&1; cat /etc/subuid", check=False).stdout == (
+        "ls: cannot access '/var/lib/pyinfra-nerdctl': No such file or directory\noperator1:100000:65536\n"
+    )
