@@ -198,7 +198,9 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
         commands.append(user_systemctl(user, uid, f"disable --now {' '.join(active)}"))
     if present:
         paths = " ".join(shlex.quote(f"{home}/{relative}") for relative in present)
-        folders = " ".join(shlex.quote(f"{home}/{folder}") for folder in (".config/buildkit", ".config/nerdctl"))
+        folders = " ".join(
+            shlex.quote(f"{home}/{folder}") for folder in (".config/buildkit", ".config/nerdctl", ".config/containerd")
+        )
         commands.append(
             as_user(user, uid, f"rm -f {paths} && rmdir --ignore-fail-on-non-empty {folders} 2>/dev/null; true")
         )

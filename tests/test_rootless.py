@@ -88,18 +88,20 @@ def image_file(host, user: str, reference: str, name: str) -> str:
 
 def rootless_state(hosts, user: str) -> dict:
     facts = run_pyinfra(hosts, "fact", "pyinfra_nerdctl.facts.RootlessState", f"user={user}", as_json=True)
-    return facts.json["pyinfra_nerdctl.facts.RootlessState"][hosts[0][0]]
+    (by_host,) = facts.json.values()  # keyed "pyinfra_nerdctl.facts.rootless.RootlessState (user=...)"
+    return by_host[hosts[0][0]]
 
 
-def deploy(hosts, operation: str, **data) -> None:
-    run = run_pyinfra(hosts, operation, data=data)
+def deploy(hosts, operation: str, *arguments: str, **data) -> None:
+    """``operation`` with keyword ``arguments`` (``purge=true``) and host ``data``."""
+    run = run_pyinfra(hosts, operation, *arguments, data=data)
     assert run.returncode == 0, run.output
 
 
-def assert_converged(hosts, operation: str, **data) -> None:
-    dry = run_pyinfra(hosts, operation, data=data, dry=True, as_json=True)
+def assert_converged(hosts, operation: str, *arguments: str, **data) -> None:
+    dry = run_pyinfra(hosts, operation, *arguments, data=data, dry=True, as_json=True)
     assert dry.returncode == 0 and dry.changed_hosts() == {}, dry.output
-    rerun = run_pyinfra(hosts, operation, data=data, as_json=True)
+    rerun = run_pyinfra(hosts, operation, *arguments, data=data, as_json=True)
     assert rerun.json["results"]["totals"]["success"] == 0, rerun.output
 
 
@@ -158,12 +160,13 @@ def test_a_user_builds_with_their_own_buildkit_and_a_second_user_is_isolated(boo
     assert_converged(hosts, REMOVE, rootless_user="alice")
     build_as(host, "bob", "bob-app:2")  # bob's BuildKit is untouched
 
-    deploy(hosts, REMOVE, rootless_user="bob", purge=True)
+    deploy(hosts, REMOVE, "purge=true", rootless_user="bob")
 
     state = rootless_state(hosts, "bob")
     assert state["data"] == [] and state["subuid"] == [] and not state["lingering"]
-    assert host.run("ls -A /home/bob/.config /home/bob/.local/share").stdout.split() == ["systemd"]
-    assert_converged(hosts, REMOVE, rootless_user="bob", purge=True)
+    left = host.run("cd /home/bob && find .config .local -mindepth 1 | sort").stdout.split()
+    assert left == [".config/systemd", ".config/systemd/user", ".local/share"], left
+    assert_converged(hosts, REMOVE, "purge=true", rootless_user="bob")
     assert host.run("ps -o user= -C buildkitd,containerd-rootless.sh,rootlesskit", check=False).stdout == ""
 
 
