@@ -17,7 +17,7 @@ from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, server
 
-from ..facts.rootless import ROOTLESS_STATE_DIR, RootlessState, marker_path, user_runtime_env
+from ..facts.rootless import ROOTLESS_STATE_DIR, USER_UNITS, RootlessState, marker_path, user_runtime_env
 from .build_host import host_settings
 from .operations import TEMP_PREFIX
 from .rootless_plan import (
@@ -32,8 +32,6 @@ from .rootless_plan import (
     split_overrides,
 )
 from .settings import SettingError, Settings
-
-USER_UNITS = ("buildkit.socket", "buildkit.service", "containerd.service")
 
 
 def _fail(message: str) -> DeployError:
@@ -123,11 +121,11 @@ def _apply(changes: RootlessChanges, rootless: RootlessSettings, state: dict) ->
         server.shell(name=f"Start {user}'s systemd manager", commands=[f"systemctl start user@{uid}.service"])
     for file in changes.files:
         user_file(
-            name=f"Write ~{user}/{file.relative}",
+            name=f"Write ~{user}/{file.path}",
             user=user,
             uid=uid,
             home=home,
-            relative=file.relative,
+            relative=file.path,
             content=file.content,
         )
     commands = []
@@ -191,7 +189,7 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
         return
     uid, home = state["uid"], state["home"]
     quoted = shlex.quote(user)
-    active = [unit for unit in USER_UNITS if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
+    active = [unit for unit in USER_UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
     present = [relative for relative in (*UNIT_FILES, BUILDKIT_CONFIG, NERDCTL_CONFIG) if relative in state["files"]]
     commands = []
     if state["manager"] and active:
@@ -209,10 +207,14 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
     if purge and state["data"]:
         folders = " ".join(shlex.quote(f"{home}/{relative}") for relative in state["data"])
         # Images belong to the user's subordinate IDs: only RootlessKit's namespace may remove them.
-        commands.append(as_user(user, uid, f"rootlesskit rm -rf {folders}"))
+        rootlesskit = state["programs"].get("rootlesskit", "rootlesskit")
+        commands.append(as_user(user, uid, f"{rootlesskit} rm -rf {folders}"))
     if state["lingering_ours"]:
         commands += [f"loginctl disable-linger {quoted}", f"rm -f {shlex.quote(marker_path(user, 'linger'))}"]
     if purge and state["subids_ours"]:
+        # usermod refuses while the user has processes: the manager lingering started goes first
+        # (a logged-in user keeps theirs, and the removal says so).
+        commands += [f"systemctl stop user@{uid}.service"] if state["lingering_ours"] else []
         ranges = [f"--del-subuids {start}-{start + count - 1}" for start, count in state["subuid"]]
         ranges += [f"--del-subgids {start}-{start + count - 1}" for start, count in state["subgid"]]
         commands += [f"usermod {' '.join(ranges)} {quoted}", f"rm -f {shlex.quote(marker_path(user, 'subids'))}"]

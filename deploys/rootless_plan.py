@@ -6,13 +6,13 @@ Everything here is pure and unit-tested: the deploys in ``rootless.py`` read one
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..facts.rootless import USER_UNIT_DIR, socket_path
+from ..facts.rootless import INSTALLED, USER_UNIT_DIR
+from .changes import ManagedFile
 from .rendering import HEADER, toml_string
 from .settings import NAMESPACE_NAME, SettingError, Settings, _flag
 
@@ -86,18 +86,6 @@ def split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
     return rootless, {key: value for key, value in overrides.items() if key not in ROOTLESS_DEFAULTS}
 
 
-@dataclass(frozen=True)
-class UserFile:
-    """A file in the user's home the deploys own (``relative`` to the home folder), written as the user."""
-
-    relative: str
-    content: str
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content.encode()).hexdigest()
-
-
 def unit_path(settings: Settings) -> str:
     """``PATH`` of the user's units: ``bin_dir``, the full archive's ``bin/``, then the system's."""
     folders = [settings.bin_dir, f"{settings.full_prefix.rstrip('/')}/bin"] if settings.full else [settings.bin_dir]
@@ -111,19 +99,23 @@ def containerd_user_unit(settings: Settings, rootless: RootlessSettings) -> str:
 
     As the setup tool writes it, but ``Type=notify`` (containerd reports ready through
     RootlessKit, so BuildKit starts only once containerd answers) and the network
-    chosen by ``rootless_network``.
+    chosen by ``rootless_network``: RootlessKit's own (slirp4netns), or the host's.
     """
-    network = (
-        "Environment=CONTAINERD_ROOTLESS_ROOTLESSKIT_NET=host\nEnvironment=CONTAINERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER=none\n"
-        if rootless.network == "host"
-        else "Environment=CONTAINERD_ROOTLESS_ROOTLESSKIT_NET=slirp4netns\n"
-    )
+    if rootless.network == "host":
+        network = ("CONTAINERD_ROOTLESS_ROOTLESSKIT_NET=host", "CONTAINERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER=none")
+    else:
+        # Not detached: with RootlessKit's --detach-netns (its default where supported), the namespaces
+        # BuildKit enters keep the host's network, and RUN steps would see the host's interfaces.
+        network = (
+            "CONTAINERD_ROOTLESS_ROOTLESSKIT_NET=slirp4netns",
+            "CONTAINERD_ROOTLESS_ROOTLESSKIT_DETACH_NETNS=false",
+        )
     return (
         HEADER
         + "[Unit]\nDescription=containerd (rootless)\n"
         + "Documentation=https://github.com/containerd/nerdctl/blob/main/docs/rootless.md\n\n"
         + f"[Service]\nEnvironment=PATH={unit_path(settings)}\n"
-        + network
+        + "".join(f"Environment={variable}\n" for variable in network)
         + f"ExecStart={settings.bin_dir}/containerd-rootless.sh\n"
         + "ExecReload=/bin/kill -s HUP $MAINPID\n"
         + "Type=notify\nNotifyAccess=all\nTimeoutSec=120\nRestart=always\nRestartSec=2\n"
@@ -188,14 +180,14 @@ def nerdctl_user_toml(rootless: RootlessSettings) -> str:
     return HEADER + f"namespace = {toml_string(rootless.namespace)}\n"
 
 
-def user_files(settings: Settings, rootless: RootlessSettings, home: str) -> tuple[UserFile, ...]:
-    """Every file the user's rootless containerd and BuildKit need, rendered."""
+def user_files(settings: Settings, rootless: RootlessSettings, home: str) -> tuple[ManagedFile, ...]:
+    """Every file the user's rootless containerd and BuildKit need, rendered; paths relative to ``home``."""
     return (
-        UserFile(CONTAINERD_UNIT, containerd_user_unit(settings, rootless)),
-        UserFile(SOCKET_UNIT, buildkit_user_socket(rootless)),
-        UserFile(SERVICE_UNIT, buildkit_user_service(settings, home)),
-        UserFile(BUILDKIT_CONFIG, buildkitd_user_toml(rootless, home)),
-        UserFile(NERDCTL_CONFIG, nerdctl_user_toml(rootless)),
+        ManagedFile(CONTAINERD_UNIT, containerd_user_unit(settings, rootless)),
+        ManagedFile(SOCKET_UNIT, buildkit_user_socket(rootless)),
+        ManagedFile(SERVICE_UNIT, buildkit_user_service(settings, home)),
+        ManagedFile(BUILDKIT_CONFIG, buildkitd_user_toml(rootless, home)),
+        ManagedFile(NERDCTL_CONFIG, nerdctl_user_toml(rootless)),
     )
 
 
@@ -227,7 +219,7 @@ class RootlessChanges:
     add_subgids: tuple[int, int] | None = None
     enable_linger: bool = False
     start_manager: bool = False
-    files: tuple[UserFile, ...] = ()
+    files: tuple[ManagedFile, ...] = ()
     daemon_reload: bool = False
     enable: tuple[str, ...] = ()
     start: tuple[str, ...] = ()
@@ -261,11 +253,7 @@ def check_prerequisites(settings: Settings, rootless: RootlessSettings, state: d
             f"the kernel refuses unprivileged user namespaces ({state['userns_refused']}): "
             "rootless containerd cannot run on this host"
         )
-    missing = [
-        name
-        for name in ("nerdctl", "containerd-rootless.sh", "containerd-rootless-setuptool.sh", "buildkitd", "buildctl")
-        if name not in state["installed"]
-    ]
+    missing = [name for name in INSTALLED if name not in state["installed"]]
     if missing:
         raise RootlessError(
             f"{', '.join(missing)} not found in {settings.bin_dir}: install the build host first "
@@ -300,7 +288,7 @@ def plan_subids(rootless: RootlessSettings, state: dict) -> tuple[tuple[int, int
     return (None if state["subuid"] else wanted), (None if state["subgid"] else wanted)
 
 
-def _wrong(found: dict | None, file: UserFile, user: str) -> bool:
+def _wrong(found: dict | None, file: ManagedFile, user: str) -> bool:
     return (
         found is None
         or found["kind"] != "file"
@@ -323,8 +311,8 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
     missing = _programs_missing(settings, rootless, state)
     packages = [PACKAGES[program] for program in missing] + ([] if state["user_dbus"] else [USER_DBUS_PACKAGE])
     wanted = user_files(settings, rootless, state["home"])
-    files = tuple(file for file in wanted if _wrong(state["files"].get(file.relative), file, rootless.user))
-    changed = {file.relative for file in files}
+    files = tuple(file for file in wanted if _wrong(state["files"].get(file.path), file, rootless.user))
+    changed = {file.path for file in files}
     units = state["units"]
     containerd, socket, service = units["containerd.service"], units["buildkit.socket"], units["buildkit.service"]
     restart_containerd = containerd["active"] and (CONTAINERD_UNIT in changed or containerd["stale"])
@@ -345,8 +333,3 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
         restart_socket=restart_socket,
         restart_service=service["active"] and not (restart_containerd or restart_socket) and service_inputs,
     )
-
-
-def user_socket(state: dict, rootless: RootlessSettings) -> str:
-    """The user's BuildKit socket for ``rootless.namespace``."""
-    return socket_path(state["uid"], rootless.namespace)

@@ -25,7 +25,7 @@ ROOTLESS_HOST = {
 DOCKERFILE = """FROM scratch
 COPY busybox /bin/busybox
 COPY hello.txt /hello.txt
-RUN ["/bin/busybox", "sh", "-c", "/bin/busybox tr a-z A-Z < /hello.txt > /shout.txt"]
+RUN ["/bin/busybox", "sh", "-c", "/bin/busybox tr a-z A-Z < /hello.txt > /shout.txt; /bin/busybox cat /proc/net/dev > /net.txt"]
 """
 
 
@@ -86,6 +86,11 @@ def image_file(host, user: str, reference: str, name: str) -> str:
     return as_user(host, user, f"containerd-rootless-setuptool.sh nsenter -- sh -c {shlex.quote(script)}").stdout
 
 
+def interfaces(proc_net_dev: str) -> set[str]:
+    """Interface names in ``/proc/net/dev``."""
+    return {line.split(":")[0].strip() for line in proc_net_dev.splitlines()[2:]}
+
+
 def rootless_state(hosts, user: str) -> dict:
     facts = run_pyinfra(hosts, "fact", "pyinfra_nerdctl.facts.RootlessState", f"user={user}", as_json=True)
     (by_host,) = facts.json.values()  # keyed "pyinfra_nerdctl.facts.rootless.RootlessState (user=...)"
@@ -121,6 +126,8 @@ def test_a_user_builds_with_their_own_buildkit_and_a_second_user_is_isolated(boo
     assert "docker.io/library/alice-app:1" in as_user(host, "alice", "nerdctl images").stdout
     assert "docker.io/library/alice-app:1" in images_of(host, "alice")
     assert image_file(host, "alice", "docker.io/library/alice-app:1", "shout.txt") == "HELLO ALICE\n"  # RUN ran
+    # slirp4netns: RUN steps see RootlessKit's network namespace (its tap0), not the host's interfaces.
+    assert interfaces(image_file(host, "alice", "docker.io/library/alice-app:1", "net.txt")) == {"lo", "tap0"}
     buildkitd = host.run("ps -o user= -C buildkitd").stdout.split()
     assert buildkitd == ["alice"], buildkitd  # the root BuildKit was never started
     assert "alice-app" not in host.run("ctr -n default images ls -q").stdout  # not in root's containerd
@@ -131,7 +138,7 @@ def test_a_user_builds_with_their_own_buildkit_and_a_second_user_is_isolated(boo
     build_as(host, "alice", "alice-app:2")
     assert {"docker.io/library/alice-app:1", "docker.io/library/alice-app:2"} <= images_of(host, "alice")
 
-    deploy(hosts, INSTALL, rootless_user="bob")
+    deploy(hosts, INSTALL, rootless_user="bob", rootless_network="host")
 
     ranges = host.run("grep -h '' /etc/subuid /etc/subgid").stdout.split()
     bob_range = [line for line in ranges if line.startswith("bob:")]
@@ -141,6 +148,8 @@ def test_a_user_builds_with_their_own_buildkit_and_a_second_user_is_isolated(boo
     assert all(start + 65536 <= begin or begin + count <= start for begin, count in others), ranges
     build_as(host, "bob", "bob-app:1")
     assert "docker.io/library/bob-app:1" in images_of(host, "bob")
+    bob_net = image_file(host, "bob", "docker.io/library/bob-app:1", "net.txt")
+    assert interfaces(bob_net) == interfaces(host.run("cat /proc/net/dev").stdout), bob_net
     assert "docker.io/library/alice-app:1" not in images_of(host, "bob")
     intrusion = as_user(
         host,
@@ -149,7 +158,7 @@ def test_a_user_builds_with_their_own_buildkit_and_a_second_user_is_isolated(boo
         check=False,
     )
     assert intrusion.returncode != 0 and "permission denied" in intrusion.stderr.lower(), intrusion
-    assert_converged(hosts, INSTALL, rootless_user="alice")
+    assert_converged(hosts, INSTALL, rootless_user="bob", rootless_network="host")
 
     deploy(hosts, REMOVE, rootless_user="alice")
 

@@ -89,7 +89,7 @@ def fact_output(
 
 
 def converged_output(extra: tuple[str, ...] = ()) -> list[str]:
-    files = {file.relative: file.content for file in user_files(SETTINGS, ALICE, HOME)}
+    files = {file.path: file.content for file in user_files(SETTINGS, ALICE, HOME)}
     units = {
         "buildkit.socket": ("enabled", "active"),
         "buildkit.service": ("static", "active"),
@@ -143,6 +143,7 @@ def test_containerd_user_unit_runs_the_rootless_script_with_the_chosen_network()
     unit = containerd_user_unit(SETTINGS, ALICE)
     assert "ExecStart=/usr/local/bin/containerd-rootless.sh\n" in unit
     assert "Environment=CONTAINERD_ROOTLESS_ROOTLESSKIT_NET=slirp4netns\n" in unit
+    assert "Environment=CONTAINERD_ROOTLESS_ROOTLESSKIT_DETACH_NETNS=false\n" in unit
     assert "Type=notify\nNotifyAccess=all\n" in unit and "WantedBy=default.target" in unit
     host = containerd_user_unit(
         SETTINGS, resolve_rootless_settings({}.get, {"rootless_user": "a", "rootless_network": "host"})
@@ -190,7 +191,7 @@ def test_nerdctl_user_toml_names_the_namespace():
 
 
 def test_user_files_are_the_units_and_configs():
-    assert [file.relative for file in user_files(SETTINGS, ALICE, HOME)] == [
+    assert [file.path for file in user_files(SETTINGS, ALICE, HOME)] == [
         CONTAINERD_UNIT,
         SOCKET_UNIT,
         SERVICE_UNIT,
@@ -202,7 +203,7 @@ def test_user_files_are_the_units_and_configs():
 @pytest.mark.skipif(subprocess.run(["which", "systemd-analyze"], capture_output=True).returncode, reason="no systemd")
 def test_user_units_have_no_unknown_keys(tmp_path):
     for file in user_files(SETTINGS, ALICE, HOME)[:3]:
-        (tmp_path / file.relative.split("/")[-1]).write_text(file.content)
+        (tmp_path / file.path.split("/")[-1]).write_text(file.content)
     result = subprocess.run(
         ["systemd-analyze", "--user", "verify", "--man=no", *[str(path) for path in tmp_path.iterdir()]],
         capture_output=True,
@@ -318,10 +319,10 @@ def test_a_changed_input_restarts_exactly_what_reads_it():
         )
 
     network = plan(rootless_network="host")
-    assert [file.relative for file in network.files] == [CONTAINERD_UNIT]
+    assert [file.path for file in network.files] == [CONTAINERD_UNIT]
     assert network.restart_containerd and network.daemon_reload and not network.restart_service
     namespace = plan(rootless_namespace="builds")
-    assert {file.relative for file in namespace.files} == {SOCKET_UNIT, BUILDKIT_CONFIG, NERDCTL_CONFIG}
+    assert {file.path for file in namespace.files} == {SOCKET_UNIT, BUILDKIT_CONFIG, NERDCTL_CONFIG}
     assert namespace.restart_socket and not namespace.restart_containerd and not namespace.restart_service
     # buildkitd replaced after BuildKit started (a build host upgrade): only BuildKit restarts.
     upgraded = plan_rootless(
