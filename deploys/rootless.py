@@ -72,7 +72,7 @@ def user_file(
 ) -> Generator[str | FileUploadCommand, None, None]:
     """Write ``content`` to ``relative`` under ``home`` as ``user`` (0644), atomically; the caller has decided it differs.
 
-    Uploaded as root to a private temporary file, then copied into place by the user
+    Uploaded as root to a private temporary file in a root-only folder, then copied into place by the user
     (``runuser``), so the write has exactly the user's own rights.
 
     .. code:: python
@@ -80,7 +80,9 @@ def user_file(
         user_file(user="alice", uid=1001, home="/home/alice", relative=".config/nerdctl/nerdctl.toml",
                   content='namespace = "default"\\n')
     """
-    upload = f"/tmp/{TEMP_PREFIX}-user-file.{uid}"
+    # A root-only folder: a link in /tmp, planted by a user, could redirect root's upload.
+    upload = f"{ROOTLESS_STATE_DIR}/{TEMP_PREFIX.lstrip('.')}-upload.{uid}"
+    yield f"mkdir -p {ROOTLESS_STATE_DIR}"
     path = shlex.quote(f"{home}/{relative}")
     temp = shlex.quote(f"{home}/{relative}.{TEMP_PREFIX.lstrip('.')}.tmp")
     yield FileUploadCommand(StringIO(content), upload)

@@ -232,7 +232,7 @@ class RootlessError(ValueError):
     """A host that cannot run rootless BuildKit for the user; the message says what is missing."""
 
 
-def _programs_missing(settings: Settings, rootless: RootlessSettings, state: dict) -> list[str]:
+def _programs_missing(rootless: RootlessSettings, state: dict) -> list[str]:
     wanted = ["newuidmap", "newgidmap", "rootlesskit"] + (["slirp4netns"] if rootless.network == "slirp4netns" else [])
     return [program for program in wanted if program not in state["programs"]]
 
@@ -248,6 +248,8 @@ def check_prerequisites(settings: Settings, rootless: RootlessSettings, state: d
         raise RootlessError(f"user {user!r} does not exist: create it first (e.g. useradd -m {user})")
     if state["uid"] == 0:
         raise RootlessError(f"user {user!r} is root (uid 0): rootless BuildKit needs a non-root user")
+    if not state["home_exists"]:
+        raise RootlessError(f"the home folder of user {user!r}, {state['home']}, does not exist")
     if state["userns_refused"]:
         raise RootlessError(
             f"the kernel refuses unprivileged user namespaces ({state['userns_refused']}): "
@@ -261,7 +263,7 @@ def check_prerequisites(settings: Settings, rootless: RootlessSettings, state: d
         )
     if "containerd" not in state["programs"]:
         raise RootlessError("no containerd binary: install the distribution's containerd, or use nerdctl_flavor='full'")
-    programs = _programs_missing(settings, rootless, state)
+    programs = _programs_missing(rootless, state)
     if programs and not rootless.packages:
         raise RootlessError(
             f"{', '.join(programs)} not found and rootless_packages is off: install "
@@ -308,7 +310,7 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
     """
     check_prerequisites(settings, rootless, state)
     subuids, subgids = plan_subids(rootless, state)
-    missing = _programs_missing(settings, rootless, state)
+    missing = _programs_missing(rootless, state)
     packages = [PACKAGES[program] for program in missing] + ([] if state["user_dbus"] else [USER_DBUS_PACKAGE])
     wanted = user_files(settings, rootless, state["home"])
     files = tuple(file for file in wanted if _wrong(state["files"].get(file.path), file, rootless.user))

@@ -131,7 +131,7 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
             f"[ -e {USER_DBUS_SOCKET} ] && echo user_dbus=yes",
             'home=$(echo "$entry" | cut -d: -f6); uid=$(echo "$entry" | cut -d: -f3)',
             # Relative to the home folder: the paths are known only on the host.
-            f'if [ -n "$entry" ] && cd "$home" 2>/dev/null; then '
+            f'if [ -n "$entry" ] && cd "$home" 2>/dev/null; then echo home_exists=yes; '
             f"stat -c 'path=%n|%F|%a|%U|%G' {user_files} 2>/dev/null; sha256sum {user_files} 2>/dev/null; "
             f'for d in {" ".join(data_folders(namespace))}; do [ -d "$d" ] && echo data=$d; done; fi',
             f"[ -n \"$entry\" ] && stat -c 'socket_stat=%F|%a|%U' /run/user/$uid/buildkit-{shlex.quote(namespace)}/buildkitd.sock 2>/dev/null",
@@ -166,6 +166,7 @@ def parse_rootless_state(lines: list[str]) -> dict:
         "uid": account["uid"] if account else None,
         "gid": account["gid"] if account else None,
         "home": account["home"] if account else None,
+        "home_exists": values.get("home_exists") == "yes",
         "lingering": values.get("linger") == "yes",
         "lingering_ours": values.get("linger_ours") == "yes",
         "subids_ours": values.get("subids_ours") == "yes",

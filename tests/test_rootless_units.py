@@ -74,6 +74,7 @@ def fact_output(
     lines += ["max_user_namespaces=63000", "unprivileged_userns_clone="]
     lines += [f"program.{name}={path}" for name, path in programs.items()]
     lines += [f"installed.{name}=yes" for name in INSTALLED] + ["user_dbus=yes"]
+    lines += ["home_exists=yes"] if passwd else []
     for relative, content in (files or {}).items():
         lines.append(f"path={relative}|regular file|644|alice|alice")
         lines.append(f"{hashlib.sha256(content.encode()).hexdigest()}  {relative}")
