@@ -341,6 +341,10 @@ def test_a_changed_input_restarts_exactly_what_reads_it():
         (fact_output(passwd=None), "user 'alice' does not exist"),
         (fact_output(passwd="alice:x:0:0::/root:/bin/sh"), "user 'alice' is root (uid 0)"),
         (
+            [line for line in fact_output() if line != "home_exists=yes"],
+            "home folder of user 'alice', /home/alice, does",
+        ),
+        (
             fact_output(extra=("max_user_namespaces=0",)),
             "refuses unprivileged user namespaces (user.max_user_namespaces=0)",
         ),
