@@ -7,19 +7,20 @@ there cannot redirect a write.
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from collections.abc import Generator
 from io import StringIO
 from typing import Any
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, server
+from pyinfra.operations import apt
 
 from ..facts.rootless import ROOTLESS_STATE_DIR, USER_UNITS, RootlessState, marker_path, user_runtime_env
 from .build_host import host_settings
-from .operations import TEMP_PREFIX
+from .operations import TEMP_PREFIX, run_commands
 from .rootless_plan import (
     BUILDKIT_CONFIG,
     NERDCTL_CONFIG,
@@ -30,6 +31,7 @@ from .rootless_plan import (
     plan_rootless,
     resolve_rootless_settings,
     split_overrides,
+    user_files,
 )
 from .settings import SettingError, Settings
 
@@ -47,14 +49,18 @@ def _settings(overrides: dict[str, Any]) -> tuple[Settings, RootlessSettings]:
         raise _fail(str(error)) from error
 
 
-def _state(settings: Settings, rootless: RootlessSettings) -> dict:
-    return host.get_fact(
+def _state(settings: Settings, rootless: RootlessSettings) -> dict | None:
+    """The one ``RootlessState`` fact; None when it could not be read (pyinfra has then failed this host)."""
+    state = host.get_fact(
         RootlessState,
         user=rootless.user,
         bin_dir=settings.bin_dir,
         namespace=rootless.namespace,
         full_prefix=settings.full_prefix,
     )
+    if state is None:
+        logger.error(f"{host.name}: could not read the host's state; nothing was changed on it")
+    return state
 
 
 def as_user(user: str, uid: int, command: str) -> str:
@@ -68,10 +74,11 @@ def user_systemctl(user: str, uid: int, arguments: str) -> str:
 
 @operation()
 def user_file(
-    user: str, uid: int, home: str, relative: str, content: str
+    user: str, uid: int, home: str, relative: str, content: str | None
 ) -> Generator[str | FileUploadCommand, None, None]:
-    """Write ``content`` to ``relative`` under ``home`` as ``user`` (0644), atomically; the caller has decided it differs.
+    """Write ``content`` to ``relative`` under ``home`` as ``user`` (0644), atomically; ``None``: nothing to write.
 
+    The caller has decided from one fact that the file differs.
     Uploaded as root to a private temporary file in a root-only folder, then copied into place by the user
     (``runuser``), so the write has exactly the user's own rights.
 
@@ -80,72 +87,101 @@ def user_file(
         user_file(user="alice", uid=1001, home="/home/alice", relative=".config/nerdctl/nerdctl.toml",
                   content='namespace = "default"\\n')
     """
-    # A root-only folder: a link in /tmp, planted by a user, could redirect root's upload.
-    upload = f"{ROOTLESS_STATE_DIR}/{TEMP_PREFIX.lstrip('.')}-upload.{uid}"
+    if content is None:
+        host.noop(f"~{user}/{relative} is as wanted")
+        return
+    # A root-only folder (a link in /tmp, planted by a user, could redirect root's upload), a name per run.
+    upload = f"{ROOTLESS_STATE_DIR}/{TEMP_PREFIX.lstrip('.')}-upload.{uid}.{secrets.token_hex(4)}"
     yield f"mkdir -p {ROOTLESS_STATE_DIR}"
     path = shlex.quote(f"{home}/{relative}")
-    temp = shlex.quote(f"{home}/{relative}.{TEMP_PREFIX.lstrip('.')}.tmp")
+    temp = shlex.quote(f"{home}/{relative}.{TEMP_PREFIX.lstrip('.')}-{secrets.token_hex(4)}.tmp")
     yield FileUploadCommand(StringIO(content), upload)
     write = f"umask 022 && mkdir -p $(dirname {path}) && cat > {temp} && chmod 644 {temp} && mv -f {temp} {path}"
     yield f"chmod 600 {upload} && {as_user(user, uid, write)} < {upload}; status=$?; rm -f {upload}; exit $status"
 
 
-def _apply(changes: RootlessChanges, rootless: RootlessSettings, state: dict) -> None:
+def _packages(changes: RootlessChanges) -> None:
+    """The missing distribution packages, with pyinfra's own operation; a no-op (reading nothing) otherwise."""
+    install = apt.packages if changes.packages else _no_packages
+    install(
+        name="Packages for rootless containerd",
+        packages=list(changes.packages),
+        update=True,
+        cache_time=3600,
+        no_recommends=True,
+    )
+
+
+@operation()
+def _no_packages(packages: list[str], update: bool, cache_time: int, no_recommends: bool) -> Generator[str, None, None]:
+    host.noop("the programs rootless containerd needs are installed")
+    yield from ()
+
+
+def _apply(changes: RootlessChanges, rootless: RootlessSettings, state: dict, wanted: tuple[str, ...]) -> None:
+    """One operation per step, in one order on every host; a step with nothing to do is a no-op there.
+
+    ``wanted`` are the user's file slots (paths relative to the home folder).
+    """
     user, uid, home = rootless.user, state["uid"], state["home"]
     quoted = shlex.quote(user)
-    if changes.packages:
-        apt.packages(
-            name=f"Install {', '.join(changes.packages)}",
-            packages=list(changes.packages),
-            update=True,
-            cache_time=3600,
-            no_recommends=True,
-        )
-    if changes.add_subuids or changes.add_subgids:
-        ranges = [f"--add-subuids {'-'.join(map(str, changes.add_subuids))}"] if changes.add_subuids else []
-        ranges += [f"--add-subgids {'-'.join(map(str, changes.add_subgids))}"] if changes.add_subgids else []
-        server.shell(
-            name=f"Subordinate IDs for {user}",
-            commands=[
-                f"usermod {' '.join(ranges)} {quoted}",
-                f"mkdir -p {ROOTLESS_STATE_DIR} && touch {shlex.quote(marker_path(user, 'subids'))}",
-            ],
-        )
-    if changes.enable_linger:
-        server.shell(
-            name=f"Lingering for {user}",
-            commands=[
-                f"loginctl enable-linger {quoted}",
-                f"mkdir -p {ROOTLESS_STATE_DIR} && touch {shlex.quote(marker_path(user, 'linger'))}",
-            ],
-        )
-    if changes.start_manager:
-        server.shell(name=f"Start {user}'s systemd manager", commands=[f"systemctl start user@{uid}.service"])
-    for file in changes.files:
+    _packages(changes)
+    ranges = [f"--add-subuids {'-'.join(map(str, changes.add_subuids))}"] if changes.add_subuids else []
+    ranges += [f"--add-subgids {'-'.join(map(str, changes.add_subgids))}"] if changes.add_subgids else []
+    run_commands(
+        name="Subordinate IDs",
+        commands=[f"usermod {' '.join(ranges)} {quoted}", _mark(user, "subids")] if ranges else [],
+        unneeded=f"{user} has subordinate IDs",
+    )
+    run_commands(
+        name="Lingering",
+        commands=[f"loginctl enable-linger {quoted}", _mark(user, "linger")] if changes.enable_linger else [],
+        unneeded=f"{user} lingers",
+    )
+    run_commands(
+        name="The user's systemd manager",
+        commands=[f"systemctl start user@{uid}.service"] if changes.start_manager else [],
+        unneeded=f"{user}'s systemd manager runs",
+    )
+    to_write = {file.path: file.content for file in changes.files}
+    for relative in wanted:
         user_file(
-            name=f"Write ~{user}/{file.path}",
-            user=user,
-            uid=uid,
-            home=home,
-            relative=file.path,
-            content=file.content,
+            name=f"Write ~/{relative}", user=user, uid=uid, home=home, relative=relative, content=to_write.get(relative)
         )
-    commands = []
-    if changes.daemon_reload:
-        commands.append(user_systemctl(user, uid, "daemon-reload"))
-    if changes.enable:
-        commands.append(user_systemctl(user, uid, f"enable {' '.join(changes.enable)}"))
-    if changes.start:
-        commands.append(user_systemctl(user, uid, f"start {' '.join(changes.start)}"))
-    # containerd's restart takes BuildKit with it (PartOf=); the socket's takes its service (Requires=).
-    if changes.restart_containerd:
-        commands.append(user_systemctl(user, uid, "restart containerd.service"))
-    if changes.restart_socket:
-        commands.append(user_systemctl(user, uid, "restart buildkit.socket"))
-    if changes.restart_service:
-        commands.append(user_systemctl(user, uid, "try-restart buildkit.service"))
-    if commands:
-        server.shell(name=f"Enable, start or restart {user}'s units", commands=commands)
+    steps = (
+        (
+            "Reload the user's units",
+            ["daemon-reload"] if changes.daemon_reload else [],
+            "the user's systemd has the current units",
+        ),
+        ("Enable the user's units", [f"enable {' '.join(changes.enable)}"] if changes.enable else [], "enabled"),
+        ("Start the user's units", [f"start {' '.join(changes.start)}"] if changes.start else [], "active"),
+        # containerd's restart takes BuildKit with it (PartOf=); the socket's takes its service (Requires=).
+        (
+            "Restart the user's containerd",
+            ["restart containerd.service"] if changes.restart_containerd else [],
+            "containerd runs what is on disk",
+        ),
+        (
+            "Restart the user's BuildKit socket",
+            ["restart buildkit.socket"] if changes.restart_socket else [],
+            "buildkit.socket runs what is on disk",
+        ),
+        (
+            "Restart the user's BuildKit",
+            ["try-restart buildkit.service"] if changes.restart_service else [],
+            "buildkit.service runs what is on disk",
+        ),
+    )
+    for name, arguments, unneeded in steps:
+        run_commands(
+            name=name, commands=[user_systemctl(user, uid, argument) for argument in arguments], unneeded=unneeded
+        )
+
+
+def _mark(user: str, what: str) -> str:
+    """The command that records that this package turned ``what`` on for ``user``."""
+    return f"mkdir -p {ROOTLESS_STATE_DIR} && touch {shlex.quote(marker_path(user, what))}"
 
 
 @deploy("Install rootless containerd and BuildKit for a user")
@@ -162,14 +198,13 @@ def install_rootless(**settings: Any) -> None:
     """
     resolved, rootless = _settings(settings)
     state = _state(resolved, rootless)
+    if state is None:
+        return
     try:
         changes = plan_rootless(resolved, rootless, state)
     except RootlessError as error:
         raise _fail(str(error)) from error
-    if changes == RootlessChanges():
-        host.noop(f"{rootless.user}'s rootless BuildKit is installed")
-        return
-    _apply(changes, rootless, state)
+    _apply(changes, rootless, state, tuple(file.path for file in user_files(resolved, rootless, state["home"])))
 
 
 @deploy("Remove rootless containerd and BuildKit of a user")
@@ -185,42 +220,62 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
     """
     resolved, rootless = _settings(settings)
     state = _state(resolved, rootless)
-    user = rootless.user
-    if not state["exists"] or state["uid"] == 0:
-        host.noop(f"no user {user!r} with rootless BuildKit")
+    if state is None:
         return
-    uid, home = state["uid"], state["home"]
-    quoted = shlex.quote(user)
-    active = [unit for unit in USER_UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
+    user = rootless.user
+    exists = state["exists"] and state["uid"] != 0
+    uid, home, quoted = state["uid"], state["home"], shlex.quote(user)
+    manager = exists and state["manager"]
+    units = [unit for unit in USER_UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
     present = [relative for relative in (*UNIT_FILES, BUILDKIT_CONFIG, NERDCTL_CONFIG) if relative in state["files"]]
-    commands = []
-    if state["manager"] and active:
-        commands.append(user_systemctl(user, uid, f"disable --now {' '.join(active)}"))
-    if present:
-        paths = " ".join(shlex.quote(f"{home}/{relative}") for relative in present)
-        folders = " ".join(
-            shlex.quote(f"{home}/{folder}") for folder in (".config/buildkit", ".config/nerdctl", ".config/containerd")
-        )
-        commands.append(
-            as_user(user, uid, f"rm -f {paths} && rmdir --ignore-fail-on-non-empty {folders} 2>/dev/null; true")
-        )
-        if state["manager"] and set(present) & set(UNIT_FILES):
-            commands.append(user_systemctl(user, uid, "daemon-reload"))
-    if purge and state["data"]:
-        folders = " ".join(shlex.quote(f"{home}/{relative}") for relative in state["data"])
-        # Images belong to the user's subordinate IDs: only RootlessKit's namespace may remove them.
-        rootlesskit = state["programs"].get("rootlesskit", "rootlesskit")
-        commands.append(as_user(user, uid, f"{rootlesskit} rm -rf {folders}"))
-    if state["lingering_ours"]:
-        commands += [f"loginctl disable-linger {quoted}", f"rm -f {shlex.quote(marker_path(user, 'linger'))}"]
-    if purge and state["subids_ours"]:
+    run_commands(
+        name="Stop and disable the user's units",
+        commands=[user_systemctl(user, uid, f"disable --now {' '.join(units)}")] if manager and units else [],
+        unneeded=f"no unit of {user}'s is enabled or active",
+    )
+    paths = " ".join(shlex.quote(f"{home}/{relative}") for relative in present)
+    folders = " ".join(
+        shlex.quote(f"{home}/{folder}") for folder in (".config/buildkit", ".config/nerdctl", ".config/containerd")
+    )
+    run_commands(
+        name="Remove the user's units and configs",
+        commands=[as_user(user, uid, f"rm -f {paths} && rmdir --ignore-fail-on-non-empty {folders} 2>/dev/null; true")]
+        if exists and present
+        else [],
+        unneeded=f"{user} has none of our files",
+    )
+    run_commands(
+        name="Reload the user's units",
+        commands=[user_systemctl(user, uid, "daemon-reload")] if manager and set(present) & set(UNIT_FILES) else [],
+        unneeded="no unit file was removed",
+    )
+    # Images belong to the user's subordinate IDs: only RootlessKit's namespace may remove them.
+    rootlesskit = state["programs"].get("rootlesskit", "rootlesskit")
+    data = " ".join(shlex.quote(f"{home}/{relative}") for relative in state["data"])
+    run_commands(
+        name="Purge the user's images and build cache",
+        commands=[as_user(user, uid, f"{rootlesskit} rm -rf {data}")] if purge and exists and state["data"] else [],
+        unneeded="nothing to purge" if purge else "images and build cache are kept (no purge)",
+    )
+    run_commands(
+        name="Lingering off",
+        commands=[f"loginctl disable-linger {quoted}", f"rm -f {shlex.quote(marker_path(user, 'linger'))}"]
+        if state["lingering_ours"]
+        else [],
+        unneeded="lingering was not turned on by pyinfra-nerdctl",
+    )
+    ranges = [f"--del-subuids {start}-{start + count - 1}" for start, count in state["subuid"]]
+    ranges += [f"--del-subgids {start}-{start + count - 1}" for start, count in state["subgid"]]
+    run_commands(
+        name="Remove the subordinate IDs",
         # usermod refuses while the user has processes: the manager lingering started goes first
         # (a logged-in user keeps theirs, and the removal says so).
-        commands += [f"systemctl stop user@{uid}.service"] if state["lingering_ours"] else []
-        ranges = [f"--del-subuids {start}-{start + count - 1}" for start, count in state["subuid"]]
-        ranges += [f"--del-subgids {start}-{start + count - 1}" for start, count in state["subgid"]]
-        commands += [f"usermod {' '.join(ranges)} {quoted}", f"rm -f {shlex.quote(marker_path(user, 'subids'))}"]
-    if not commands:
-        host.noop(f"{user} has no rootless BuildKit")
-        return
-    server.shell(name=f"Remove {user}'s rootless containerd and BuildKit", commands=commands)
+        commands=[
+            *([f"systemctl stop user@{uid}.service"] if state["lingering_ours"] else []),
+            f"usermod {' '.join(ranges)} {quoted}",
+            f"rm -f {shlex.quote(marker_path(user, 'subids'))}",
+        ]
+        if purge and exists and state["subids_ours"] and ranges
+        else [],
+        unneeded="subordinate IDs are kept" if purge else "subordinate IDs are kept (no purge)",
+    )

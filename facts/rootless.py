@@ -13,11 +13,9 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from ..layout import DEFAULT_BIN_DIR, DEFAULT_FULL_PREFIX, STATE_DIR
 from . import (
-    DEFAULT_BIN_DIR,
-    DEFAULT_FULL_PREFIX,
     PLATFORM_COMMAND,
-    STATE_DIR,
     parse_key_values,
     parse_managed_paths,
     parse_unit_freshness,
@@ -217,3 +215,8 @@ class RootlessState(FactBase[dict]):
 
     def process(self, output: list[str]) -> dict:
         return parse_rootless_state(output)
+
+    @staticmethod
+    def default() -> None:
+        """None: the host could not be read (pyinfra then fails that host alone, and the deploys skip it)."""
+        return None
