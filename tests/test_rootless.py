@@ -232,3 +232,22 @@ def test_a_host_without_systemd_is_refused(boot_hosts, real_data):
     assert host.run("ls /var/lib/pyinfra-nerdctl 2>&1; cat /etc/subuid", check=False).stdout == (
         "ls: cannot access '/var/lib/pyinfra-nerdctl': No such file or directory\noperator1:100000:65536\n"
     )
+
+
+def test_missing_programs_come_from_the_distribution_with_pyinfras_apt_operation(boot_hosts, real_data):
+    (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD, extra_args=ROOTLESS_HOST["extra_args"])
+    host.run("chmod 0666 /dev/net/tun && useradd -m alice")
+    assert host.run("command -v rootlesskit newuidmap", check=False).returncode != 0
+    hosts = inventory([host], **real_data)
+    deploy(hosts, BUILD_HOST)
+
+    deploy(hosts, INSTALL, rootless_user="alice")
+
+    host.run("dpkg -s uidmap rootlesskit slirp4netns dbus-user-session >/dev/null")
+    workers = as_user(
+        host,
+        "alice",
+        f"buildctl --addr unix:///run/user/{uid_of(host, 'alice')}/buildkit-default/buildkitd.sock debug workers -v",
+    )
+    assert "org.mobyproject.buildkit.worker.containerd.namespace:\tdefault" in workers.stdout, workers.stdout
+    assert_converged(hosts, INSTALL, rootless_user="alice")
