@@ -126,11 +126,12 @@ def _apply(changes: RootlessChanges, rootless: RootlessSettings, state: dict, wa
     user, uid, home = rootless.user, state["uid"], state["home"]
     quoted = shlex.quote(user)
     _packages(changes)
-    ranges = [f"--add-subuids {'-'.join(map(str, changes.add_subuids))}"] if changes.add_subuids else []
-    ranges += [f"--add-subgids {'-'.join(map(str, changes.add_subgids))}"] if changes.add_subgids else []
+    added = "-".join(map(str, changes.add_subuids or changes.add_subgids or ()))
+    ranges = [f"--add-subuids {added}"] if changes.add_subuids else []
+    ranges += [f"--add-subgids {added}"] if changes.add_subgids else []
     run_commands(
         name="Subordinate IDs",
-        commands=[f"usermod {' '.join(ranges)} {quoted}", _mark(user, "subids")] if ranges else [],
+        commands=[f"usermod {' '.join(ranges)} {quoted}", _mark(user, "subids", added)] if ranges else [],
         unneeded=f"{user} has subordinate IDs",
     )
     run_commands(
@@ -179,9 +180,13 @@ def _apply(changes: RootlessChanges, rootless: RootlessSettings, state: dict, wa
         )
 
 
-def _mark(user: str, what: str) -> str:
-    """The command that records that this package turned ``what`` on for ``user``."""
-    return f"mkdir -p {ROOTLESS_STATE_DIR} && touch {shlex.quote(marker_path(user, what))}"
+def _mark(user: str, what: str, content: str = "") -> str:
+    """The command that records that this package turned ``what`` on for ``user`` (with ``content``)."""
+    return f"mkdir -p {ROOTLESS_STATE_DIR} && echo {shlex.quote(content)} > {shlex.quote(marker_path(user, what))}"
+
+
+def _unmark(user: str, what: str) -> str:
+    return f"rm -f {shlex.quote(marker_path(user, what))} && rmdir --ignore-fail-on-non-empty {ROOTLESS_STATE_DIR}"
 
 
 @deploy("Install rootless containerd and BuildKit for a user")
@@ -212,7 +217,7 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
     """The user's units stopped and removed, configs gone, lingering off if this package turned it on.
 
     The user's images and build cache stay unless ``purge``; with ``purge`` the
-    subordinate IDs this package added go too.
+    subordinate ID range this package added goes too.
 
     .. code:: python
 
@@ -259,13 +264,20 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
     )
     run_commands(
         name="Lingering off",
-        commands=[f"loginctl disable-linger {quoted}", f"rm -f {shlex.quote(marker_path(user, 'linger'))}"]
-        if state["lingering_ours"]
-        else [],
+        commands=[f"loginctl disable-linger {quoted}", _unmark(user, "linger")] if state["lingering_ours"] else [],
         unneeded="lingering was not turned on by pyinfra-nerdctl",
     )
-    ranges = [f"--del-subuids {start}-{start + count - 1}" for start, count in state["subuid"]]
-    ranges += [f"--del-subgids {start}-{start + count - 1}" for start, count in state["subgid"]]
+    # Only the range this package added, in whichever files it is still listed.
+    added = state["subids_ours"]
+    ranges = (
+        [
+            f"--del-sub{kind}s {added[0]}-{added[0] + added[1] - 1}"
+            for kind in ("uid", "gid")
+            if added in state[f"sub{kind}"]
+        ]
+        if added
+        else []
+    )
     run_commands(
         name="Remove the subordinate IDs",
         # usermod refuses while the user has processes: the manager lingering started goes first
@@ -273,9 +285,9 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
         commands=[
             *([f"systemctl stop user@{uid}.service"] if state["lingering_ours"] else []),
             f"usermod {' '.join(ranges)} {quoted}",
-            f"rm -f {shlex.quote(marker_path(user, 'subids'))}",
+            _unmark(user, "subids"),
         ]
-        if purge and exists and state["subids_ours"] and ranges
+        if purge and exists and ranges
         else [],
         unneeded="subordinate IDs are kept" if purge else "subordinate IDs are kept (no purge)",
     )

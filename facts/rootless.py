@@ -86,6 +86,18 @@ def _prefixed(lines: list[str], prefix: str) -> list[str]:
     return [line[len(prefix) :] for line in lines if line.startswith(prefix)]
 
 
+def parse_subid_marker(value: str | None) -> list[int] | None:
+    """The ``FIRST-LAST`` range this package added (its marker's content) as ``[start, count]``, else None.
+
+    >>> parse_subid_marker("165536-231071")
+    [165536, 65536]
+    """
+    first, _, last = (value or "").strip().partition("-")
+    if not (first.isdigit() and last.isdigit()):
+        return None
+    return [int(first), int(last) - int(first) + 1]
+
+
 def parse_userns(max_user_namespaces: str | None, unprivileged_userns_clone: str | None) -> str | None:
     """Why the kernel refuses unprivileged user namespaces, or None when it allows them.
 
@@ -119,7 +131,7 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
             f'entry=$(getent passwd {quoted}) && echo "passwd=$entry"',
             f"[ -e {LINGER_DIR}/{quoted} ] && echo linger=yes",
             f"[ -e {markers['linger']} ] && echo linger_ours=yes",
-            f"[ -e {markers['subids']} ] && echo subids_ours=yes",
+            f"[ -e {markers['subids']} ] && echo subids_ours=$(cat {markers['subids']})",
             "sed 's/^/subuid=/' /etc/subuid 2>/dev/null",
             "sed 's/^/subgid=/' /etc/subgid 2>/dev/null",
             "echo max_user_namespaces=$(cat /proc/sys/user/max_user_namespaces 2>/dev/null)",
@@ -167,7 +179,7 @@ def parse_rootless_state(lines: list[str]) -> dict:
         "home_exists": values.get("home_exists") == "yes",
         "lingering": values.get("linger") == "yes",
         "lingering_ours": values.get("linger_ours") == "yes",
-        "subids_ours": values.get("subids_ours") == "yes",
+        "subids_ours": parse_subid_marker(values.get("subids_ours")),
         "subuid": [[start, count] for name, start, count in subuids if name == user],
         "subgid": [[start, count] for name, start, count in subgids if name == user],
         "all_subuid": subuids,

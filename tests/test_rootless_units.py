@@ -38,6 +38,7 @@ from pyinfra_nerdctl.facts.rootless import (
     parse_passwd,
     parse_rootless_state,
     parse_subid_lines,
+    parse_subid_marker,
     parse_userns,
     rootless_state_command,
     socket_path,
@@ -236,6 +237,11 @@ def test_parse_passwd():
 
 def test_parse_subid_lines_skips_malformed_lines():
     assert parse_subid_lines(["a:1:2", "", "# c", "b:x:1", "c:3:4"]) == [("a", 1, 2), ("c", 3, 4)]
+
+
+def test_parse_subid_marker():
+    assert parse_subid_marker("165536-231071\n") == [165536, 65536]
+    assert parse_subid_marker("") is None and parse_subid_marker(None) is None and parse_subid_marker("x-1") is None
 
 
 def test_parse_userns():
