@@ -70,10 +70,15 @@ def build_as(host, user: str, tag: str) -> None:
     )
 
 
-def images_of(host, user: str) -> set[str]:
+def images_of(host, user: str, namespace: str = "default") -> set[str]:
     """The user's images, read through the setup tool's ``nsenter`` into the user's namespaces."""
-    out = as_user(host, user, "containerd-rootless-setuptool.sh nsenter -- ctr -n default images ls -q").stdout
+    out = as_user(host, user, f"containerd-rootless-setuptool.sh nsenter -- ctr -n {namespace} images ls -q").stdout
     return set(out.split())
+
+
+def invocation(host, user: str, unit: str) -> str:
+    """The invocation ID of the user's ``unit``: a new one after each start."""
+    return as_user(host, user, f"systemctl --user show -p InvocationID --value {unit}").stdout.strip()
 
 
 def image_file(host, user: str, reference: str, name: str) -> str:
@@ -160,13 +165,22 @@ def test_a_user_builds_with_their_own_buildkit_and_a_second_user_is_isolated(boo
     assert intrusion.returncode != 0 and "permission denied" in intrusion.stderr.lower(), intrusion
     assert_converged(hosts, INSTALL, rootless_user="bob", rootless_network="host")
 
-    deploy(hosts, REMOVE, rootless_user="alice")
+    # A new namespace changes the socket and BuildKit's config: those restart, containerd does not.
+    containerd = invocation(host, "alice", "containerd.service")
+    deploy(hosts, INSTALL, rootless_user="alice", rootless_namespace="builds")
+    assert invocation(host, "alice", "containerd.service") == containerd
+    build_as(host, "alice", "alice-app:3")
+    assert images_of(host, "alice", "builds") == {"docker.io/library/alice-app:3"}
+    assert "docker.io/library/alice-app:3" in as_user(host, "alice", "nerdctl images").stdout
+    assert_converged(hosts, INSTALL, rootless_user="alice", rootless_namespace="builds")
+
+    deploy(hosts, REMOVE, rootless_user="alice", rootless_namespace="builds")
 
     state = rootless_state(hosts, "alice")
     assert not state["lingering"] and state["files"] == {}
     assert host.run(f"test -e /run/user/{alice}", check=False).returncode == 1  # the manager is gone too
     assert state["data"], "alice's images are kept without purge"
-    assert_converged(hosts, REMOVE, rootless_user="alice")
+    assert_converged(hosts, REMOVE, rootless_user="alice", rootless_namespace="builds")
     build_as(host, "bob", "bob-app:2")  # bob's BuildKit is untouched
 
     deploy(hosts, REMOVE, "purge=true", rootless_user="bob")
