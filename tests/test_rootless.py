@@ -30,15 +30,11 @@ RUN ["/bin/busybox", "sh", "-c", "/bin/busybox tr a-z A-Z < /hello.txt > /shout.
 
 
 @pytest.fixture
-def real_data(mirror) -> dict:
-    """Deploy data with the real BuildKit archive, pinned by its SHA-256."""
-    real = mirror_module.real_buildkit()
-    if real is None:
-        pytest.skip(f"set {mirror_module.REAL_BUILDKIT_ENV} to a real buildkit-vX.Y.Z.linux-amd64.tar.gz")
+def real_data(mirror, real_buildkit) -> dict:
+    """Deploy data with the real BuildKit archive (pinned by its SHA-256) and nerdctl's real rootless scripts."""
     if not mirror_module.real_rootless_scripts():
         pytest.skip(f"nerdctl's real rootless scripts are not in {mirror_module.REAL_ROOTLESS}")
-    version, path = real
-    return deploy_data(mirror, buildkit_version=version, buildkit_sha256=mirror_module.sha256(path.read_bytes()))
+    return deploy_data(mirror, buildkit_version=real_buildkit.version, buildkit_sha256=real_buildkit.sha256)
 
 
 def boot_rootless_host(boot_hosts, real_data) -> tuple[testhosts.TestHost, list]:
