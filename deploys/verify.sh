@@ -47,7 +47,9 @@ journal() {
 if ask; then
   keep
   if [ "$stop_after" = yes ]; then
-    systemctl stop buildkit.service  # socket-activated: the next client starts it again
+    # Socket-activated: the next client starts it again. buildkitd exits 1 on SIGTERM: not a failure.
+    systemctl stop buildkit.service
+    systemctl reset-failed buildkit.service 2>/dev/null
   fi
   echo "BuildKit answers: containerd worker in namespace $namespace"
   exit 0

@@ -6,12 +6,18 @@ import json
 
 import pytest
 import tomllib
+from pyinfra_nerdctl import layout
 from pyinfra_nerdctl.deploys import rendering
-from pyinfra_nerdctl.deploys.changes import Changes, ManagedFile, watched_paths
+from pyinfra_nerdctl.deploys.changes import Changes, ManagedFile
 from pyinfra_nerdctl.deploys.config_schema import check_buildkitd_config, check_nerdctl_config
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL
 from pyinfra_nerdctl.deploys.settings import SettingError, resolve_settings, settings_warnings
-from pyinfra_nerdctl.deploys.verify import buildkit_inputs_changed, containerd_missing_warning, verify_script
+from pyinfra_nerdctl.deploys.verify import (
+    buildkit_inputs_changed,
+    check_paths,
+    containerd_missing_warning,
+    verify_script,
+)
 from pyinfra_nerdctl.facts import parse_buildkit_workers
 
 EVERY_SHAPE = {
@@ -144,15 +150,15 @@ def test_service_unit_puts_bin_dir_first_on_path():
 
 def test_check_runs_only_after_a_change_buildkit_depends_on():
     assert not buildkit_inputs_changed(Changes())
-    assert not buildkit_inputs_changed(Changes(outdated=(NERDCTL,), files=(ManagedFile(rendering.NERDCTL_CONFIG, ""),)))
+    assert not buildkit_inputs_changed(Changes(outdated=(NERDCTL,), files=(ManagedFile(layout.NERDCTL_CONFIG, ""),)))
     assert buildkit_inputs_changed(Changes(outdated=(BUILDKIT,)))
-    assert buildkit_inputs_changed(Changes(files=(ManagedFile(rendering.BUILDKIT_CONFIG, ""),)))
+    assert buildkit_inputs_changed(Changes(files=(ManagedFile(layout.BUILDKIT_CONFIG, ""),)))
     assert buildkit_inputs_changed(Changes(restart_service=True))
 
 
 def test_preflight_reads_the_containerd_socket_from_the_state_fact():
     k3s = settings(containerd_address="unix:///run/k3s/containerd/containerd.sock")
-    assert "/run/k3s/containerd/containerd.sock" in watched_paths(k3s, (NERDCTL, BUILDKIT))
+    assert "/run/k3s/containerd/containerd.sock" in check_paths(k3s, (NERDCTL, BUILDKIT))
     warning = containerd_missing_warning(k3s, {"paths": {}})
     assert warning.startswith("containerd socket /run/k3s/containerd/containerd.sock does not exist")
     assert "containerd or k3s is not installed or not running" in warning
