@@ -50,6 +50,7 @@ def test_mixed_fleet_plan_and_results_list_each_change_under_its_own_operation(b
         "Write /etc/systemd/system/buildkit.service": [fresh.name],
         "Enable buildkit.socket": [fresh.name],
         "Start buildkit.socket": [fresh.name],
+        "Check that BuildKit answers with the containerd worker": [fresh.name],
     }
 
     dry = run_pyinfra(entries, DEPLOY, dry=True, as_json=True)

@@ -352,7 +352,7 @@ PROVIDERS = {
 def check_build_host(host: testhosts.TestHost) -> None:
     """The machine builds: the socket listens and a client gets the containerd worker through it."""
     assert host.run("systemctl is-active buildkit.socket").stdout.strip() == "active"
-    assert "executor:\tcontainerd" in host.run("buildctl debug workers -v").stdout
+    assert re.search(r"worker\.executor:\s+containerd$", host.run("buildctl debug workers -v").stdout, re.MULTILINE)
 
 
 def check_removed(host: testhosts.TestHost) -> None:
