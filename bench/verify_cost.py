@@ -3,8 +3,9 @@
 Boots N real-build hosts (tests/testhosts.py, the trixie image with real containerd), installs
 the real BuildKit archive named by PYINFRA_NERDCTL_REAL_BUILDKIT from the stand-in mirror, starts
 buildkitd, then changes buildkitd.toml (``[history] maxEntries``) ``--repeat`` times with
-``buildkit_verify`` on and as often with it off, interleaved, a client starting buildkitd before
-each change. Prints the median wall times, their difference, and remote commands per host.
+``buildkit_verify`` on and as often with it off, interleaved, once with buildkitd running before
+the change (the deploy restarts it) and once with it stopped (only the check starts it). Prints
+the median wall times, their difference, and remote commands per host.
 
     PYINFRA_NERDCTL_REAL_BUILDKIT=../shared/real-buildkit/buildkit-v0.32.90.linux-amd64.tar.gz \\
         .venv/bin/python bench/verify_cost.py --hosts 1 --repeat 5
@@ -30,10 +31,12 @@ from pyinfra_cli import run_pyinfra  # noqa: E402
 DEPLOY = "pyinfra_nerdctl.deploys.install_build_host"
 
 
-def timed_change(hosts, entries, data: dict, entries_count: int, verify: bool) -> tuple[float, float]:
-    """One buildkitd.toml change on every host (buildkitd running): wall seconds, remote commands per host."""
+def timed_change(
+    hosts, entries, data: dict, entries_count: int, verify: bool, running: bool
+) -> tuple[float, float]:
+    """One buildkitd.toml change on every host, buildkitd ``running`` or stopped: wall seconds, commands per host."""
     for host in hosts:
-        host.run("/usr/local/bin/buildctl debug workers >/dev/null")
+        host.run("/usr/local/bin/buildctl debug workers >/dev/null" if running else "systemctl stop buildkit.service")
     logged = sum(host.commands_logged() for host in hosts)
     config = {"history": {"maxEntries": entries_count}}
     start = time.perf_counter()
@@ -71,20 +74,27 @@ def main() -> None:
         first = run_pyinfra(entries, DEPLOY, data=data)
         if first.returncode != 0:
             raise SystemExit(f"first install failed:\n{first.output[-3000:]}")
-        runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
-        for index in range(args.repeat):
-            for verify in (True, False):
-                runs[verify].append(timed_change(hosts, entries, data, 10 + 2 * index + int(verify), verify))
+        runs: dict[tuple[bool, bool], list[tuple[float, float]]] = {}
+        count = 10
+        for _ in range(args.repeat):
+            for running in (True, False):
+                for verify in (True, False):
+                    count += 1
+                    result = timed_change(hosts, entries, data, count, verify, running)
+                    runs.setdefault((running, verify), []).append(result)
     finally:
         mirror.stop()
         for host in hosts:
             testhosts.stop(host)
-    on = statistics.median(seconds for seconds, _ in runs[True])
-    off = statistics.median(seconds for seconds, _ in runs[False])
-    print(f"hosts: {args.hosts}, changes: {args.repeat} each")
-    print(f"with the check:    {on:.2f} s, {runs[True][0][1]:g} commands/host")
-    print(f"without the check: {off:.2f} s, {runs[False][0][1]:g} commands/host")
-    print(f"the check costs:   {on - off:.2f} s per run")
+    print(f"hosts: {args.hosts}, changes: {args.repeat} of each kind (median wall time of the pyinfra run)")
+    for running in (True, False):
+        on, off = (statistics.median(seconds for seconds, _ in runs[(running, verify)]) for verify in (True, False))
+        commands = runs[(running, True)][0][1], runs[(running, False)][0][1]
+        state = "buildkitd running (restarted)" if running else "buildkitd stopped (the check starts and stops it)"
+        print(
+            f"{state}: with the check {on:.2f} s ({commands[0]:g} commands/host), "
+            f"without {off:.2f} s ({commands[1]:g}): the check costs {on - off:+.2f} s"
+        )
 
 
 if __name__ == "__main__":
