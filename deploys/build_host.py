@@ -255,7 +255,10 @@ def _remove(settings: Settings, possible: tuple[Release, ...], purge: bool = Fal
         _require_systemd(state)
         run_commands(
             name=f"Stop {layout.SERVICE_UNIT}",
-            commands=[f"systemctl stop {layout.SERVICE_UNIT}"] if removal.stop_service else [],
+            # The real buildkitd exits 1 on SIGTERM: leave no "failed" unit behind.
+            commands=[f"systemctl stop {layout.SERVICE_UNIT}", f"systemctl reset-failed {layout.SERVICE_UNIT} || true"]
+            if removal.stop_service
+            else [],
             unneeded=f"no running {layout.SERVICE_UNIT} of ours",
         )
         units = (layout.SOCKET_UNIT, layout.CONTAINERD_UNIT) if NERDCTL_FULL in possible else (layout.SOCKET_UNIT,)
