@@ -82,22 +82,23 @@ def test_umask_077_group_member_runs_buildctl_from_a_new_bin_dir_and_reruns_repa
 
     assert "containerd" in host.run(f"su {user} -c '/srv/tools/bin/buildctl debug workers'").stdout
     assert host.run(f"su {user} -c '/srv/tools/bin/nerdctl --version'").stdout == "nerdctl version 2.4.0\n"
-    state = "/var/lib/pyinfra-nerdctl"
-    assert host.run(f"stat -c '%n %a %U:%G' /srv/tools /srv/tools/bin {state} {state}/*").stdout.splitlines() == [
+    state = "/var/lib/pyinfra-nerdctl"  # root's own (0700), made so whatever the umask
+    listed = f"/srv/tools /srv/tools/bin {state} {state}/*.files {state}/created-folders"
+    assert host.run(f"stat -c '%n %a %U:%G' {listed}").stdout.splitlines() == [
         "/srv/tools 755 root:root",
         "/srv/tools/bin 755 root:root",
-        f"{state} 755 root:root",
+        f"{state} 700 root:root",
         f"{state}/buildkit@_srv_tools_bin.files 644 root:root",
-        f"{state}/created-folders 644 root:root",
         f"{state}/nerdctl@_srv_tools_bin.files 644 root:root",
+        f"{state}/created-folders 644 root:root",
     ]
     assert host.run(f"cat {state}/created-folders").stdout == "/srv/tools\n/srv/tools/bin\n"
     assert_reruns_change_nothing(hosts, {})
 
-    host.run("chmod 700 /srv/tools")  # as an install before this fix left it
-    assert [name for name in plan(hosts, {})[host.name] if "/srv/tools" in name]
+    host.run("chmod 700 /srv/tools && chgrp staff /srv/tools/bin")  # as an install before this fix left it, say
+    assert "Modes of the folders the install made" in " ".join(plan(hosts, {})[host.name])
     deploy(hosts, {})
-    assert host.run("stat -c %a /srv/tools").stdout == "755\n"
+    assert host.run("stat -c '%a %U:%G' /srv/tools /srv/tools/bin").stdout == "755 root:root\n755 root:root\n"
     assert plan(hosts, {}) == {}
 
     removal = run_pyinfra(hosts, REMOVE)

@@ -258,9 +258,13 @@ def test_a_folder_not_made_by_the_install_stays_even_when_empty(tmp_path):
     assert folder.is_dir() and not (folder / "nerdctl").exists()
 
 
-def test_a_created_folder_whose_mode_went_wrong_is_repaired():
+def test_a_created_folder_whose_mode_or_owner_went_wrong_is_repaired():
     settings = resolve_settings({}.get, {"bin_dir": "/opt/tools/bin"})
-    lines = ["folder=/opt/tools|41c0|700|root|root", "folder=/opt/tools/bin|41ed|755|root|root"]
+    lines = [
+        "folder=/opt/tools|41c0|700|root|root",
+        "folder=/opt/tools/bin|41ed|755|root|root",
+        "folder=/opt/tools/lib|41ed|755|root|staff",
+    ]
     state = {**BuildHostState().process([]), "created_dirs": BuildHostState().process(lines)["created_dirs"]}
-    assert "/opt/tools" in plan_changes(settings, state, (NERDCTL, BUILDKIT)).dirs
-    assert "/opt/tools/bin" not in plan_changes(settings, state, (NERDCTL, BUILDKIT)).dirs
+    changes = plan_changes(settings, state, (NERDCTL, BUILDKIT))
+    assert changes.created_dirs == ("/opt/tools", "/opt/tools/lib")
