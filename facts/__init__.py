@@ -52,8 +52,8 @@ def manifest_glob(release_name: str) -> str:
 def shell_glob(pattern: str) -> str:
     """``pattern`` for the shell: every character quoted but ``*``, which still expands.
 
-    >>> shell_glob("/var/lib/x/nerdctl-full@*.files")
-    "/var/lib/x/nerdctl-full@*.files"
+    >>> shell_glob("/var/lib/my tools/nerdctl-full@*.files")
+    "'/var/lib/my tools/nerdctl-full@'*.files"
     """
     return "*".join(shlex.quote(part) if part else "" for part in pattern.split("*"))
 
