@@ -611,7 +611,7 @@ class BuildkitWorkers(FactBase):
 
     def command(self, bin_dir: str = DEFAULT_BIN_DIR, address: str = BUILDKIT_ADDRESS, timeout: int = 30) -> str:
         buildctl = shlex.quote(f"{bin_dir}/buildctl")
-        return (
+        return in_c_locale(
             f"if [ -x {buildctl} ]; then timeout {int(timeout)} {buildctl} --addr {shlex.quote(address)} "
             "debug workers -v 2>/dev/null || true; fi"
         )
