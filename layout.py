@@ -8,6 +8,8 @@ from __future__ import annotations
 DEFAULT_BIN_DIR = "/usr/local/bin"
 DEFAULT_FULL_PREFIX = "/usr/local"
 STATE_DIR = "/var/lib/pyinfra-nerdctl"
+# Folders the install made (one absolute path a line): removal takes these, once empty, and no others.
+CREATED_FOLDERS = f"{STATE_DIR}/created-folders"
 BUILDKIT_STATE = "/var/lib/buildkit"
 BUILDKIT_GOOD_DIR = f"{STATE_DIR}/buildkit-good"  # copies of the last BuildKit setup that answered
 BUILDKIT_ADDRESS = "unix:///run/buildkit/buildkitd.sock"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from pyinfra import host, logger
@@ -11,6 +12,7 @@ from pyinfra.api.exceptions import DeployError
 from .. import layout
 from ..facts import BuildHostState, ReleaseFiles, manifest_glob, manifest_path
 from .changes import (
+    DIR_MODE,
     Changes,
     dir_slots,
     file_slots,
@@ -119,6 +121,13 @@ def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...]) 
     wrong_dirs = set(changes.dirs)
     for directory in dir_slots(possible):
         root_directory(name=f"Directory {directory}", path=directory, needed=directory in wrong_dirs)
+    run_commands(
+        name="Modes of the folders the install made",
+        commands=[
+            f"chown root:root {shlex.quote(d)} && chmod {DIR_MODE} {shlex.quote(d)}" for d in changes.created_dirs
+        ],
+        unneeded=f"the folders the install made are root:root {DIR_MODE}",
+    )
     to_write = {file.path: file.content for file in changes.files}
     for path in file_slots(possible):
         write_file(name=f"Write {path}", path=path, content=to_write.get(path))

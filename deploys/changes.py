@@ -114,6 +114,7 @@ class Changes:
     outdated: tuple[Release, ...] = ()
     create_group: bool = False
     dirs: tuple[str, ...] = ()
+    created_dirs: tuple[str, ...] = ()
     files: tuple[ManagedFile, ...] = ()
     remove_alias: bool = False
     retire_containerd: bool = False
@@ -156,6 +157,17 @@ def _wrong(found: dict | None, kind: str, mode: str) -> bool:
     return found is None or found["kind"] != kind or found["mode"] != mode or (found["user"], found["group"]) != OWNER
 
 
+def created_dirs_to_fix(state: dict) -> tuple[str, ...]:
+    """Folders the install made whose mode or owner is no longer ``root:root 0755``.
+
+    The install sets them whatever the umask; this repairs folders made by a run before
+    it did, or changed since.
+    """
+    return tuple(
+        d for d, found in state["created_dirs"].items() if found["kind"] == "dir" and _wrong(found, "dir", DIR_MODE)
+    )
+
+
 def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...]) -> Changes:
     """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state``.
 
@@ -174,6 +186,7 @@ def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...])
     changes = Changes(
         outdated=tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings)),
         dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
+        created_dirs=created_dirs_to_fix(state),
         files=files,
         remove_alias=has_nerdctl(releases) and not settings.nerdctl_docker_alias and _ours(paths, layout.DOCKER_ALIAS),
         # Leaving the full flavor: our containerd unit (known by its marker) goes with its binaries.

@@ -16,7 +16,7 @@ from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operation
 from pyinfra.facts.files import FileContents
 
-from ..facts import STATE_DIR, manifest_glob, manifest_path
+from ..facts import CREATED_FOLDERS, STATE_DIR, manifest_glob, manifest_path, shell_glob
 from .controller import cache_path, cached_archive
 from .releases import Download, Release, ReleaseError
 
@@ -31,8 +31,38 @@ except ImportError:  # older pyinfra 3.x: a plain unified diff
 
 TEMP_PREFIX = ".pyinfra-nerdctl"
 
+# Shell functions that remove files and the folders this package made, and only those.
+# Lists are read a line at a time, so a file name with a space or a * stays one name.
+DROP_FUNCTIONS = r"""
+remember_folder() {
+  printf '%s\n' "$1" >> "$folders" && chmod 644 "$folders"
+}
+forget_folder() {
+  { grep -vxF "$1" "$folders" || true; } > "$folders.new" && chmod 644 "$folders.new" && mv -f "$folders.new" "$folders"
+}
+drop() {
+  rm -f "$1"
+  dir=$(dirname "$1")
+  while grep -qxF "$dir" "$folders" 2>/dev/null && rmdir "$dir" 2>/dev/null; do
+    forget_folder "$dir"
+    dir=$(dirname "$dir")
+  done
+}
+drop_listed() {
+  while IFS= read -r path; do drop "$path"; done < "$1"
+}
+"""
+
 # Shell functions shared by every install script; each failure names what and why.
-INSTALL_FUNCTIONS = r"""
+INSTALL_FUNCTIONS = (
+    DROP_FUNCTIONS
+    + r"""
+make_dirs() {
+  [ -d "$1" ] && return 0
+  make_dirs "$(dirname "$1")" || return 1
+  mkdir "$1" 2>/dev/null || return 1
+  remember_folder "$1" && chown root:root "$1" && chmod 755 "$1"
+}
 fetch() {
   case "$1" in /*)
     mv -f "$1" "$2" || { echo "cannot take the uploaded $1" >&2; exit 1; }
@@ -62,39 +92,46 @@ unpack() {
   chown -R root:root "$unpacked/$2/$3" && chmod -R u=rwX,go=rX "$unpacked/$2/$3"
 }
 put() {
-  mkdir -p "$(dirname "$dest/$3")" && mv -f "$unpacked/$1/$2/$3" "$dest/$3"
+  make_dirs "$(dirname "$dest/$3")" || { echo "cannot create the folder of $dest/$3" >&2; exit 1; }
+  mv -f "$unpacked/$1/$2/$3" "$dest/$3"
+}
+is_one_of() {
+  for word in $2; do [ "$word" = "$1" ] && return 0; done
+  return 1
 }
 place() {
-  for name in $(cat "$work/$1.files"); do
-    case " $3 " in *" $name "*) continue;; esac
-    put "$1" "$2" "$name"
-  done
+  while IFS= read -r name; do
+    is_one_of "$name" "$3" || put "$1" "$2" "$name"
+  done < "$work/$1.files"
 }
 place_last() {
   for name in $3; do put "$1" "$2" "$name"; done
 }
-drop() {
-  rm -f "$1"
-  dir=$(dirname "$1")
-  while case "${dir##*/}" in bin|sbin|lib|lib64|share|etc|include|man|src|games|local|usr|opt|"") false;; esac \
-      && rmdir "$dir" 2>/dev/null; do
-    dir=$(dirname "$dir")
-  done
+write_list() {
+  chmod 644 "$1.new" && mv -f "$1.new" "$1"
 }
 intend() {
-  cat "$work/$1.paths" "$2" 2>/dev/null | sort -u > "$2.new" && mv -f "$2.new" "$2"
+  cat "$work/$1.paths" "$2" 2>/dev/null | sort -u > "$2.new" && write_list "$2"
 }
 record() {
-  for path in $(grep -vxF -f "$work/$1.paths" "$2" || true); do drop "$path"; done
-  cp "$work/$1.paths" "$2.new" && mv -f "$2.new" "$2"
+  grep -vxF -f "$work/$1.paths" "$2" > "$work/gone" || true
+  drop_listed "$work/gone"
+  cp "$work/$1.paths" "$2.new" && write_list "$2"
 }
 retire() {
   if [ -f "$1" ]; then
-    for path in $(cat "$1"); do grep -qxF "$path" "$work/all.paths" || drop "$path"; done
+    grep -vxF -f "$work/all.paths" "$1" > "$work/gone" || true
+    drop_listed "$work/gone"
     rm -f "$1"
   fi
 }
 """
+)
+
+
+def _shell_variables() -> str:
+    """Where the shell functions keep their list of the folders this package made."""
+    return f"folders={shlex.quote(CREATED_FOLDERS)}"
 
 
 WORK_DIR = f"{STATE_DIR}/work"
@@ -137,7 +174,12 @@ def install_script(
     ``retired`` lists releases of the other flavor: the files their manifests list go,
     except those the new archives put back in the same place. Manifests hold absolute
     paths, so they are right wherever the other flavor was installed; folders left
-    empty go too, short of standard ones such as ``bin`` or ``share``.
+    empty go too, if this package made them (``CREATED_FOLDERS``).
+
+    Every folder the script makes (``dest``'s missing parents, the archives' own
+    folders) is ``root:root 0755`` and every file it writes has its mode set, whatever
+    the umask; each new folder is listed in ``CREATED_FOLDERS`` as soon as it exists.
+    The script runs in the C locale, so names sort and match byte by byte.
 
     With ``run_token``, the archives were uploaded to ``upload_path`` instead of being
     downloaded by the host; they are verified all the same.
@@ -171,16 +213,20 @@ def install_script(
         steps["place_last"].append(f"place_last {index} {member_dir} {last}")
         steps["record"].append(f"record {index} {quote(manifest_path(release.name, dest))}")
     for release in retired:
-        steps["record"].append(f'for manifest in {manifest_glob(release.name)}; do retire "$manifest"; done')
+        steps["record"].append(
+            f'for manifest in {shell_glob(manifest_glob(release.name))}; do retire "$manifest"; done'
+        )
     return (
         "\n".join(
             [
                 "set -eu",
+                "export LC_ALL=C",
                 f"dest={quote(dest)}",
+                _shell_variables(),
                 INSTALL_FUNCTIONS.strip(),
                 f'{private_dirs_command()} || {{ echo "cannot create {STATE_DIR}" >&2; exit 1; }}',
                 *lock_commands(lock_wait),
-                'mkdir -p "$dest" 2>/dev/null || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
+                'make_dirs "$dest" || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
                 # What a killed earlier run left: under the lock, no other run's work is in progress,
                 # and an upload waiting for the lock is younger than the stale ones.
                 f'rm -rf {WORK_DIR}/* "$dest"/{TEMP_PREFIX}.*',
@@ -251,15 +297,19 @@ def release_files(
 
 
 def removal_script(release: Release, dest: str, lock_wait: int = 600) -> str:
-    """Remove the files ``release`` installed under ``dest``: those its manifest lists, nothing else."""
+    """Remove the files ``release`` installed under ``dest``: those its manifest lists, nothing else.
+
+    Folders left empty go too, if this package made them.
+    """
     manifest = shlex.quote(manifest_path(release.name, dest))
-    drop = INSTALL_FUNCTIONS[INSTALL_FUNCTIONS.index("drop() {") : INSTALL_FUNCTIONS.index("intend() {")]
     return "\n".join(
         [
-            drop,
+            "set -eu",
+            "export LC_ALL=C",
+            _shell_variables(),
+            DROP_FUNCTIONS.strip(),
             *lock_commands(lock_wait),
-            f"paths=$(cat {manifest})",
-            'for path in $paths; do drop "$path"; done',
+            f"if [ -f {manifest} ]; then drop_listed {manifest}; fi",
             f"rm -f {manifest}",
             "",
         ]

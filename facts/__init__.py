@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import re
 import shlex
+import stat
 from datetime import datetime, timezone
 
-from pyinfra.api import FactBase
+from pyinfra.api import FactBase, FactProcessError
 
 from ..layout import (
     BUILDKIT_ADDRESS,
     BUILDKIT_CONFIG,
     CONTAINERD_CONFIG,
     CONTAINERD_UNIT,
+    CREATED_FOLDERS,
     DEFAULT_BIN_DIR,
     DEFAULT_FULL_PREFIX,
     FULL_README,
@@ -43,8 +45,27 @@ def manifest_path(release_name: str, dest: str) -> str:
 
 
 def manifest_glob(release_name: str) -> str:
-    """Every manifest of a release, wherever it was installed (a shell pattern)."""
+    """Every manifest of a release, wherever it was installed (a pattern whose only wildcard is ``*``)."""
     return f"{STATE_DIR}/{release_name}@*.files"
+
+
+def shell_glob(pattern: str) -> str:
+    """``pattern`` for the shell: every character quoted but ``*``, which still expands.
+
+    >>> shell_glob("/var/lib/my tools/nerdctl-full@*.files")
+    "'/var/lib/my tools/nerdctl-full@'*.files"
+    """
+    return "*".join(shlex.quote(part) if part else "" for part in pattern.split("*"))
+
+
+def in_c_locale(command: str) -> str:
+    """``command`` with every program in it speaking the C locale, whatever the host's ``LANG``.
+
+    Facts parse what programs print: ``stat``, ``systemctl`` and others translate words
+    and day names (``reguläre Datei``, ``So``) on a German host. ``LC_ALL`` wins over
+    ``LANG`` and every ``LC_*``, and gettext ignores ``LANGUAGE`` in the C locale.
+    """
+    return f"export LC_ALL=C; {command}"
 
 
 def parse_nerdctl_version(lines: list[str]) -> str | None:
@@ -76,6 +97,10 @@ def _version_command(binary: str) -> str:
     return f"if [ -x {path} ]; then {path} --version 2>/dev/null || true; fi"
 
 
+def _buildkit_version_command(bin_dir: str) -> str:
+    return "; ".join(_version_command(f"{bin_dir}/{name}") for name in ("buildkitd", "buildctl"))
+
+
 class NerdctlVersion(FactBase[str | None]):
     """The installed nerdctl version, from ``nerdctl --version`` (needs no daemon).
 
@@ -85,7 +110,7 @@ class NerdctlVersion(FactBase[str | None]):
     """
 
     def command(self, bin_dir: str = DEFAULT_BIN_DIR) -> str:
-        return _version_command(f"{bin_dir}/nerdctl")
+        return in_c_locale(_version_command(f"{bin_dir}/nerdctl"))
 
     def process(self, output: list[str]) -> str | None:
         return parse_nerdctl_version(output)
@@ -104,7 +129,7 @@ class BuildkitVersion(FactBase[dict]):
     """
 
     def command(self, bin_dir: str = DEFAULT_BIN_DIR) -> str:
-        return "; ".join(_version_command(f"{bin_dir}/{name}") for name in ("buildkitd", "buildctl"))
+        return in_c_locale(_buildkit_version_command(bin_dir))
 
     def process(self, output: list[str]) -> dict:
         return parse_buildkit_versions(output)
@@ -114,16 +139,30 @@ class BuildkitVersion(FactBase[dict]):
         return {"buildkitd": None, "buildctl": None}
 
 
+# stat's %F names the file type in the host's language; %f, the raw mode in hex, is the same everywhere.
+STAT_FIELDS = "%f|%a|%U|%G"
+FILE_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFSOCK: "socket", stat.S_IFLNK: "symlink"}
+
+
+def file_kind(raw_mode: str) -> str:
+    """stat's ``%f`` (the raw mode in hex) to ``"file"``, ``"dir"``, ``"socket"``, ``"symlink"`` or ``"other"``.
+
+    >>> file_kind("81a4")
+    'file'
+    """
+    return FILE_KINDS.get(stat.S_IFMT(int(raw_mode, 16)), "other")
+
+
 def _stat_command(path: str) -> str:
-    """Print ``stat=<type>|<mode>|<user>|<group>`` for ``path``, nothing when it is absent."""
-    return f"stat -c 'stat=%F|%a|%U|%G' {path} 2>/dev/null || true"
+    """Print ``stat=<raw mode>|<mode>|<user>|<group>`` for ``path``, nothing when it is absent."""
+    return f"stat -c 'stat={STAT_FIELDS}' {path} 2>/dev/null || true"
 
 
 def parse_stat(value: str | None) -> dict:
     if not value:
         return {"exists": False, "is_socket": False, "mode": None, "user": None, "group": None}
-    kind, mode, user, group = value.split("|")
-    return {"exists": True, "is_socket": kind == "socket", "mode": mode, "user": user, "group": group}
+    raw_mode, mode, user, group = value.split("|")
+    return {"exists": True, "is_socket": file_kind(raw_mode) == "socket", "mode": mode, "user": user, "group": group}
 
 
 def parse_socket_unit(lines: list[str]) -> dict:
@@ -148,7 +187,7 @@ class BuildkitSocket(FactBase[dict]):
 
     def command(self, unit: str = SOCKET_UNIT) -> str:
         unit = shlex.quote(unit)
-        return (
+        return in_c_locale(
             f"systemctl show --property=UnitFileState,ActiveState,Listen {unit} 2>/dev/null || true; "
             f"listen=$(systemctl show --property=Listen --value {unit} 2>/dev/null | sed 's/ (.*//' | head -n1); "
             f'if [ -n "$listen" ]; then {_stat_command(chr(34) + "$listen" + chr(34))}; fi'
@@ -172,7 +211,7 @@ class ContainerdSocket(FactBase[dict]):
 
     def command(self, address: str = "/run/containerd/containerd.sock") -> str:
         path = shlex.quote(address.removeprefix("unix://"))
-        return f"echo path={path}; {_stat_command(path)}"
+        return in_c_locale(f"echo path={path}; {_stat_command(path)}")
 
     def process(self, output: list[str]) -> dict:
         values = parse_key_values(output)
@@ -200,7 +239,7 @@ class BuildHostPlatform(FactBase[dict]):
         {"machine": "x86_64", "systemd": True}
     """
 
-    command = PLATFORM_COMMAND
+    command = in_c_locale(PLATFORM_COMMAND)
 
     def process(self, output: list[str]) -> dict:
         return platform_from(parse_key_values(output))
@@ -222,8 +261,9 @@ class ReleaseFiles(FactBase[list]):
     """
 
     def command(self, manifest: str) -> str:
-        return (
-            f'while IFS= read -r path; do if [ -e "$path" ] || [ -L "$path" ]; then echo "$path"; fi; '
+        # One path a line, read whole: a file name with a space or a * is one name.
+        return in_c_locale(
+            f'while IFS= read -r path; do if [ -e "$path" ] || [ -L "$path" ]; then printf \'%s\\n\' "$path"; fi; '
             f"done < {shlex.quote(manifest)} 2>/dev/null; true"
         )
 
@@ -236,19 +276,48 @@ class ReleaseFiles(FactBase[list]):
 
 
 def parse_systemd_timestamp(value: str | None) -> datetime | None:
-    """``Sun 2026-11-29 18:01:02.123456 UTC`` (``--timestamp=us+utc``; whole seconds before systemd 247)."""
+    """``Sun 2026-11-29 18:01:02.123456 UTC`` (``--timestamp=us+utc``; whole seconds before systemd 248).
+
+    The day name is skipped, so a translated one (``So``) parses alike. Anything
+    else is a ``FactProcessError``: pyinfra reports it for this host alone.
+    """
     if not value or value == "n/a":
         return None
-    moment = value.split(" ", 1)[1]
+    moment = value.partition(" ")[2]
     layout = "%Y-%m-%d %H:%M:%S.%f UTC" if "." in moment else "%Y-%m-%d %H:%M:%S UTC"
-    return datetime.strptime(moment, layout).replace(tzinfo=timezone.utc)
+    try:
+        return datetime.strptime(moment, layout).replace(tzinfo=timezone.utc)
+    except ValueError as error:
+        raise FactProcessError(f"unexpected systemd timestamp {value!r}") from error
 
 
-def parse_stat_time(value: str | None) -> datetime | None:
+def parse_stat_time(value: str) -> datetime:
     """``2026-11-29 18:01:02.123456789 +0000`` (``TZ=UTC stat -c %z``) to a datetime (microseconds)."""
-    if not value:
-        return None
-    return datetime.strptime(value[:26], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    try:
+        return datetime.strptime(value[:26], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    except ValueError as error:
+        raise FactProcessError(f"unexpected stat change time {value!r}") from error
+
+
+def started_before(started: str | None, changed: datetime | None) -> bool:
+    """Whether a unit that became active at ``started`` (systemd's text) did so before ``changed``.
+
+    Compared at the precision systemd printed. Before systemd 248 that is whole
+    seconds, and a unit that became active in the same second as its inputs last
+    changed counts as started after them: a rerun must not restart what it has just
+    started. The price: on those hosts, a run cut off less than a second after a
+    unit started, between installing a file and restarting the unit, goes unnoticed
+    until the next change.
+
+    >>> started_before("Sun 2026-11-29 18:01:02 UTC", datetime(2026, 11, 29, 18, 1, 2, 400000, timezone.utc))
+    False
+    """
+    moment = parse_systemd_timestamp(started)
+    if moment is None or changed is None:
+        return False
+    if "." not in started:
+        changed = changed.replace(microsecond=0)
+    return moment < changed
 
 
 UNIT_PROPERTIES = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp"
@@ -275,7 +344,8 @@ def unit_state_command(bin_dir: str, unit_dir: str, full_prefix: str = DEFAULT_F
         for unit, paths in _unit_inputs(bin_dir, unit_dir, full_prefix).items()
     )
     units = f"-p {UNIT_PROPERTIES} {' '.join(UNITS.values())}"
-    # --timestamp (microseconds) needs systemd 247; older ones print whole seconds in TZ's zone.
+    # --timestamp (microseconds) works from systemd 248 (247 takes it and prints whole seconds);
+    # older ones print whole seconds in TZ's zone.
     return (
         f"{{ TZ=UTC systemctl show --timestamp=us+utc {units} 2>/dev/null || TZ=UTC systemctl show {units}; }} "
         f"2>/dev/null | sed 's/^/unit./'; {ctimes}; true"
@@ -300,14 +370,12 @@ def parse_unit_freshness(lines: list[str]) -> dict:
                 ctimes[unit].append(parse_stat_time(changed))
     state = {}
     for unit, values in zip(UNITS, blocks, strict=True):
-        started = parse_systemd_timestamp(values.get("ActiveEnterTimestamp"))
-        changed = max(ctimes[unit], default=None)
         active = values.get("ActiveState") == "active"
         state[unit] = {
             "enabled": values.get("UnitFileState") == "enabled",
             "active": active,
             "needs_daemon_reload": values.get("NeedDaemonReload") == "yes",
-            "stale": bool(active and started and changed and started < changed),
+            "stale": active and started_before(values.get("ActiveEnterTimestamp"), max(ctimes[unit], default=None)),
         }
     return state
 
@@ -336,7 +404,8 @@ class BuildkitUnitFreshness(FactBase[dict]):
 
     A unit is stale when it is active and became active before its inputs last
     changed (the socket: its unit file; the service: ``buildkitd``, its config and
-    its unit file), as after a run that was cut between an install and its restart.
+    its unit file), as after a run that was cut between an install and its restart;
+    see ``started_before`` for systemd before 248, which reports whole seconds.
 
     .. code:: python
 
@@ -347,7 +416,7 @@ class BuildkitUnitFreshness(FactBase[dict]):
     def command(
         self, bin_dir: str = DEFAULT_BIN_DIR, unit_dir: str = UNIT_DIR, full_prefix: str = DEFAULT_FULL_PREFIX
     ) -> str:
-        return unit_state_command(bin_dir, unit_dir, full_prefix)
+        return in_c_locale(unit_state_command(bin_dir, unit_dir, full_prefix))
 
     def process(self, output: list[str]) -> dict:
         return parse_unit_freshness(output)
@@ -358,16 +427,41 @@ class BuildkitUnitFreshness(FactBase[dict]):
 
 
 def managed_paths_command(paths: tuple[str, ...]) -> str:
-    """``path=PATH|type|mode|user|group`` for each of ``paths`` that exists, ``sha256sum`` of the files,
+    """``path=PATH|raw mode|mode|user|group`` for each of ``paths`` that exists, ``sha256sum`` of the files,
     and ``marked=PATH`` for each file that carries this package's ``MARKER`` line (proof that it is ours).
 
     Three processes whatever the number of paths: this runs on every host on every run.
     """
     quoted = " ".join(shlex.quote(path) for path in paths)
     return (
-        f"stat -c 'path=%n|%F|%a|%U|%G' {quoted} 2>/dev/null; sha256sum {quoted} 2>/dev/null; "
+        f"stat -c 'path=%n|{STAT_FIELDS}' {quoted} 2>/dev/null; sha256sum {quoted} 2>/dev/null; "
         f"grep -lxF {shlex.quote(MARKER)} {quoted} 2>/dev/null | sed 's/^/marked=/'; true"
     )
+
+
+def created_folders_command(listing: str = CREATED_FOLDERS) -> str:
+    """``folder=PATH|raw mode|mode|user|group`` for each folder in ``listing`` (one a line) that exists.
+
+    Two processes whatever the number of folders.
+    """
+    quoted = shlex.quote(listing)
+    return (
+        f"if [ -f {quoted} ]; then tr '\\n' '\\0' < {quoted} | "
+        f"xargs -0 -r stat -c 'folder=%n|{STAT_FIELDS}' 2>/dev/null; fi; true"
+    )
+
+
+def _parse_stat_line(line: str, prefix: str) -> tuple[str, dict] | None:
+    """A ``PREFIX=PATH|raw mode|mode|user|group`` line to ``(path, {"kind", "mode", "user", "group"})``."""
+    if not line.startswith(prefix):
+        return None
+    path, raw_mode, mode, user, group = line[len(prefix) :].rsplit("|", 4)
+    return path, {"kind": file_kind(raw_mode), "mode": mode, "user": user, "group": group}
+
+
+def parse_created_folders(lines: list[str]) -> dict[str, dict]:
+    """Lines of ``created_folders_command`` to ``{path: {"kind", "mode", "user", "group"}}``."""
+    return dict(found for found in (_parse_stat_line(line, "folder=") for line in lines) if found)
 
 
 def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
@@ -376,10 +470,10 @@ def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
     digests = {}
     marked = set()
     for line in lines:
-        if line.startswith("path="):
-            path, kind, mode, user, group = line[len("path=") :].rsplit("|", 4)
-            kind = {"regular file": "file", "regular empty file": "file", "directory": "dir"}.get(kind, kind)
-            paths[path] = {"kind": kind, "mode": mode, "user": user, "group": group, "sha256": None, "ours": False}
+        found = _parse_stat_line(line, "path=")
+        if found:
+            path, values = found
+            paths[path] = {**values, "sha256": None, "ours": False}
         elif line.startswith("marked="):
             marked.add(line[len("marked=") :])
         else:
@@ -398,14 +492,15 @@ class BuildHostState(FactBase[dict]):
     """Everything the build-host deploys decide from, in one remote command.
 
     The platform, the installed versions, the managed files and folders (mode,
-    owner, SHA-256), whether the socket group exists, and the units' state, so a
-    converged host costs one round trip.
+    owner, SHA-256), the folders the install created (mode, owner), whether the
+    socket group exists, and the units' state, so a converged host costs one round trip.
 
     .. code:: python
 
         {"machine": "x86_64", "systemd": True, "nerdctl": "2.3.5",
          "buildkit": {"buildkitd": "0.12.5", "buildctl": "0.12.5"},
          "paths": {"/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", ...}},
+         "created_dirs": {"/opt/tools": {"kind": "dir", "mode": "755", "user": "root", "group": "root"}},
          "group_exists": True, "units": {"socket": {...}, "service": {...}, "containerd": {...}},
          "full": {"version": None, "components": {}}}
     """
@@ -422,16 +517,17 @@ class BuildHostState(FactBase[dict]):
         parts = [
             PLATFORM_COMMAND,
             full_readme_command(full_prefix),
-            # A shell pattern of plain characters: left unquoted so that it expands.
-            f'for manifest in {full_manifests}; do if [ -f "$manifest" ]; then echo full_managed=yes; break; fi; done',
-            NerdctlVersion().command(bin_dir),
-            BuildkitVersion().command(bin_dir),
+            f"for manifest in {shell_glob(full_manifests)}; do "
+            'if [ -f "$manifest" ]; then echo full_managed=yes; break; fi; done',
+            _version_command(f"{bin_dir}/nerdctl"),
+            _buildkit_version_command(bin_dir),
             managed_paths_command(tuple(paths)),
+            created_folders_command(),
             unit_state_command(bin_dir, unit_dir, full_prefix),
         ]
         if group:
             parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
-        return "; ".join(parts)
+        return in_c_locale("; ".join(parts))
 
     def process(self, output: list[str]) -> dict:
         values = parse_key_values(output)
@@ -440,6 +536,7 @@ class BuildHostState(FactBase[dict]):
             "nerdctl": parse_nerdctl_version(output),
             "buildkit": parse_buildkit_versions(output),
             "paths": parse_managed_paths(output),
+            "created_dirs": parse_created_folders(output),
             "group_exists": values.get("group") == "yes",
             "units": parse_unit_freshness(output),
             "full": {**parse_full_readme(output), "managed": values.get("full_managed") == "yes"},
@@ -461,7 +558,7 @@ class NerdctlFull(FactBase[dict]):
     """
 
     def command(self, full_prefix: str = DEFAULT_FULL_PREFIX) -> str:
-        return (
+        return in_c_locale(
             f"{full_readme_command(full_prefix)}; echo containerd=$(systemctl is-active {CONTAINERD_UNIT} 2>/dev/null)"
         )
 
@@ -514,7 +611,7 @@ class BuildkitWorkers(FactBase):
 
     def command(self, bin_dir: str = DEFAULT_BIN_DIR, address: str = BUILDKIT_ADDRESS, timeout: int = 30) -> str:
         buildctl = shlex.quote(f"{bin_dir}/buildctl")
-        return (
+        return in_c_locale(
             f"if [ -x {buildctl} ]; then timeout {int(timeout)} {buildctl} --addr {shlex.quote(address)} "
             "debug workers -v 2>/dev/null || true; fi"
         )

@@ -16,6 +16,9 @@ from pyinfra.api import FactBase
 from ..layout import DEFAULT_BIN_DIR, DEFAULT_FULL_PREFIX, STATE_DIR
 from . import (
     PLATFORM_COMMAND,
+    STAT_FIELDS,
+    file_kind,
+    in_c_locale,
     parse_key_values,
     parse_managed_paths,
     parse_unit_freshness,
@@ -142,9 +145,9 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
             'home=$(echo "$entry" | cut -d: -f6); uid=$(echo "$entry" | cut -d: -f3)',
             # Relative to the home folder: the paths are known only on the host.
             f'if [ -n "$entry" ] && cd "$home" 2>/dev/null; then echo home_exists=yes; '
-            f"stat -c 'path=%n|%F|%a|%U|%G' {user_files} 2>/dev/null; sha256sum {user_files} 2>/dev/null; "
+            f"stat -c 'path=%n|{STAT_FIELDS}' {user_files} 2>/dev/null; sha256sum {user_files} 2>/dev/null; "
             f'for d in {" ".join(data_folders(namespace))}; do [ -d "$d" ] && echo data=$d; done; fi',
-            f"[ -n \"$entry\" ] && stat -c 'socket_stat=%F|%a|%U' /run/user/$uid/buildkit-{shlex.quote(namespace)}/buildkitd.sock 2>/dev/null",
+            f"[ -n \"$entry\" ] && stat -c 'socket_stat=%f|%a|%U' /run/user/$uid/buildkit-{shlex.quote(namespace)}/buildkitd.sock 2>/dev/null",
             # The user's manager answers only while it runs (lingering or a login).
             f'if [ -n "$entry" ] && [ -S /run/user/$uid/systemd/private ]; then echo manager=yes; '
             f"{{ runuser -u {quoted} -- env {user_runtime_env('$uid')} systemctl --user show --timestamp=us+utc "
@@ -168,7 +171,7 @@ def parse_rootless_state(lines: list[str]) -> dict:
     user = values.get("user", "")
     manager = values.get("manager") == "yes"
     units = parse_unit_freshness(lines)
-    socket_kind = (values.get("socket_stat") or "").split("|")[0]
+    socket_raw_mode = (values.get("socket_stat") or "").split("|")[0]
     return {
         **platform_from(values),
         "user": user,
@@ -195,7 +198,7 @@ def parse_rootless_state(lines: list[str]) -> dict:
         "units": {name: units[key] if manager else NO_UNIT for key, name in USER_UNITS.items()},
         "socket": {
             "path": socket_path(account["uid"], values.get("namespace", "default")) if account else None,
-            "exists": socket_kind == "socket",
+            "exists": bool(socket_raw_mode) and file_kind(socket_raw_mode) == "socket",
         },
     }
 
@@ -223,7 +226,7 @@ class RootlessState(FactBase[dict]):
         namespace: str = "default",
         full_prefix: str = DEFAULT_FULL_PREFIX,
     ) -> str:
-        return rootless_state_command(user, bin_dir, namespace, full_prefix)
+        return in_c_locale(rootless_state_command(user, bin_dir, namespace, full_prefix))
 
     def process(self, output: list[str]) -> dict:
         return parse_rootless_state(output)

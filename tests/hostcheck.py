@@ -38,6 +38,20 @@ def boot_containerd_host(boot_hosts) -> testhosts.TestHost:
     return host
 
 
+def boot_build_host(boot_hosts, image: testhosts.ImageRecipe = testhosts.TRIXIE_CONTAINERD) -> testhosts.TestHost:
+    """A host to install on: trixie runs a real containerd; on other images a bare socket stands in for it.
+
+    buildkitd's stand-in only checks that containerd's socket is there.
+    """
+    (host,) = boot_hosts(1, image=image)
+    if image != testhosts.TRIXIE_CONTAINERD:
+        host.run(
+            'python3 -c \'import os, socket; os.makedirs("/run/containerd", exist_ok=True); '
+            'socket.socket(socket.AF_UNIX).bind("/run/containerd/containerd.sock")\''
+        )
+    return host
+
+
 def start_k3s_containerd(host: testhosts.TestHost) -> None:
     """Replace the host's containerd with one laid out like k3s's."""
     host.run(

@@ -147,6 +147,7 @@ FULL_BINARIES = (
     "containerd-rootless-setuptool.sh",
 )
 FULL_UNITS = ("containerd.service", "buildkit.service", "stargz-snapshotter.service")
+ODD_MEMBER = "share/doc/nerdctl-full/odd names/read me *.txt"
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap", "firewall", "tuning")  # upstream ships more
 
 
@@ -184,6 +185,8 @@ def full_archive(version: str, arch: str) -> bytes:
         + "\n## License\n- bin/slirp4netns:    [GNU GENERAL PUBLIC LICENSE, Version 2](https://example.invalid)\n"
     )
     members["share/doc/nerdctl-full/README.md"] = (readme.encode(), 0o644)
+    # Not upstream's: a member whose folder and name hold spaces and a *, which the install takes as one name.
+    members[ODD_MEMBER] = (b"one file, one name\n", 0o644)
     sums = "".join(
         f"{hashlib.sha256(data).hexdigest()}  {name}\n"
         for name, (data, _) in sorted(members.items())

@@ -77,7 +77,7 @@ def fact_output(
     lines += [f"installed.{name}=yes" for name in INSTALLED] + ["user_dbus=yes"]
     lines += ["home_exists=yes"] if passwd else []
     for relative, content in (files or {}).items():
-        lines.append(f"path={relative}|regular file|644|alice|alice")
+        lines.append(f"path={relative}|81a4|644|alice|alice")
         lines.append(f"{hashlib.sha256(content.encode()).hexdigest()}  {relative}")
     if units is not None:
         lines.append("manager=yes")
@@ -260,12 +260,12 @@ def test_rootless_state_command_quotes_the_user_and_is_valid_shell():
     command = rootless_state_command("alice", "/usr/local/bin", "default", "/usr/local")
     assert "getent passwd alice" in command and "buildkit-default/buildkitd.sock" in command
     assert subprocess.run(["sh", "-n", "-c", command]).returncode == 0
-    assert RootlessState().command("alice") == command
+    assert RootlessState().command("alice") == f"export LC_ALL=C; {command}"
 
 
 def test_parse_rootless_state_of_a_converged_host():
     state = parse_rootless_state(
-        converged_output(extra=("linger=yes", "socket_stat=socket|600|alice", "data=.local/share/containerd"))
+        converged_output(extra=("linger=yes", "socket_stat=c180|600|alice", "data=.local/share/containerd"))
     )
     assert (state["user"], state["uid"], state["home"], state["lingering"]) == ("alice", 1001, HOME, True)
     assert state["subuid"] == [[165536, 65536]] and state["subgid"] == [[165536, 65536]]

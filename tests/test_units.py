@@ -337,7 +337,7 @@ def test_socket_unit_parsing():
             "UnitFileState=enabled",
             "ActiveState=active",
             "Listen=/run/buildkit/buildkitd.sock (Stream)",
-            "stat=socket|660|root|buildkit",
+            "stat=c1b0|660|root|buildkit",
         ]
     )
     assert state == {
@@ -434,6 +434,7 @@ def _converged_state(settings, releases=(NERDCTL, BUILDKIT)):
         "nerdctl": settings.nerdctl_version,
         "buildkit": {"buildkitd": settings.buildkit_version, "buildctl": settings.buildkit_version},
         "paths": paths,
+        "created_dirs": {},
         "group_exists": True,
         "units": {"socket": dict(unit), "service": {**unit, "enabled": False}, "containerd": dict(absent)},
         "full": {"version": None, "components": {}, "managed": False},
@@ -451,6 +452,7 @@ def test_fresh_host_needs_everything_but_restarts():
         "nerdctl": None,
         "buildkit": {"buildkitd": None, "buildctl": None},
         "paths": {},
+        "created_dirs": {},
         "group_exists": False,
         "units": parse_unit_freshness([]),
         "full": {"version": None, "components": {}, "managed": False},
@@ -509,8 +511,8 @@ def test_build_host_state_parsing():
         "systemd=yes",
         "nerdctl version 2.3.5",
         "buildkitd github.com/moby/buildkit v0.12.5 bac3f2b673f3f9d33e79046008e7a38e856b3dc6",
-        "path=/etc/nerdctl/nerdctl.toml|regular file|644|root|root",
-        "path=/etc/nerdctl|directory|755|root|root",
+        "path=/etc/nerdctl/nerdctl.toml|81a4|644|root|root",
+        "path=/etc/nerdctl|41ed|755|root|root",
         f"{SHA}  /etc/nerdctl/nerdctl.toml",
         "marked=/etc/nerdctl/nerdctl.toml",
         "group=yes",
@@ -595,6 +597,7 @@ def test_full_flavor_plans():
         "nerdctl": None,
         "buildkit": {"buildkitd": None, "buildctl": None},
         "paths": {},
+        "created_dirs": {},
         "group_exists": True,
         "units": parse_unit_freshness([]),
         "full": {"version": None, "components": {}, "managed": False},

@@ -73,15 +73,30 @@ MASKED_UNITS = (
 
 @dataclass(frozen=True)
 class ImageRecipe:
-    """What a base image holds; its hash names the cached tarball."""
+    """What a base image holds; its hash names the cached tarball.
+
+    With ``base``, the image is that image's tarball with ``setup`` run in a chroot
+    of it (Debian's mirror reachable), which costs seconds where debootstrap costs a minute.
+    """
 
     suite: str
     packages: str
+    base: ImageRecipe | None = None
+    setup: str = ""
+    name: str = ""
 
     @property
     def key(self) -> str:
-        recipe = f"{self.suite}|{self.packages}|{'|'.join(MASKED_UNITS)}|v2"
-        return f"{self.suite}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+        recipe = (
+            f"{self.base.key}|{self.setup}"
+            if self.base
+            else f"{self.suite}|{self.packages}|{'|'.join(MASKED_UNITS)}|v2"
+        )
+        return f"{self.name or self.suite}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+
+
+def derived(base: ImageRecipe, name: str, setup: str) -> ImageRecipe:
+    return ImageRecipe(base.suite, base.packages, base=base, setup=setup, name=name)
 
 
 # bookworm: the plain systemd host. trixie: the one that ships a real containerd, and python3-venv for the
@@ -91,6 +106,40 @@ TRIXIE_CONTAINERD = ImageRecipe("trixie", BASE_PACKAGES + ",containerd,runc,pyth
 # trixie with what rootless containerd needs from Debian (../shared/test-hosts.md, "Rootless").
 TRIXIE_ROOTLESS = ImageRecipe(
     "trixie", TRIXIE_CONTAINERD.packages + ",rootlesskit,slirp4netns,uidmap,dbus-user-session,libpam-systemd,iptables"
+)
+# Hosts that real fleets have (issue 15): systemd 247, whose timestamps are whole seconds;
+# a German system locale, which SSH sessions pick up (pam_env); SSH sessions with umask 077 (pam_umask).
+# Python 3.9 has no tomllib, which the stand-ins parse their configs with: a shim over Debian's python3-toml.
+TOMLLIB_SHIM = """from toml import TomlDecodeError as TOMLDecodeError, loads as _loads
+
+
+def loads(text):
+    return _loads(text)
+
+
+def load(handle):
+    data = handle.read()
+    return _loads(data.decode() if isinstance(data, bytes) else data)
+"""
+BULLSEYE = derived(
+    ImageRecipe("bullseye", BASE_PACKAGES),
+    "bullseye",
+    "apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-toml >/dev/null && "
+    "apt-get clean && rm -rf /var/lib/apt/lists/* && "
+    f"cat > /usr/lib/python3/dist-packages/tomllib.py <<'EOF'\n{TOMLLIB_SHIM}EOF\n",
+)
+BOOKWORM_GERMAN = derived(
+    BOOKWORM,
+    "bookworm-de",
+    "apt-get update -qq && apt-get install -y -qq --no-install-recommends locales >/dev/null && "
+    "echo 'de_DE.UTF-8 UTF-8' > /etc/locale.gen && locale-gen >/dev/null && "
+    "echo LANG=de_DE.UTF-8 > /etc/default/locale && apt-get clean && rm -rf /var/lib/apt/lists/*",
+)
+BOOKWORM_UMASK = derived(
+    BOOKWORM,
+    "bookworm-umask077",
+    "sed -i 's/^UMASK.*/UMASK 077/' /etc/login.defs && "
+    "echo 'session optional pam_umask.so umask=0077' >> /etc/pam.d/common-session",
 )
 
 
@@ -104,24 +153,19 @@ def test_key() -> Path:
 
 
 def image_dir(recipe: ImageRecipe) -> Path:
-    """An unpacked base image for ``recipe``, built with debootstrap on first use, then cached."""
+    """An unpacked base image for ``recipe``, built on first use (debootstrap, or from its base), then cached."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tarball = CACHE_DIR / f"{recipe.key}.tar.zst"
+    tarball = _image_tarball(recipe)
     # The unpacked copy is named after this cache's key too: images from another cache accept another key.
     key_id = hashlib.sha256(test_key().with_suffix(".pub").read_bytes()).hexdigest()[:8]
     rootfs = RUN_DIR / "images" / f"{recipe.key}-{key_id}"
     with open(CACHE_DIR / f"{recipe.key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not tarball.exists():
-            _build_image(recipe, tarball)
         if not (rootfs / "etc" / "os-release").exists():
             if rootfs.exists():
                 shutil.rmtree(rootfs)
             rootfs.mkdir(parents=True)
-            subprocess.run(
-                ["tar", "--numeric-owner", "--xattrs", "--acls", "-I", "zstd", "-xf", str(tarball), "-C", str(rootfs)],
-                check=True,
-            )
+            subprocess.run(_tar("-xf", tarball, rootfs), check=True)
     return rootfs
 
 
@@ -142,11 +186,63 @@ def _build_image(recipe: ImageRecipe, tarball: Path) -> None:
         )
         _prepare_rootfs(rootfs)
         partial = tarball.with_suffix(".partial")
-        subprocess.run(
-            ["tar", "--numeric-owner", "--xattrs", "--acls", "-I", "zstd", "-cf", str(partial), "-C", str(rootfs), "."],
-            check=True,
-        )
+        subprocess.run(_tar("-cf", partial, rootfs, "."), check=True)
         partial.rename(tarball)
+
+
+def _image_tarball(recipe: ImageRecipe) -> Path:
+    """``recipe``'s cached tarball, built first if missing."""
+    tarball = CACHE_DIR / f"{recipe.key}.tar.zst"
+    with open(CACHE_DIR / f"{recipe.key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tarball.exists():
+            (_derive_image if recipe.base else _build_image)(recipe, tarball)
+    return tarball
+
+
+def _derive_image(recipe: ImageRecipe, tarball: Path) -> None:
+    assert recipe.base is not None
+    base = _image_tarball(recipe.base)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        rootfs.mkdir()
+        subprocess.run(_tar("-xf", base, rootfs), check=True)
+        resolv_conf = rootfs / "etc" / "resolv.conf"
+        kept_resolv_conf = resolv_conf.read_bytes() if resolv_conf.is_file() else None
+        resolv_conf.unlink(missing_ok=True)
+        shutil.copy("/etc/resolv.conf", resolv_conf)
+        subprocess.run(["mount", "-t", "proc", "proc", str(rootfs / "proc")], check=True)
+        try:
+            subprocess.run(
+                ["chroot", str(rootfs), "/bin/sh", "-ec", recipe.setup],
+                check=True,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"},
+            )
+        finally:
+            subprocess.run(["umount", str(rootfs / "proc")], check=True)
+        resolv_conf.unlink()
+        if kept_resolv_conf is not None:
+            resolv_conf.write_bytes(kept_resolv_conf)
+        partial = tarball.with_suffix(".partial")
+        subprocess.run(_tar("-cf", partial, rootfs, "."), check=True)
+        partial.rename(tarball)
+
+
+def _tar(mode: str, tarball: Path, rootfs: Path, *members: str) -> list[str]:
+    """tar that keeps root ownership, device files, xattrs and ACLs."""
+    return [
+        "tar",
+        "--numeric-owner",
+        "--xattrs",
+        "--acls",
+        "-I",
+        "zstd",
+        mode,
+        str(tarball),
+        "-C",
+        str(rootfs),
+        *members,
+    ]
 
 
 def _prepare_rootfs(rootfs: Path) -> None:
