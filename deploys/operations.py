@@ -14,7 +14,6 @@ from io import StringIO
 
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operation
-from pyinfra.facts.files import FileContents
 
 from ..facts import STATE_DIR, manifest_glob, manifest_path
 from .controller import cache_path, cached_archive
@@ -285,6 +284,9 @@ def remove_release_files(
 
 def _show_diff(path: str, content: str) -> None:
     """``--diff``: the change to ``path`` in pyinfra's style; reads the file only in this case."""
+    # Imported here: pyinfra before 3.5 has neither FileContents nor --diff, and must still load this module.
+    from pyinfra.facts.files import FileContents
+
     current = host.get_fact(FileContents, path=path)
     host.log(f"Will {'create' if current is None else 'modify'} {path}", logger.info)
     for line in generate_color_diff([f"{line}\n" for line in current or []], content.splitlines(keepends=True)):
