@@ -261,8 +261,9 @@ def main() -> None:
                     print(f"{run_name}, {count} hosts: {json.dumps(result)}", file=sys.stderr, flush=True)
     finally:
         mirror.stop()
-    (args.out / "fleet.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, args.out / "fleet.png")
+    name = "fleet-small" if args.small else "fleet"
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, args.out / f"{name}.png")
     print(table(report))
 
 
