@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import random
 import tarfile
 import threading
 import time
@@ -97,6 +98,45 @@ def real_rootless_scripts() -> bool:
     return all((REAL_ROOTLESS / name).is_file() for name in ROOTLESS_SCRIPTS)
 
 
+# The benchmark's archives of real size: stand-ins padded with incompressible bytes (archive kind to bytes).
+_PADDED_SIZES: dict[str, int] = {}
+_PADDED_ARCH: list[str] = []
+
+
+def pad_archives(nerdctl: int = 0, buildkit: int = 0, full: int = 0, arch: str = "amd64") -> None:
+    """Make the stand-in archives for ``arch`` built from now on about this many bytes (0: as small as they are).
+
+    The padding is random bytes after an ``exit`` at the end of the helper executables
+    (the rootless scripts, ``buildkit-qemu-*``, ``runc`` and the like), so gzip cannot
+    shrink it and the binaries that report versions stay as they are.
+    """
+    _PADDED_SIZES.update(nerdctl=nerdctl, buildkit=buildkit, full=full)
+    _PADDED_ARCH[:] = [arch]
+    for builder in (nerdctl_archive, full_archive, buildkit_archive):
+        builder.cache_clear()
+
+
+def _archive(kind: str, arch: str, members: dict) -> bytes:
+    """The .tar.gz of ``members``, padded to the wanted size of an archive of ``kind`` (random bytes
+    need no hard compression: they stay as large either way)."""
+    wanted = _PADDED_SIZES.get(kind, 0) if arch in _PADDED_ARCH else 0
+    helpers = sorted(
+        name for name, (data, mode) in members.items() if mode == 0o755 and data.startswith(b"#!/bin/sh\n# Stand-in")
+    )
+    small = _tar_gz(members)
+    missing = wanted - len(small)
+    if missing <= 0:
+        return small
+    padded = dict(members)
+    if not helpers:  # every executable is real or reports a version: the padding gets a file of its own
+        helpers = ["bench-padding"]
+        padded["bench-padding"] = (b"#!/bin/sh\n# Stand-in padding for the benchmark\n", 0o755)
+    for name in helpers:
+        noise = random.Random(f"{kind}/{name}/{len(members)}").randbytes(missing // len(helpers))
+        padded[name] = (padded[name][0] + b"exit 0\n" + noise, 0o755)
+    return _tar_gz(padded, level=1)
+
+
 @dataclass(frozen=True)
 class Symlink:
     """A symbolic link member of an archive (upstream's full archive has some)."""
@@ -104,7 +144,7 @@ class Symlink:
     target: str
 
 
-def _tar_gz(members: dict[str, tuple[bytes, int]]) -> bytes:
+def _tar_gz(members: dict[str, tuple[bytes, int]], level: int = 9) -> bytes:
     """A reproducible .tar.gz: fixed mtimes and owners, so its hash is stable."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -122,13 +162,13 @@ def _tar_gz(members: dict[str, tuple[bytes, int]]) -> bytes:
             else:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0)
+    return gzip.compress(raw.getvalue(), compresslevel=level, mtime=0)
 
 
 @cache
 def nerdctl_archive(version: str, arch: str) -> bytes:
     names = ("nerdctl", "containerd-rootless.sh", "containerd-rootless-setuptool.sh")
-    return _tar_gz({name: (_executable(name, version, "nerdctl", arch), 0o755) for name in names})
+    return _archive("nerdctl", arch, {name: (_executable(name, version, "nerdctl", arch), 0o755) for name in names})
 
 
 FULL_BINARIES = (
@@ -193,7 +233,7 @@ def full_archive(version: str, arch: str) -> bytes:
         if not isinstance(data, Symlink)
     )
     members["share/doc/nerdctl-full/SHA256SUMS"] = (sums.encode(), 0o644)
-    return _tar_gz(members)
+    return _archive("full", arch, members)
 
 
 def _archive_unit(unit: str) -> bytes:
@@ -215,7 +255,7 @@ def buildkit_archive(version: str, arch: str) -> bytes:
     members = {f"bin/{name}": (_standin(name, version, "buildkit", arch), 0o755) for name in names}
     if version == UNRUNNABLE_BUILDKIT:
         members["bin/buildkitd"] = (UNRUNNABLE_BINARY, 0o755)
-    return _tar_gz(members)
+    return _archive("buildkit", arch, members)
 
 
 # A release whose buildkitd cannot run on the test hosts, as a Go binary built for a newer CPU level fails.

@@ -1,9 +1,16 @@
-"""Run pyinfra as an operator would: the ``pyinfra`` CLI in a subprocess, with ``-y``."""
+"""Run pyinfra as an operator would: the ``pyinfra`` CLI in a subprocess, with ``-y``.
+
+Every pyinfra 3.x prints its results as text tables; ``--json`` exists from 3.9 on. Tests
+that need ``--json`` skip on older pyinfra (the package itself never needs it), and
+``results``/``facts`` read the text that every version prints.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -11,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+from packaging.version import Version
+
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+PYINFRA_VERSION = Version(importlib.metadata.version("pyinfra"))
+HAS_JSON = PYINFRA_VERSION >= Version("3.9")
+# A row of the "--> Results:" table: operation, then Hosts, Success, Error and No Change ("-" for none).
+_RESULT_ROW = re.compile(r"^ {4}(?P<operation>\S.*?)\s+(?P<counts>(?:(?:\d+|-)\s+){3}(?:\d+|-))\s*$")
 
 
 @dataclass
@@ -28,6 +42,22 @@ class PyinfraRun:
     def json(self) -> dict[str, Any]:
         """The ``--json`` document pyinfra printed on stdout."""
         return json.loads(self.stdout[self.stdout.index("{") :])
+
+    def results(self) -> dict[str, dict[str, int]]:
+        """From the text of a real run: operation name to its ``success``, ``error`` and ``no_change`` host counts."""
+        table = self.stderr.split("--> Results:", 1)[1].split("\n\n", 1)[0]
+        results = {}
+        for line in table.splitlines()[2:]:  # the "--> Results:" remainder and the header
+            row = _RESULT_ROW.match(line)
+            if row and row["operation"] != "Grand total":
+                counts = [0 if value == "-" else int(value) for value in row["counts"].split()]
+                results[row["operation"]] = dict(zip(("success", "error", "no_change"), counts[1:], strict=True))
+        return results
+
+    def facts(self, fact: str) -> dict[str, Any]:
+        """From the text of ``pyinfra INVENTORY fact FACT``: host name to the fact's value."""
+        text = self.stderr.split(f"--> Fact data for: {fact}", 1)[1]
+        return json.JSONDecoder().raw_decode(text[text.index("{") :])[0]
 
     def changes_made(self) -> dict[str, list[str]]:
         """From a real ``--json`` run: host name to the names of the operations that changed it."""
@@ -70,8 +100,11 @@ def run_pyinfra(
 ) -> PyinfraRun:
     """``pyinfra -y [--json] INVENTORY OPERATIONS...`` (``--dry`` instead of ``-y``), ``--data key=value`` per item.
 
-    The inventory is written from ``hosts`` unless ``inventory_path`` names a file.
+    The inventory is written from ``hosts`` unless ``inventory_path`` names a file. A test that asks
+    for ``--json`` skips on a pyinfra that has none.
     """
+    if as_json and not HAS_JSON:
+        pytest.skip(f"needs pyinfra's --json (3.9 or newer); this is pyinfra {PYINFRA_VERSION}")
     with tempfile.TemporaryDirectory() as tmp:
         inventory = inventory_path or write_inventory(Path(tmp), hosts)
         # -y skips change detection, so a plan is only printed by --dry without it.

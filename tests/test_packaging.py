@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import email
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pyinfra_nerdctl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +30,17 @@ def test_wheel_holds_only_the_pyinfra_nerdctl_package(tmp_path):
         "pyinfra_nerdctl/facts/__init__.py",
     ):
         assert required in names
+    (metadata_name,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+    metadata = email.message_from_bytes(zipfile.ZipFile(wheel).read(metadata_name))
+    assert metadata["Version"] == pyinfra_nerdctl.__version__  # the version lives in __init__.py only
+    assert "Operating System :: POSIX :: Linux" in metadata.get_all("Classifier")
+    assert {url.split(",")[0] for url in metadata.get_all("Project-URL")} >= {"Homepage", "Issues", "Changelog"}
+    assert any(requirement.startswith("pyinfra") for requirement in metadata.get_all("Requires-Dist"))
+
+
+def test_changelog_starts_with_this_release():
+    headings = [line for line in (ROOT / "CHANGELOG.md").read_text().splitlines() if line.startswith("## ")]
+    assert headings[0].startswith(f"## {pyinfra_nerdctl.__version__} ")
 
 
 def test_imports_under_the_package_name():
