@@ -11,6 +11,7 @@ import secrets
 import shlex
 from collections.abc import Generator, Sequence
 from io import StringIO
+from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operation
@@ -30,102 +31,10 @@ except ImportError:  # older pyinfra 3.x: a plain unified diff
 
 TEMP_PREFIX = ".pyinfra-nerdctl"
 
-# Shell functions that remove files and the folders this package made, and only those.
-# Lists are read a line at a time, so a file name with a space or a * stays one name.
-DROP_FUNCTIONS = r"""
-remember_folder() {
-  printf '%s\n' "$1" >> "$folders" && chmod 644 "$folders"
-}
-forget_folder() {
-  { grep -vxF "$1" "$folders" || true; } > "$folders.new" && chmod 644 "$folders.new" && mv -f "$folders.new" "$folders"
-}
-drop() {
-  rm -f "$1"
-  dir=$(dirname "$1")
-  while grep -qxF "$dir" "$folders" 2>/dev/null && rmdir "$dir" 2>/dev/null; do
-    forget_folder "$dir"
-    dir=$(dirname "$dir")
-  done
-}
-drop_listed() {
-  while IFS= read -r path; do drop "$path"; done < "$1"
-}
-"""
-
-# Shell functions shared by every install script; each failure names what and why.
-INSTALL_FUNCTIONS = (
-    DROP_FUNCTIONS
-    + r"""
-make_dirs() {
-  [ -d "$1" ] && return 0
-  make_dirs "$(dirname "$1")" || return 1
-  mkdir "$1" 2>/dev/null || return 1
-  remember_folder "$1" && chown root:root "$1" && chmod 755 "$1"
-}
-fetch() {
-  case "$1" in /*)
-    mv -f "$1" "$2" || { echo "cannot take the uploaded $1" >&2; exit 1; }
-  ;; *)
-  if command -v curl >/dev/null 2>&1; then
-    curl --fail --silent --show-error --location --retry 2 --output "$2" "$1" || { echo "download of $1 failed" >&2; exit 1; }
-  elif command -v wget >/dev/null 2>&1; then
-    wget --quiet --tries=3 --output-document="$2" "$1" || { echo "download of $1 failed" >&2; exit 1; }
-  else
-    echo "neither curl nor wget is installed: cannot download $1" >&2; exit 1
-  fi
-  ;; esac
-  got=$(sha256sum "$2" | cut -d' ' -f1)
-  if [ "$got" != "$3" ]; then
-    echo "SHA-256 mismatch for $1: expected $3, got $got; nothing was installed" >&2; exit 1
-  fi
-}
-unpack() {
-  mkdir "$unpacked/$2"
-  tar -xzf "$work/$2.tar.gz" -C "$unpacked/$2" || { echo "cannot unpack $1: nothing was installed" >&2; exit 1; }
-  for name in $4; do
-    [ -f "$unpacked/$2/$3/$name" ] || { echo "$1 has no $name: nothing was installed" >&2; exit 1; }
-  done
-  (cd "$unpacked/$2/$3" && find . \( -type f -o -type l \) | sed 's|^\./||' | sort) > "$work/$2.files"
-  sed "s|^|$dest/|" "$work/$2.files" > "$work/$2.paths"
-  cat "$work/$2.paths" >> "$work/all.paths"
-  chown -R root:root "$unpacked/$2/$3" && chmod -R u=rwX,go=rX "$unpacked/$2/$3"
-}
-put() {
-  make_dirs "$(dirname "$dest/$3")" || { echo "cannot create the folder of $dest/$3" >&2; exit 1; }
-  mv -f "$unpacked/$1/$2/$3" "$dest/$3"
-}
-is_one_of() {
-  for word in $2; do [ "$word" = "$1" ] && return 0; done
-  return 1
-}
-place() {
-  while IFS= read -r name; do
-    is_one_of "$name" "$3" || put "$1" "$2" "$name"
-  done < "$work/$1.files"
-}
-place_last() {
-  for name in $3; do put "$1" "$2" "$name"; done
-}
-write_list() {
-  chmod 644 "$1.new" && mv -f "$1.new" "$1"
-}
-intend() {
-  cat "$work/$1.paths" "$2" 2>/dev/null | sort -u > "$2.new" && write_list "$2"
-}
-record() {
-  grep -vxF -f "$work/$1.paths" "$2" > "$work/gone" || true
-  drop_listed "$work/gone"
-  cp "$work/$1.paths" "$2.new" && write_list "$2"
-}
-retire() {
-  if [ -f "$1" ]; then
-    grep -vxF -f "$work/all.paths" "$1" > "$work/gone" || true
-    drop_listed "$work/gone"
-    rm -f "$1"
-  fi
-}
-"""
-)
+SHELL_DIR = Path(__file__).parent
+# Shell that runs on hosts lives in .sh files beside this module, where shellcheck reads it.
+DROP_FUNCTIONS = (SHELL_DIR / "drop.sh").read_text()
+INSTALL_FUNCTIONS = DROP_FUNCTIONS + (SHELL_DIR / "install.sh").read_text()
 
 
 def _shell_variables() -> str:

@@ -1,7 +1,9 @@
+# shellcheck shell=sh
 # Prove that BuildKit builds on containerd after a change it depends on; go back to the last
 # working setup if the daemon refuses the new one. Set before this (by deploys/verify.py):
 # bin_dir, containerd_socket, namespace, limit (seconds), good_dir, watched (space-separated paths),
 # stop_after (yes when buildkit.service was not running before this run: it is left as found).
+# shellcheck disable=SC2154
 set -u
 buildkit_socket=/run/buildkit/buildkitd.sock
 

@@ -223,7 +223,7 @@ class ContainerdSocket(FactBase[dict]):
         return {"path": None, "exists": False, "is_socket": False}
 
 
-PLATFORM_COMMAND = "echo machine=$(uname -m); if [ -d /run/systemd/system ]; then echo systemd=yes; fi"
+PLATFORM_COMMAND = 'echo "machine=$(uname -m)"; if [ -d /run/systemd/system ]; then echo systemd=yes; fi'
 
 
 def platform_from(values: dict[str, str]) -> dict:
@@ -559,7 +559,7 @@ class NerdctlFull(FactBase[dict]):
 
     def command(self, full_prefix: str = DEFAULT_FULL_PREFIX) -> str:
         return in_c_locale(
-            f"{full_readme_command(full_prefix)}; echo containerd=$(systemctl is-active {CONTAINERD_UNIT} 2>/dev/null)"
+            f'{full_readme_command(full_prefix)}; echo "containerd=$(systemctl is-active {CONTAINERD_UNIT} 2>/dev/null)"'
         )
 
     def process(self, output: list[str]) -> dict:

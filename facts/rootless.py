@@ -50,7 +50,7 @@ def socket_path(uid: int | str, namespace: str) -> str:
 
 def user_runtime_env(uid: str) -> str:
     """The environment a command needs to reach the user's systemd manager (``runuser`` keeps it)."""
-    return f"XDG_RUNTIME_DIR=/run/user/{uid} DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus"
+    return f'XDG_RUNTIME_DIR="/run/user/{uid}" DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/{uid}/bus"'
 
 
 def data_folders(namespace: str) -> tuple[str, ...]:
@@ -125,7 +125,7 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
     user_files += " .config/buildkit/buildkitd.toml .config/nerdctl/nerdctl.toml"
     units = " ".join(USER_UNITS.values())
     properties = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp"
-    containerd = f'$(PATH={full_bin}:"$PATH" command -v containerd)'
+    containerd = f'"$(PATH={full_bin}:"$PATH" command -v containerd)"'
     return "; ".join(
         [
             PLATFORM_COMMAND,
@@ -134,22 +134,22 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
             f'entry=$(getent passwd {quoted}) && echo "passwd=$entry"',
             f"[ -e {LINGER_DIR}/{quoted} ] && echo linger=yes",
             f"[ -e {markers['linger']} ] && echo linger_ours=yes",
-            f"[ -e {markers['subids']} ] && echo subids_ours=$(cat {markers['subids']})",
+            f'[ -e {markers["subids"]} ] && echo "subids_ours=$(cat {markers["subids"]})"',
             "sed 's/^/subuid=/' /etc/subuid 2>/dev/null",
             "sed 's/^/subgid=/' /etc/subgid 2>/dev/null",
-            "echo max_user_namespaces=$(cat /proc/sys/user/max_user_namespaces 2>/dev/null)",
-            "echo unprivileged_userns_clone=$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null)",
-            f'for p in {" ".join(PROGRAMS)}; do found=$(PATH={full_bin}:"$PATH" command -v $p) && echo program.$p=$found; done',
-            f"for p in {' '.join(INSTALLED)}; do [ -x {bin_q}/$p ] && echo installed.$p=yes; done",
+            'echo "max_user_namespaces=$(cat /proc/sys/user/max_user_namespaces 2>/dev/null)"',
+            'echo "unprivileged_userns_clone=$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null)"',
+            f'for p in {" ".join(PROGRAMS)}; do found=$(PATH={full_bin}:"$PATH" command -v "$p") && echo "program.$p=$found"; done',
+            f'for p in {" ".join(INSTALLED)}; do [ -x {bin_q}/"$p" ] && echo "installed.$p=yes"; done',
             f"[ -e {USER_DBUS_SOCKET} ] && echo user_dbus=yes",
             'home=$(echo "$entry" | cut -d: -f6); uid=$(echo "$entry" | cut -d: -f3)',
             # Relative to the home folder: the paths are known only on the host.
             f'if [ -n "$entry" ] && cd "$home" 2>/dev/null; then echo home_exists=yes; '
             f"stat -c 'path=%n|{STAT_FIELDS}' {user_files} 2>/dev/null; sha256sum {user_files} 2>/dev/null; "
-            f'for d in {" ".join(data_folders(namespace))}; do [ -d "$d" ] && echo data=$d; done; fi',
-            f"[ -n \"$entry\" ] && stat -c 'socket_stat=%f|%a|%U' /run/user/$uid/buildkit-{shlex.quote(namespace)}/buildkitd.sock 2>/dev/null",
+            f'for d in {" ".join(data_folders(namespace))}; do [ -d "$d" ] && echo "data=$d"; done; fi',
+            f"[ -n \"$entry\" ] && stat -c 'socket_stat=%f|%a|%U' /run/user/\"$uid\"/buildkit-{shlex.quote(namespace)}/buildkitd.sock 2>/dev/null",
             # The user's manager answers only while it runs (lingering or a login).
-            f'if [ -n "$entry" ] && [ -S /run/user/$uid/systemd/private ]; then echo manager=yes; '
+            f'if [ -n "$entry" ] && [ -S /run/user/"$uid"/systemd/private ]; then echo manager=yes; '
             f"{{ runuser -u {quoted} -- env {user_runtime_env('$uid')} systemctl --user show --timestamp=us+utc "
             f"-p {properties} {units} 2>/dev/null || runuser -u {quoted} -- env {user_runtime_env('$uid')} "
             f"systemctl --user show -p {properties} {units}; }} 2>/dev/null | sed 's/^/unit./'; fi",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import subprocess
 
 import pytest
@@ -217,8 +218,8 @@ def test_user_units_have_no_unknown_keys(tmp_path):
 def test_as_user_quotes_the_command_and_reaches_the_manager():
     command = as_user("alice", 1001, "echo 'hi there'")
     assert command == (
-        "runuser -u alice -- env XDG_RUNTIME_DIR=/run/user/1001 "
-        "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1001/bus sh -c 'echo '\"'\"'hi there'\"'\"''"
+        'runuser -u alice -- env XDG_RUNTIME_DIR="/run/user/1001" '
+        'DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/1001/bus" sh -c ' + shlex.quote("echo 'hi there'")
     )
     assert user_systemctl("alice", 1001, "daemon-reload").endswith("sh -c 'systemctl --user daemon-reload'")
 

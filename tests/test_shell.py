@@ -1,0 +1,74 @@
+"""The shell that runs on hosts passes shellcheck: the .sh files, and the scripts and fact commands composed from them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from pyinfra_nerdctl.deploys.operations import install_script, removal_script
+from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL, resolve_download
+from pyinfra_nerdctl.deploys.settings import resolve_settings
+from pyinfra_nerdctl.deploys.verify import verify_script
+from pyinfra_nerdctl.facts import (
+    BuildHostPlatform,
+    BuildHostState,
+    BuildkitSocket,
+    BuildkitUnitFreshness,
+    BuildkitVersion,
+    ContainerdSocket,
+    NerdctlFull,
+    NerdctlVersion,
+    ReleaseFiles,
+)
+from pyinfra_nerdctl.facts.rootless import rootless_state_command
+
+SHELL_FILES = sorted((Path(__file__).resolve().parent.parent / "deploys").glob("*.sh"))
+SHA = "a" * 64
+
+
+def _downloads():
+    return [
+        resolve_download(release, version, "amd64", "https://github.com", SHA, None)
+        for release, version in ((NERDCTL, "2.3.5"), (BUILDKIT, "0.12.5"))
+    ]
+
+
+COMPOSED = {
+    "install": lambda: install_script(_downloads(), "/opt/a b/bin", retired=[NERDCTL_FULL]),
+    "install from uploads": lambda: install_script(_downloads(), "/usr/local/bin", run_token="0123abcd"),
+    "removal": lambda: removal_script(NERDCTL, "/usr/local/bin"),
+    "verify": lambda: verify_script(resolve_settings({}.get, {}), service_was_running=False),
+    "BuildHostState": lambda: BuildHostState().command("/usr/local/bin", ("/etc/a b", "/etc/nerdctl"), "builders"),
+    "ReleaseFiles": lambda: ReleaseFiles().command("/var/lib/a b.files"),
+    "BuildkitSocket": lambda: BuildkitSocket().command(),
+    "ContainerdSocket": lambda: ContainerdSocket().command(),
+    "NerdctlVersion": lambda: NerdctlVersion().command(),
+    "BuildkitVersion": lambda: BuildkitVersion().command(),
+    "BuildkitUnitFreshness": lambda: BuildkitUnitFreshness().command(),
+    "NerdctlFull": lambda: NerdctlFull().command(),
+    "BuildHostPlatform": lambda: BuildHostPlatform().command,
+    "RootlessState": lambda: rootless_state_command("alice", "/usr/local/bin", "default", "/usr/local"),
+}
+
+
+def shellcheck(*args: str, script: str | None = None) -> subprocess.CompletedProcess:
+    if shutil.which("shellcheck") is None:
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is not installed (.ci/run installs Debian's shellcheck)")
+        pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck)")
+    return subprocess.run(["shellcheck", "-s", "sh", *args], input=script, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("path", SHELL_FILES, ids=lambda path: path.name)
+def test_shell_files_pass_shellcheck(path):
+    result = shellcheck(str(path))
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("name", COMPOSED)
+def test_composed_scripts_and_fact_commands_pass_shellcheck(name):
+    result = shellcheck("-", script=COMPOSED[name]())
+    assert result.returncode == 0, result.stdout
