@@ -12,6 +12,7 @@ import testhosts
 from conftest import deploy_data, inventory
 from hostcheck import DEPLOY, boot_build_host, boot_containerd_host, client_call, deploy, plan, unit_state
 from pyinfra_cli import PYINFRA, run_pyinfra, write_inventory
+from pyinfra_nerdctl.deploys.operations import LOCK_FILE
 
 pytestmark = pytest.mark.hosts
 
@@ -195,6 +196,8 @@ def test_ssh_cut_during_download_ends_old_or_new_and_rerun_converges(boot_hosts,
     deadline = time.monotonic() + 30
     while _host_pids(host, "curl") and time.monotonic() < deadline:
         time.sleep(0.2)
+    # The install script can outlive its connection and is still unpacking: it holds the host's lock until it ends.
+    host.run(f"flock -w 60 {LOCK_FILE} true")
     after = host_state(host)
     nerdctl = host.run("/usr/local/bin/nerdctl --version").stdout
     buildkitd = host.run("/usr/local/bin/buildkitd --version").stdout.split()[2]
