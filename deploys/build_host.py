@@ -35,6 +35,7 @@ from .releases import (
     upstream_arch,
 )
 from .settings import SettingError, Settings, resolve_settings, settings_warnings, unknown_key_warnings
+from .takeover import ForeignSetupError, Takeover, plan_takeover
 from .verify import GOOD_DIR, check_build_path, check_paths
 
 BUILDKIT_STATE = "/var/lib/buildkit"
@@ -103,7 +104,7 @@ def _install_releases(
     )
 
 
-def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...]) -> None:
+def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...], takeover: Takeover) -> None:
     """One operation per step a deploy of ``possible`` may need, in one order on every host.
 
     A step with nothing to do on this host is a no-op there, so the plan and the results
@@ -128,6 +129,13 @@ def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...]) 
         ],
         unneeded=f"the folders the install made are root:root {DIR_MODE}",
     )
+    if has_buildkit(possible):
+        # Before our unit files replace theirs: `disable` needs the other setup's [Install] to find its links.
+        run_commands(
+            name="Stop and disable another BuildKit setup",
+            commands=list(takeover.commands),
+            unneeded="no other BuildKit setup on this host",
+        )
     to_write = {file.path: file.content for file in changes.files}
     for path in file_slots(possible):
         write_file(name=f"Write {path}", path=path, content=to_write.get(path))
@@ -219,10 +227,21 @@ def _install(
     machine = _require_systemd(state) if releases != (NERDCTL,) else state["machine"]
     if not retired and state["full"]["managed"]:
         raise _fail("this host runs the nerdctl-full flavor: change it with install_build_host, not piece by piece")
-    changes = plan_changes(settings, state, releases)
+    takeover = _takeover(settings, state, releases)
+    changes = plan_changes(settings, takeover.state, releases)
     _install_releases(changes, settings, releases, machine, retired)
-    _apply(changes, settings, possible)
-    check_build_path(settings, state, changes, releases, possible)
+    _apply(changes, settings, possible, takeover)
+    check_build_path(settings, takeover.state, changes, releases, possible)
+
+
+def _takeover(settings: Settings, state: dict, releases: tuple[Release, ...]) -> Takeover:
+    """What takes over another BuildKit setup on this host; refused, with nothing changed, without buildkit_takeover."""
+    if not has_buildkit(releases):
+        return Takeover((), state)
+    try:
+        return plan_takeover(state, settings.buildkit_takeover)
+    except ForeignSetupError as error:
+        raise _fail(str(error)) from error
 
 
 def _dest_of(release: Release, settings: Settings) -> str:

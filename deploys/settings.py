@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "buildkitd_config": None,  # merged into /etc/buildkit/buildkitd.toml
     "nerdctl_config": None,  # merged into /etc/nerdctl/nerdctl.toml
     "buildkit_verify": True,  # after a change BuildKit depends on, check that it answers
+    "buildkit_takeover": False,  # stop and disable another BuildKit setup (the usual recipe) instead of refusing
 }
 FLAVORS = ("minimal", "full")
 PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
@@ -81,6 +82,7 @@ class Settings:
     buildkitd_config: dict
     nerdctl_config: dict
     buildkit_verify: bool
+    buildkit_takeover: bool
 
     @property
     def full(self) -> bool:
@@ -144,6 +146,7 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             buildkitd_config=_checked_config(value("buildkitd_config"), "buildkitd_config", flavor == "full"),
             nerdctl_config=_checked_config(value("nerdctl_config"), "nerdctl_config", flavor == "full"),
             buildkit_verify=_flag(value("buildkit_verify"), "buildkit_verify"),
+            buildkit_takeover=_flag(value("buildkit_takeover"), "buildkit_takeover"),
         )
     except ReleaseError as error:
         raise SettingError(str(error)) from error

@@ -29,6 +29,7 @@ from ..layout import (
     STATE_DIR,
     UNIT_DIR,
 )
+from .foreign import foreign_buildkit_command, parse_foreign_buildkit
 
 NERDCTL_VERSION = re.compile(r"^nerdctl version v?(\S+)$")
 SHA256_LINE = re.compile(r"^[0-9a-f]{64}$")
@@ -493,7 +494,8 @@ class BuildHostState(FactBase[dict]):
 
     The platform, the installed versions, the managed files and folders (mode,
     owner, SHA-256), the folders the install created (mode, owner), whether the
-    socket group exists, and the units' state, so a converged host costs one round trip.
+    socket group exists, the units' state, and what else runs BuildKit
+    (``facts.foreign``), so a converged host costs one round trip.
 
     .. code:: python
 
@@ -502,7 +504,8 @@ class BuildHostState(FactBase[dict]):
          "paths": {"/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", ...}},
          "created_dirs": {"/opt/tools": {"kind": "dir", "mode": "755", "user": "root", "group": "root"}},
          "group_exists": True, "units": {"socket": {...}, "service": {...}, "containerd": {...}},
-         "full": {"version": None, "components": {}}}
+         "full": {"version": None, "components": {}},
+         "foreign_buildkit": {"units": [], "processes": []}}
     """
 
     def command(
@@ -524,6 +527,7 @@ class BuildHostState(FactBase[dict]):
             managed_paths_command(tuple(paths)),
             created_folders_command(),
             unit_state_command(bin_dir, unit_dir, full_prefix),
+            foreign_buildkit_command(),
         ]
         if group:
             parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
@@ -540,6 +544,7 @@ class BuildHostState(FactBase[dict]):
             "group_exists": values.get("group") == "yes",
             "units": parse_unit_freshness(output),
             "full": {**parse_full_readme(output), "managed": values.get("full_managed") == "yes"},
+            "foreign_buildkit": parse_foreign_buildkit(output),
         }
 
     @staticmethod

@@ -1,0 +1,153 @@
+"""Another BuildKit setup on a host (the usual recipe, by hand): refuse it, or take it over (pure: no host).
+
+Decided from the ``foreign_buildkit`` part of ``BuildHostState`` and the ``ours`` flag of our unit
+paths. Without ``buildkit_takeover`` a host with another setup is refused before anything changes;
+with it, one step stops and disables what the other setup runs, and the plan then treats our
+units as they will be once that step ran.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from .. import layout
+
+OUR_UNIT_PATHS = {layout.SOCKET_PATH: "socket", layout.SERVICE_PATH: "service"}
+OUR_UNITS = {layout.SOCKET_UNIT: "socket", layout.SERVICE_UNIT: "service"}
+STOP_SECONDS = 20
+
+
+class ForeignSetupError(ValueError):
+    """A host where something else runs BuildKit, and ``buildkit_takeover`` is off."""
+
+
+@dataclass(frozen=True)
+class ForeignSetup:
+    """One thing that runs BuildKit and is not this package's, and what taking it over runs."""
+
+    description: str
+    commands: tuple[str, ...] = ()
+    units: tuple[str, ...] = ()  # the units the commands stop
+
+
+def _unit_commands(unit: str, enabled: bool, active: bool) -> tuple[str, ...]:
+    if enabled:
+        return (f"systemctl disable --now {unit}",)
+    return (f"systemctl stop {unit}",) if active else ()
+
+
+def _state_words(enabled: bool, active: bool) -> str:
+    return f"{'enabled' if enabled else 'disabled'}, {'active' if active else 'inactive'}"
+
+
+def _stop_process_command(pid: int) -> str:
+    """Stop a buildkitd that no unit runs (started by hand), if that pid is still a buildkitd, and wait for it."""
+    status = f"/proc/{pid}/status"
+    return (
+        f"if grep -qx 'Name:.buildkitd' {status} 2>/dev/null; then kill {pid}; "
+        f"timeout {STOP_SECONDS} sh -c 'while [ -e {status} ]; do sleep 0.2; done'; fi"
+    )
+
+
+def foreign_setups(state: dict) -> tuple[ForeignSetup, ...]:
+    """What else runs BuildKit on a host whose ``BuildHostState`` is ``state``.
+
+    A unit counts when it is enabled or active; a file at our unit paths without our marker
+    counts always (a run would overwrite it); a root buildkitd counts unless it is the MainPID of
+    ``buildkit.service`` started through the socket, as our unit starts it (else it is left over
+    from an older definition of that unit).
+    """
+    foreign = state["foreign_buildkit"]
+    setups: list[ForeignSetup] = []
+    covered: set[str] = set()
+    for unit in foreign["units"]:
+        at_our_path = unit["path"] in OUR_UNIT_PATHS
+        if not (unit["enabled"] or unit["active"] or at_our_path):
+            continue
+        covered.add(unit["unit"])
+        setups.append(
+            ForeignSetup(
+                f"{unit['unit']} ({unit['path']}, socket {unit['socket']}, "
+                f"{_state_words(unit['enabled'], unit['active'])})",
+                _unit_commands(unit["unit"], unit["enabled"], unit["active"]),
+                (unit["unit"],),
+            )
+        )
+    for path, key in OUR_UNIT_PATHS.items():
+        name = path.rsplit("/", 1)[1]
+        found = state["paths"].get(path)
+        if name in covered or not found or found["ours"]:
+            continue
+        covered.add(name)
+        ours = state["units"][key]
+        setups.append(
+            ForeignSetup(
+                f"{path} (not written by pyinfra-nerdctl, {_state_words(ours['enabled'], ours['active'])})",
+                _unit_commands(name, ours["enabled"], ours["active"]),
+                (name,),
+            )
+        )
+    for process in foreign["processes"]:
+        unit = process["unit"]
+        if (process["main"] and process["socket_activated"]) or unit in covered:
+            continue
+        if unit and unit.endswith(".service"):
+            covered.add(unit)
+            older = " from an older definition" if unit == layout.SERVICE_UNIT else ""
+            setups.append(
+                ForeignSetup(
+                    f"buildkitd process {process['pid']} of {unit}{older} (socket {process['socket']})",
+                    _unit_commands(unit, process["enabled"], True),
+                    (unit,),
+                )
+            )
+        else:
+            setups.append(
+                ForeignSetup(
+                    f"buildkitd process {process['pid']} ({unit or 'no unit'}, socket {process['socket']})",
+                    (_stop_process_command(process["pid"]),),
+                )
+            )
+    return tuple(setups)
+
+
+def refusal(setups: tuple[ForeignSetup, ...]) -> str:
+    """The one-line error for a host with another BuildKit setup and ``buildkit_takeover`` off."""
+    return (
+        f"BuildKit already runs here from another setup: {'; '.join(setup.description for setup in setups)}. "
+        "Set buildkit_takeover=true to stop and disable it and run this package's units instead; "
+        "nothing was changed"
+    )
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """The commands that stop what else runs BuildKit, and the host's state once they ran."""
+
+    commands: tuple[str, ...]
+    state: dict
+
+
+def plan_takeover(state: dict, allowed: bool) -> Takeover:
+    """Refuse (``ForeignSetupError``) a host with another BuildKit setup unless ``allowed``; else take it over.
+
+    Our units that the takeover stops count as disabled and inactive afterwards, and our socket,
+    if it stays active, as stale: the other daemon may have taken its path, so it is restarted.
+    """
+    setups = foreign_setups(state)
+    if not setups:
+        return Takeover((), state)
+    if not allowed:
+        raise ForeignSetupError(refusal(setups))
+    commands = tuple(dict.fromkeys(command for setup in setups for command in setup.commands))
+    stopped = {unit for setup in setups for unit in setup.units}
+    after = copy.deepcopy(state)
+    for name, key in OUR_UNITS.items():
+        if name in stopped:
+            after["units"][key].update(enabled=False, active=False, stale=False)
+    socket = after["units"]["socket"]
+    socket["stale"] = socket["active"]
+    # A unit that failed while the other daemon held the socket gets a fresh start.
+    reset = f"systemctl reset-failed {layout.SOCKET_UNIT} {layout.SERVICE_UNIT} 2>/dev/null || true"
+    return Takeover((*commands, reset), after)

@@ -1,0 +1,160 @@
+"""What else runs BuildKit on a host: unit files this package did not write, and root's buildkitd processes.
+
+Part of the ``BuildHostState`` command (one remote command per host); pure parsing, unit-tested.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from ..layout import MARKER, SERVICE_UNIT
+
+# systemd's search path for system units, most important first; /lib is /usr/lib on merged-/usr hosts.
+UNIT_SEARCH_DIRS = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
+DEFAULT_ADDRESS = "/run/buildkit/buildkitd.sock"  # where a root buildkitd listens without --addr
+ENABLED_STATES = ("enabled", "enabled-runtime")
+ACTIVE_STATES = ("active", "activating", "reloading")
+UNIT_LINE = re.compile(r"^(/.+?\.(?:service|socket)):(\s*(?:ExecStart|ListenStream|User)\s*=.*)$")
+# grep patterns (basic regular expressions): a service that runs buildkitd, a socket on a BuildKit path, its user.
+RUNS_BUILDKIT = (
+    "^[[:space:]]*ExecStart[[:space:]]*=.*buildkitd",
+    "^[[:space:]]*ListenStream[[:space:]]*=.*buildkit",
+)
+USER_LINE = "^[[:space:]]*User[[:space:]]*="
+
+
+def foreign_buildkit_command(unit_dirs: tuple[str, ...] = UNIT_SEARCH_DIRS, service: str = SERVICE_UNIT) -> str:
+    """``foreign.line=FILE:LINE`` of unit files without ``MARKER`` that run buildkitd or listen on a BuildKit
+    path, ``foreign.process=PID|UNIT|ARGS`` for each buildkitd of root in this mount namespace, and the
+    state of their units (and of ``service``, for its MainPID) as ``foreign.unit.`` lines.
+
+    A rootless user's buildkitd (not uid 0) and one inside a container (another mount namespace)
+    are not listed: neither can hold this host's socket. Nothing found costs two ``grep``.
+    """
+    globs = " ".join(f"{directory}/*.service {directory}/*.socket" for directory in unit_dirs)
+    runs = " ".join(f"-e {shlex.quote(pattern)}" for pattern in RUNS_BUILDKIT)
+    return (
+        f"files=$(grep -s -l {runs} {globs}); "
+        f'if [ -n "$files" ]; then files=$(grep -s -L -x -F {shlex.quote(MARKER)} $files); fi; '
+        'names=; for file in $files; do names="$names ${file##*/}"; done; '
+        f'if [ -n "$files" ]; then grep -s -H {runs} -e {shlex.quote(USER_LINE)} $files | sed "s/^/foreign.line=/"; fi; '
+        "processes=; for status in $(grep -s -l -x 'Name:.buildkitd' /proc/[0-9]*/status); do "
+        "pid=${status#/proc/}; pid=${pid%/status}; "
+        "[ /proc/$pid/ns/mnt -ef /proc/self/ns/mnt ] || continue; "
+        'uid=; { while read -r key value rest; do [ "$key" = Uid: ] && uid=$value; done < $status; } 2>/dev/null; '
+        '[ "$uid" = 0 ] || continue; '
+        "unit=; { while IFS= read -r line; do case $line in 0::*|*:name=systemd:*) unit=${line##*/};; esac; "
+        "done < /proc/$pid/cgroup; } 2>/dev/null; "
+        "echo \"foreign.process=$pid|$unit|$(tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null)\"; "
+        'case $unit in *.service) names="$names $unit";; esac; processes=yes; done; '
+        'if [ -n "$names$processes" ]; then '
+        f"systemctl show -p Id,FragmentPath,UnitFileState,ActiveState,MainPID $names {shlex.quote(service)} "
+        "2>/dev/null | sed 's/^/foreign.unit./'; fi; true"
+    )
+
+
+def buildkitd_address(args: str) -> str:
+    """The socket a buildkitd command line listens on (``fd://`` when systemd's socket); the default without ``--addr``.
+
+    >>> buildkitd_address("/usr/local/bin/buildkitd --oci-worker=false --addr unix:///run/b.sock")
+    '/run/b.sock'
+    """
+    words = args.split()
+    for index, word in enumerate(words):
+        if word == "--addr" and index + 1 < len(words):
+            return words[index + 1].removeprefix("unix://")
+        if word.startswith("--addr="):
+            return word[len("--addr=") :].removeprefix("unix://")
+    return DEFAULT_ADDRESS
+
+
+def _unit_blocks(lines: list[str]) -> dict[str, dict[str, str]]:
+    """``foreign.unit.`` lines (``systemctl show`` of several units, a bare prefix between them) by unit name."""
+    blocks: list[dict[str, str]] = [{}]
+    for line in lines:
+        if not line.startswith("foreign.unit."):
+            continue
+        key, _, value = line[len("foreign.unit.") :].partition("=")
+        if key:
+            blocks[-1][key] = value
+        elif blocks[-1]:
+            blocks.append({})
+    return {block["Id"]: block for block in blocks if block.get("Id")}
+
+
+def _unit_files(lines: list[str]) -> dict[str, dict[str, str]]:
+    """``foreign.line=`` lines to ``{file: {"ExecStart": ..., "ListenStream": ..., "User": ...}}`` (first of each)."""
+    files: dict[str, dict[str, str]] = {}
+    for line in lines:
+        match = UNIT_LINE.match(line[len("foreign.line=") :]) if line.startswith("foreign.line=") else None
+        if not match:
+            continue
+        path, text = match.groups()
+        key, _, value = text.strip().partition("=")
+        files.setdefault(path, {}).setdefault(key.strip(), value.strip())
+    return files
+
+
+def _unit_socket(values: dict[str, str]) -> str:
+    if "ListenStream" in values:
+        return values["ListenStream"].replace("%t", "/run").removeprefix("unix://")
+    return buildkitd_address(values.get("ExecStart", ""))
+
+
+def parse_foreign_buildkit(lines: list[str]) -> dict:
+    """Lines of ``foreign_buildkit_command`` to what else runs BuildKit.
+
+    ``units``: unit files without this package's marker that systemd uses for their unit (a file
+    shadowed by one of the same name earlier in the search path is not), that run buildkitd as
+    root or listen on a BuildKit path. ``processes``: root's buildkitd processes, each with its
+    unit, its socket, and whether it is ``main`` (the MainPID of ``buildkit.service``) and
+    ``socket_activated`` (``--addr fd://``, as this package's service runs it).
+
+    .. code:: python
+
+        {"units": [{"unit": "buildkitd.service", "path": "/etc/systemd/system/buildkitd.service",
+                    "socket": "/run/buildkit/buildkitd.sock", "enabled": True, "active": True}],
+         "processes": [{"pid": 812, "unit": "buildkitd.service", "socket": "/run/buildkit/buildkitd.sock",
+                        "main": False, "socket_activated": False, "enabled": True}]}
+    """
+    states = _unit_blocks(lines)
+    main_pid = states.get(SERVICE_UNIT, {}).get("MainPID", "0")
+    units = []
+    for path, values in _unit_files(lines).items():
+        name = path.rsplit("/", 1)[1]
+        state = states.get(name, {})
+        if state.get("FragmentPath") != path or values.get("User", "root") not in ("root", "0"):
+            continue
+        units.append(
+            {
+                "unit": name,
+                "path": path,
+                "socket": _unit_socket(values),
+                "enabled": state.get("UnitFileState") in ENABLED_STATES,
+                "active": state.get("ActiveState") in ACTIVE_STATES,
+            }
+        )
+    processes = []
+    for line in lines:
+        if not line.startswith("foreign.process="):
+            continue
+        pid, unit, args = line[len("foreign.process=") :].split("|", 2)
+        address = buildkitd_address(args)
+        processes.append(
+            {
+                "pid": int(pid),
+                "unit": unit or None,
+                "socket": address,
+                "main": pid == main_pid,
+                "socket_activated": address == "fd://",
+                "enabled": states.get(unit, {}).get("UnitFileState") in ENABLED_STATES,
+            }
+        )
+    return {"units": units, "processes": processes}

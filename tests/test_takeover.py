@@ -1,0 +1,303 @@
+"""Another BuildKit setup on a host: what the state fact sees of it, and how a run refuses it or takes it over."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+from pyinfra_nerdctl import layout
+from pyinfra_nerdctl.deploys.changes import managed_dirs, managed_files, plan_changes
+from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL
+from pyinfra_nerdctl.deploys.settings import resolve_settings
+from pyinfra_nerdctl.deploys.takeover import ForeignSetupError, plan_takeover
+from pyinfra_nerdctl.facts import BuildHostState
+from pyinfra_nerdctl.facts.foreign import buildkitd_address, foreign_buildkit_command, parse_foreign_buildkit
+
+# The widely copied recipe, as written (typos included).
+RECIPE_SOCKET = """[Unit]
+Description=BuildKit
+Documention=https://github.com/moby/buildkit
+
+[Socket]
+ListenStream=%t/buildkit/buildkitd.sock
+
+[Install]
+WantedBy=sockets.target
+"""
+RECIPE_SERVICE = """[Unit]
+Description=BuildKit
+Require=buildkit.socket
+After=buildkit.socket
+Documention=https://github.com/moby/buildkit
+
+[Service]
+ExecStart=/usr/local/bin/buildkitd --oci-worker=false --containerd-worker=true
+
+[Install]
+WantedBy=multi-user.target
+"""
+RECIPE_DAEMON = "/usr/local/bin/buildkitd --oci-worker=false --containerd-worker=true"
+SETTINGS = resolve_settings({}.get, {})
+RESET = "systemctl reset-failed buildkit.socket buildkit.service 2>/dev/null || true"
+
+
+def test_the_fact_command_lists_unit_files_without_our_marker_that_run_buildkit(tmp_path: Path):
+    etc, lib = tmp_path / "etc", tmp_path / "lib"
+    etc.mkdir(), lib.mkdir()
+    (etc / "buildkitd.service").write_text(RECIPE_SERVICE)
+    (lib / "buildkit.socket").write_text(RECIPE_SOCKET)
+    (etc / "buildkit.service").write_text(
+        f"{layout.MARKER}\n[Service]\nExecStart=/usr/local/bin/buildkitd --addr fd://\n"
+    )
+    (etc / "sshd.service").write_text("[Service]\nExecStart=/usr/sbin/sshd -D\n")
+    (lib / "alice-buildkit.service").write_text("[Service]\nUser=alice\nExecStart=/usr/bin/rootlesskit buildkitd\n")
+
+    command = foreign_buildkit_command(unit_dirs=(str(etc), str(lib)))
+    subprocess.run(["dash", "-n", "-c", command], check=True)
+    output = subprocess.run(["dash", "-c", command], capture_output=True, text=True, check=True).stdout
+
+    lines = {line for line in output.splitlines() if line.startswith("foreign.line=")}
+    assert lines == {
+        f"foreign.line={etc}/buildkitd.service:ExecStart={RECIPE_DAEMON}",
+        f"foreign.line={lib}/buildkit.socket:ListenStream=%t/buildkit/buildkitd.sock",
+        f"foreign.line={lib}/alice-buildkit.service:User=alice",
+        f"foreign.line={lib}/alice-buildkit.service:ExecStart=/usr/bin/rootlesskit buildkitd",
+    }
+
+
+def _show(unit: str, path: str, file_state: str, active: str, main_pid: int = 0) -> list[str]:
+    return [
+        f"foreign.unit.Id={unit}",
+        f"foreign.unit.FragmentPath={path}",
+        f"foreign.unit.UnitFileState={file_state}",
+        f"foreign.unit.ActiveState={active}",
+        f"foreign.unit.MainPID={main_pid}",
+        "foreign.unit.",
+    ]
+
+
+def test_parsing_keeps_the_units_systemd_uses_and_root_processes():
+    lines = [
+        f"foreign.line=/etc/systemd/system/buildkitd.service:ExecStart={RECIPE_DAEMON}",
+        "foreign.line=/lib/systemd/system/buildkit.socket:ListenStream=%t/buildkit/buildkitd.sock",
+        # The nerdctl-full archive's unit, shadowed by ours in /etc.
+        "foreign.line=/usr/local/lib/systemd/system/buildkit.service:ExecStart=/usr/local/bin/buildkitd",
+        "foreign.line=/etc/systemd/system/alice.service:User=alice",
+        "foreign.line=/etc/systemd/system/alice.service:ExecStart=/usr/bin/rootlesskit buildkitd",
+        "foreign.process=812|buildkitd.service|/usr/local/bin/buildkitd --oci-worker=false --containerd-worker=true ",
+        "foreign.process=900|buildkit.service|/usr/local/bin/buildkitd --addr fd:// --config /etc/buildkit/buildkitd.toml ",
+        "foreign.process=950|session-3.scope|buildkitd --addr unix:///run/mine.sock ",
+        *_show("buildkitd.service", "/etc/systemd/system/buildkitd.service", "enabled", "active", 812),
+        *_show("buildkit.socket", "/usr/lib/systemd/system/buildkit.socket", "disabled", "inactive"),
+        *_show("alice.service", "/etc/systemd/system/alice.service", "enabled", "active", 1000),
+        *_show("buildkit.service", "/etc/systemd/system/buildkit.service", "static", "active", 900),
+    ]
+    # Only /usr/lib's socket is the one systemd reads on a merged-/usr host.
+    lines.insert(2, "foreign.line=/usr/lib/systemd/system/buildkit.socket:ListenStream=%t/buildkit/buildkitd.sock")
+
+    assert parse_foreign_buildkit(lines) == {
+        "units": [
+            {
+                "unit": "buildkitd.service",
+                "path": "/etc/systemd/system/buildkitd.service",
+                "socket": "/run/buildkit/buildkitd.sock",
+                "enabled": True,
+                "active": True,
+            },
+            {
+                "unit": "buildkit.socket",
+                "path": "/usr/lib/systemd/system/buildkit.socket",
+                "socket": "/run/buildkit/buildkitd.sock",
+                "enabled": False,
+                "active": False,
+            },
+        ],
+        "processes": [
+            {
+                "pid": 812,
+                "unit": "buildkitd.service",
+                "socket": "/run/buildkit/buildkitd.sock",
+                "main": False,
+                "socket_activated": False,
+                "enabled": True,
+            },
+            {
+                "pid": 900,
+                "unit": "buildkit.service",
+                "socket": "fd://",
+                "main": True,
+                "socket_activated": True,
+                "enabled": False,
+            },
+            {
+                "pid": 950,
+                "unit": "session-3.scope",
+                "socket": "/run/mine.sock",
+                "main": False,
+                "socket_activated": False,
+                "enabled": False,
+            },
+        ],
+    }
+    assert parse_foreign_buildkit([]) == {"units": [], "processes": []}
+    assert BuildHostState().process(lines)["foreign_buildkit"] == parse_foreign_buildkit(lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "address"),
+    [
+        (RECIPE_DAEMON, "/run/buildkit/buildkitd.sock"),
+        ("buildkitd --addr fd:// --config /etc/buildkit/buildkitd.toml", "fd://"),
+        ("buildkitd --addr=unix:///run/other.sock", "/run/other.sock"),
+        ("buildkitd --addr tcp://127.0.0.1:1234", "tcp://127.0.0.1:1234"),
+    ],
+)
+def test_buildkitd_address(args, address):
+    assert buildkitd_address(args) == address
+
+
+def _state(ours: bool = True, **foreign) -> dict:
+    """A converged host's BuildHostState (our files ``ours`` or not) with ``foreign`` as the fact saw it."""
+    paths = {
+        d: {"kind": "dir", "mode": "755", "user": "root", "group": "root", "sha256": None, "ours": False}
+        for d in managed_dirs(SETTINGS, (NERDCTL, BUILDKIT))
+    }
+    for file in managed_files(SETTINGS, (NERDCTL, BUILDKIT)):
+        paths[file.path] = {
+            "kind": "file",
+            "mode": "644",
+            "user": "root",
+            "group": "root",
+            "sha256": file.sha256,
+            "ours": True,
+        }
+    unit = {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False}
+    return {
+        "machine": "x86_64",
+        "systemd": True,
+        "nerdctl": SETTINGS.nerdctl_version,
+        "buildkit": {"buildkitd": SETTINGS.buildkit_version, "buildctl": SETTINGS.buildkit_version},
+        "paths": paths,
+        "group_exists": True,
+        "units": {
+            "socket": dict(unit),
+            "service": {**unit, "enabled": False, "active": False},
+            "containerd": {**unit, "enabled": False, "active": False},
+        },
+        "full": {"version": None, "components": {}, "managed": False},
+        "foreign_buildkit": {"units": [], "processes": [], **foreign},
+    }
+
+
+def _unit(name: str, enabled: bool = True, active: bool = True, directory: str = "/etc/systemd/system") -> dict:
+    return {
+        "unit": name,
+        "path": f"{directory}/{name}",
+        "socket": "/run/buildkit/buildkitd.sock",
+        "enabled": enabled,
+        "active": active,
+    }
+
+
+def _process(pid: int, unit: str | None, main: bool = False, fd: bool = False, enabled: bool = False) -> dict:
+    return {
+        "pid": pid,
+        "unit": unit,
+        "socket": "fd://" if fd else "/run/buildkit/buildkitd.sock",
+        "main": main,
+        "socket_activated": fd,
+        "enabled": enabled,
+    }
+
+
+def test_a_host_without_another_setup_plans_no_takeover():
+    state = _state(processes=[_process(900, "buildkit.service", main=True, fd=True)])
+    # A unit of the recipe that is disabled and inactive, outside our paths: what a takeover leaves.
+    state["foreign_buildkit"]["units"] = [_unit("buildkitd.service", enabled=False, active=False)]
+    takeover = plan_takeover(state, allowed=False)
+    assert takeover.commands == () and takeover.state is state
+    assert plan_changes(SETTINGS, takeover.state, (NERDCTL, BUILDKIT)) == plan_changes(
+        SETTINGS, _state(), (NERDCTL, BUILDKIT)
+    )
+
+
+def test_the_recipe_as_buildkitd_service_is_refused_naming_it_and_the_setting():
+    state = _state(units=[_unit("buildkitd.service")], processes=[_process(812, "buildkitd.service", enabled=True)])
+    with pytest.raises(ForeignSetupError) as refused:
+        plan_takeover(state, allowed=False)
+    assert str(refused.value) == (
+        "BuildKit already runs here from another setup: buildkitd.service (/etc/systemd/system/buildkitd.service, "
+        "socket /run/buildkit/buildkitd.sock, enabled, active). Set buildkit_takeover=true to stop and disable it "
+        "and run this package's units instead; nothing was changed"
+    )
+    assert "\n" not in str(refused.value)
+
+
+def test_taking_over_buildkitd_service_disables_it_and_restarts_our_socket():
+    state = _state(units=[_unit("buildkitd.service")], processes=[_process(812, "buildkitd.service", enabled=True)])
+    before = copy.deepcopy(state)
+    takeover = plan_takeover(state, allowed=True)
+    assert takeover.commands == ("systemctl disable --now buildkitd.service", RESET)
+    assert state == before, "the fact's state is not changed"
+    # buildkitd.service held the socket's path: our socket is restarted, and the check then runs.
+    changes = plan_changes(SETTINGS, takeover.state, (NERDCTL, BUILDKIT))
+    assert changes.restart_socket and not changes.files
+
+
+def test_taking_over_the_recipe_at_our_unit_paths_replaces_the_files_and_starts_our_socket():
+    fresh = _state()
+    fresh["paths"][layout.SOCKET_PATH]["ours"] = False
+    fresh["paths"][layout.SERVICE_PATH]["ours"] = False
+    fresh["paths"][layout.SOCKET_PATH]["sha256"] = fresh["paths"][layout.SERVICE_PATH]["sha256"] = "0" * 64
+    fresh["units"]["socket"].update(enabled=False, active=False)
+    fresh["units"]["service"].update(enabled=True, active=True)
+    fresh["foreign_buildkit"] = {
+        "units": [_unit("buildkit.service"), _unit("buildkit.socket", enabled=False, active=False)],
+        "processes": [_process(812, "buildkit.service", main=True, enabled=True)],
+    }
+    with pytest.raises(
+        ForeignSetupError,
+        match=r"buildkit\.service \(/etc/systemd/system/buildkit.service, .*"
+        r"enabled, active\); buildkit\.socket \(.*disabled, inactive\)\. Set buildkit_takeover=true",
+    ):
+        plan_takeover(fresh, allowed=False)
+
+    takeover = plan_takeover(fresh, allowed=True)
+    assert takeover.commands == ("systemctl disable --now buildkit.service", RESET)
+    assert takeover.state["units"]["service"] == {**fresh["units"]["service"], "enabled": False, "active": False}
+    changes = plan_changes(SETTINGS, takeover.state, (NERDCTL, BUILDKIT))
+    assert {file.path for file in changes.files} == {layout.SOCKET_PATH, layout.SERVICE_PATH}
+    assert changes.enable_socket and changes.start_socket
+    assert not (changes.restart_socket or changes.restart_service)
+
+
+def test_a_foreign_file_at_our_path_that_no_grep_found_is_refused_too():
+    state = _state()
+    state["paths"][layout.SOCKET_PATH]["ours"] = False
+    with pytest.raises(
+        ForeignSetupError,
+        match=r"/etc/systemd/system/buildkit.socket \(not written by "
+        r"pyinfra-nerdctl, enabled, active\)",
+    ):
+        plan_takeover(state, allowed=False)
+    assert plan_takeover(state, allowed=True).commands == ("systemctl disable --now buildkit.socket", RESET)
+
+
+def test_a_buildkitd_left_over_from_an_older_definition_is_stopped():
+    state = _state(processes=[_process(700, "buildkit.service", main=True)])
+    with pytest.raises(ForeignSetupError, match="buildkitd process 700 of buildkit.service from an older definition"):
+        plan_takeover(state, allowed=False)
+    takeover = plan_takeover(state, allowed=True)
+    assert takeover.commands == ("systemctl stop buildkit.service", RESET)
+    assert not takeover.state["units"]["service"]["active"] and takeover.state["units"]["socket"]["stale"]
+
+
+def test_a_buildkitd_started_by_hand_is_stopped_by_its_pid():
+    state = _state(processes=[_process(950, "session-3.scope")])
+    with pytest.raises(ForeignSetupError, match=r"buildkitd process 950 \(session-3.scope, socket /run/buildkit/"):
+        plan_takeover(state, allowed=False)
+    (stop, reset) = plan_takeover(state, allowed=True).commands
+    assert stop.startswith("if grep -qx 'Name:.buildkitd' /proc/950/status 2>/dev/null; then kill 950;")
+    subprocess.run(["dash", "-n", "-c", stop], check=True)
