@@ -141,13 +141,15 @@ def plan_takeover(state: dict, allowed: bool) -> Takeover:
     if not allowed:
         raise ForeignSetupError(refusal(setups))
     commands = tuple(dict.fromkeys(command for setup in setups for command in setup.commands))
-    stopped = {unit for setup in setups for unit in setup.units}
+    stopped = tuple(dict.fromkeys(unit for setup in setups for unit in setup.units))
     after = copy.deepcopy(state)
     for name, key in OUR_UNITS.items():
         if name in stopped:
             after["units"][key].update(enabled=False, active=False, stale=False)
     socket = after["units"]["socket"]
     socket["stale"] = socket["active"]
-    # A unit that failed while the other daemon held the socket gets a fresh start.
-    reset = f"systemctl reset-failed {layout.SOCKET_UNIT} {layout.SERVICE_UNIT} 2>/dev/null || true"
+    # buildkitd exits 1 when it is stopped, which leaves its unit failed; and ours may have failed
+    # while the other daemon held the socket: all of them start afresh.
+    units = dict.fromkeys((layout.SOCKET_UNIT, layout.SERVICE_UNIT, *stopped))
+    reset = f"systemctl reset-failed {' '.join(units)} 2>/dev/null || true"
     return Takeover((*commands, reset), after)

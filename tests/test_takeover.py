@@ -7,6 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import inventory
+from hostcheck import DEPLOY, unit_state
+from mirror import buildkit_path
+from pyinfra_cli import run_pyinfra
 from pyinfra_nerdctl import layout
 from pyinfra_nerdctl.deploys.changes import managed_dirs, managed_files, plan_changes
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL
@@ -14,6 +18,7 @@ from pyinfra_nerdctl.deploys.settings import resolve_settings
 from pyinfra_nerdctl.deploys.takeover import ForeignSetupError, plan_takeover
 from pyinfra_nerdctl.facts import BuildHostState
 from pyinfra_nerdctl.facts.foreign import buildkitd_address, foreign_buildkit_command, parse_foreign_buildkit
+from test_real_buildkit import DOCKERFILE, boot_build_host, real_data
 
 # The widely copied recipe, as written (typos included).
 RECIPE_SOCKET = """[Unit]
@@ -40,7 +45,7 @@ WantedBy=multi-user.target
 """
 RECIPE_DAEMON = "/usr/local/bin/buildkitd --oci-worker=false --containerd-worker=true"
 SETTINGS = resolve_settings({}.get, {})
-RESET = "systemctl reset-failed buildkit.socket buildkit.service 2>/dev/null || true"
+RESET = "systemctl reset-failed buildkit.socket buildkit.service{} 2>/dev/null || true"
 
 
 def test_the_fact_command_lists_unit_files_without_our_marker_that_run_buildkit(tmp_path: Path):
@@ -239,7 +244,7 @@ def test_taking_over_buildkitd_service_disables_it_and_restarts_our_socket():
     state = _state(units=[_unit("buildkitd.service")], processes=[_process(812, "buildkitd.service", enabled=True)])
     before = copy.deepcopy(state)
     takeover = plan_takeover(state, allowed=True)
-    assert takeover.commands == ("systemctl disable --now buildkitd.service", RESET)
+    assert takeover.commands == ("systemctl disable --now buildkitd.service", RESET.format(" buildkitd.service"))
     assert state == before, "the fact's state is not changed"
     # buildkitd.service held the socket's path: our socket is restarted, and the check then runs.
     changes = plan_changes(SETTINGS, takeover.state, (NERDCTL, BUILDKIT))
@@ -265,7 +270,7 @@ def test_taking_over_the_recipe_at_our_unit_paths_replaces_the_files_and_starts_
         plan_takeover(fresh, allowed=False)
 
     takeover = plan_takeover(fresh, allowed=True)
-    assert takeover.commands == ("systemctl disable --now buildkit.service", RESET)
+    assert takeover.commands == ("systemctl disable --now buildkit.service", RESET.format(""))
     assert takeover.state["units"]["service"] == {**fresh["units"]["service"], "enabled": False, "active": False}
     changes = plan_changes(SETTINGS, takeover.state, (NERDCTL, BUILDKIT))
     assert {file.path for file in changes.files} == {layout.SOCKET_PATH, layout.SERVICE_PATH}
@@ -282,7 +287,7 @@ def test_a_foreign_file_at_our_path_that_no_grep_found_is_refused_too():
         r"pyinfra-nerdctl, enabled, active\)",
     ):
         plan_takeover(state, allowed=False)
-    assert plan_takeover(state, allowed=True).commands == ("systemctl disable --now buildkit.socket", RESET)
+    assert plan_takeover(state, allowed=True).commands == ("systemctl disable --now buildkit.socket", RESET.format(""))
 
 
 def test_a_buildkitd_left_over_from_an_older_definition_is_stopped():
@@ -290,7 +295,7 @@ def test_a_buildkitd_left_over_from_an_older_definition_is_stopped():
     with pytest.raises(ForeignSetupError, match="buildkitd process 700 of buildkit.service from an older definition"):
         plan_takeover(state, allowed=False)
     takeover = plan_takeover(state, allowed=True)
-    assert takeover.commands == ("systemctl stop buildkit.service", RESET)
+    assert takeover.commands == ("systemctl stop buildkit.service", RESET.format(""))
     assert not takeover.state["units"]["service"]["active"] and takeover.state["units"]["socket"]["stale"]
 
 
@@ -301,3 +306,124 @@ def test_a_buildkitd_started_by_hand_is_stopped_by_its_pid():
     (stop, reset) = plan_takeover(state, allowed=True).commands
     assert stop.startswith("if grep -qx 'Name:.buildkitd' /proc/950/status 2>/dev/null; then kill 950;")
     subprocess.run(["dash", "-n", "-c", stop], check=True)
+
+
+# Host tests: the recipe, as written, on a host with the real BuildKit archive.
+
+# (unit folder, service name) as the recipe is copied: at our own unit paths, or as buildkitd.service under /lib.
+RECIPE_PLACES = {"buildkit.service": "/etc/systemd/system", "buildkitd.service": "/lib/systemd/system"}
+NAMESPACE = "builds"
+# The README's command that moves the recipe's images into the configured namespace.
+MOVE_IMAGES = (
+    "for image in $(ctr -n buildkit images ls -q); do "
+    'ctr -n buildkit images export - "$image" | ctr -n {namespace} images import -; done'
+)
+
+
+def follow_the_recipe(host, mirror, real, service: str) -> None:
+    """BuildKit's binaries in /usr/local/bin and the recipe's units, enabled and restarted by hand."""
+    folder = RECIPE_PLACES[service]
+    archive = f"{mirror.url}{buildkit_path(real.version, f'buildkit-v{real.version}.linux-amd64.tar.gz')}"
+    host.run(
+        f"cd /tmp && curl -fsS {archive} | tar -xz && mv bin/* /usr/local/bin/ && chmod a+x /usr/local/bin/build* && "
+        f"cat > {folder}/buildkit.socket <<'EOF'\n{RECIPE_SOCKET}EOF\n"
+        f"cat > {folder}/{service} <<'EOF'\n{RECIPE_SERVICE}EOF\n"
+        f"systemctl daemon-reload && systemctl enable {service.removesuffix('.service')} && "
+        f"systemctl restart {service.removesuffix('.service')}"
+    )
+
+
+def workers(host) -> str:
+    """``buildctl debug workers -v`` through the usual socket, retried while a daemon starts."""
+    return host.run(
+        "for i in $(seq 50); do buildctl debug workers -v 2>/dev/null && exit 0; sleep 0.2; done; exit 1"
+    ).stdout
+
+
+def build(host, image: str) -> None:
+    """A Dockerfile build with COPY and RUN, as root, through the usual socket."""
+    host.run(
+        "mkdir -p /root/ctx && cd /root/ctx && cp /bin/busybox busybox && echo hello > hello.txt && "
+        f"cat > Dockerfile <<'EOF'\n{DOCKERFILE}EOF\n"
+        "buildctl build --frontend dockerfile.v0 --local context=. --local dockerfile=. "
+        f"--output type=image,name={image}"
+    )
+
+
+def images(host, namespace: str) -> list[str]:
+    return host.run(f"ctr -n {namespace} images ls -q").stdout.split()
+
+
+def untouched(host, service: str) -> dict:
+    """What a refused run must leave as it was: unit files, binaries, configs, the old daemon and its state."""
+    return {
+        "files": host.run(
+            "find /etc/systemd/system /lib/systemd/system /usr/local/bin /etc/buildkit /etc/nerdctl "
+            "/var/lib/pyinfra-nerdctl -xdev -printf '%p %m %s %T@\\n' 2>/dev/null | sort"
+        ).stdout,
+        "units": host.run(
+            f"systemctl show -p Id,ActiveState,MainPID,UnitFileState,InvocationID {service} buildkit.socket"
+        ).stdout,
+    }
+
+
+@pytest.mark.hosts
+@pytest.mark.parametrize("service", sorted(RECIPE_PLACES))
+def test_a_host_set_up_by_the_recipe_is_refused_then_taken_over(service, boot_hosts, mirror, real_buildkit):
+    host = boot_build_host(boot_hosts)
+    follow_the_recipe(host, mirror, real_buildkit, service)
+    assert "org.mobyproject.buildkit.worker.containerd.namespace:\tbuildkit" in workers(host)
+    build(host, "docker.io/library/from-the-recipe:1")
+    hosts = inventory([host])
+    data = real_data(mirror, real_buildkit, containerd_namespace=NAMESPACE)
+    before = untouched(host, service)
+
+    refused = run_pyinfra(hosts, DEPLOY, data=data)
+
+    assert refused.returncode != 0
+    # /lib is /usr/lib on trixie: systemd names the file by the path it reads.
+    folder = host.run(f"readlink -f {RECIPE_PLACES[service]}").stdout.strip()
+    message = (
+        f"{host.name}: BuildKit already runs here from another setup: {service} ({folder}/{service}, "
+        "socket /run/buildkit/buildkitd.sock, enabled, active)"
+    )
+    assert message in refused.output, refused.output
+    (line,) = [line for line in refused.output.splitlines() if message in line]
+    assert line.endswith(
+        "Set buildkit_takeover=true to stop and disable it and run this package's units instead; nothing was changed"
+    )
+    assert untouched(host, service) == before
+    assert "namespace:\tbuildkit" in workers(host), "the old daemon still answers"
+
+    run = run_pyinfra(hosts, DEPLOY, data={**data, "buildkit_takeover": "true"}, as_json=True)
+
+    assert run.returncode == 0, run.output
+    changed = run.changes_made()[host.name]
+    assert changed.index("Install the nerdctl and BuildKit build host | Stop and disable another BuildKit setup") < (
+        changed.index(f"Install the nerdctl and BuildKit build host | Write {layout.SERVICE_PATH}")
+    )
+    assert changed[-1].endswith("Check that BuildKit answers with the containerd worker")
+    old = unit_state(host, service)
+    assert old["ActiveState"] == "inactive", (
+        old,
+        run.output,
+        host.run(
+            f"journalctl -u {service} --no-pager | tail -30; systemctl status {service} buildkit.socket; ls -la /etc/systemd/system /etc/systemd/system/*.wants",
+            check=False,
+        ).stdout,
+    )
+    assert old["UnitFileState"] in ("disabled", "static")  # static: buildkit.service, whose file is now ours
+    assert host.run(f"ls /etc/systemd/system/multi-user.target.wants/{service}", check=False).returncode != 0
+    assert unit_state(host, "buildkit.socket")["UnitFileState"] == "enabled"
+    assert f"org.mobyproject.buildkit.worker.containerd.namespace:\t{NAMESPACE}" in workers(host)
+    build(host, "docker.io/library/taken-over:1")
+    assert "docker.io/library/taken-over:1" in images(host, NAMESPACE)
+    # What the recipe built stays in its namespace until moved, as the README says.
+    assert images(host, "buildkit") == ["docker.io/library/from-the-recipe:1"]
+    host.run(MOVE_IMAGES.format(namespace=NAMESPACE))
+    assert "docker.io/library/from-the-recipe:1" in images(host, NAMESPACE)
+
+    rerun = run_pyinfra(hosts, DEPLOY, data={**data, "buildkit_takeover": "true"}, as_json=True)
+    assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 0, rerun.output
+    again = run_pyinfra(hosts, DEPLOY, data=data, as_json=True)  # takeover off: nothing else runs BuildKit now
+    assert again.returncode == 0 and again.json["results"]["totals"]["success"] == 0, again.output
