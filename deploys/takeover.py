@@ -46,7 +46,8 @@ def _stop_process_command(pid: int) -> str:
     status = f"/proc/{pid}/status"
     return (
         f"if grep -qx 'Name:.buildkitd' {status} 2>/dev/null; then kill {pid}; "
-        f"timeout {STOP_SECONDS} sh -c 'while [ -e {status} ]; do sleep 0.2; done'; fi"
+        f"timeout {STOP_SECONDS} sh -c 'while [ -e {status} ]; do sleep 0.2; done' || "
+        f'{{ echo "buildkitd process {pid} did not stop within {STOP_SECONDS} s" >&2; exit 1; }}; fi'
     )
 
 
@@ -56,7 +57,9 @@ def foreign_setups(state: dict) -> tuple[ForeignSetup, ...]:
     A unit counts when it is enabled or active; a file at our unit paths without our marker
     counts always (a run would overwrite it); a root buildkitd counts unless it is the MainPID of
     ``buildkit.service`` started through the socket, as our unit starts it (else it is left over
-    from an older definition of that unit).
+    from an older definition of that unit). A buildkitd that is the MainPID of another unit is
+    stopped with its unit; one that is not (started by hand, in a login's scope or under another
+    daemon) by its pid, and never its unit: that may be sshd's.
     """
     foreign = state["foreign_buildkit"]
     setups: list[ForeignSetup] = []
@@ -90,9 +93,10 @@ def foreign_setups(state: dict) -> tuple[ForeignSetup, ...]:
         )
     for process in foreign["processes"]:
         unit = process["unit"]
-        if (process["main"] and process["socket_activated"]) or unit in covered:
+        ours = unit == layout.SERVICE_UNIT and process["main"] and process["socket_activated"]
+        if ours or unit in covered:
             continue
-        if unit and unit.endswith(".service"):
+        if process["main"] and unit.endswith(".service"):
             covered.add(unit)
             older = " from an older definition" if unit == layout.SERVICE_UNIT else ""
             setups.append(

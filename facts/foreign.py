@@ -114,7 +114,7 @@ def parse_foreign_buildkit(lines: list[str]) -> dict:
     ``units``: unit files without this package's marker that systemd uses for their unit (a file
     shadowed by one of the same name earlier in the search path is not), that run buildkitd as
     root or listen on a BuildKit path. ``processes``: root's buildkitd processes, each with its
-    unit, its socket, and whether it is ``main`` (the MainPID of ``buildkit.service``) and
+    unit, its socket, and whether it is ``main`` (the MainPID of its unit) and
     ``socket_activated`` (``--addr fd://``, as this package's service runs it).
 
     .. code:: python
@@ -122,10 +122,9 @@ def parse_foreign_buildkit(lines: list[str]) -> dict:
         {"units": [{"unit": "buildkitd.service", "path": "/etc/systemd/system/buildkitd.service",
                     "socket": "/run/buildkit/buildkitd.sock", "enabled": True, "active": True}],
          "processes": [{"pid": 812, "unit": "buildkitd.service", "socket": "/run/buildkit/buildkitd.sock",
-                        "main": False, "socket_activated": False, "enabled": True}]}
+                        "main": True, "socket_activated": False, "enabled": True}]}
     """
     states = _unit_blocks(lines)
-    main_pid = states.get(SERVICE_UNIT, {}).get("MainPID", "0")
     units = []
     for path, values in _unit_files(lines).items():
         name = path.rsplit("/", 1)[1]
@@ -152,7 +151,7 @@ def parse_foreign_buildkit(lines: list[str]) -> dict:
                 "pid": int(pid),
                 "unit": unit or None,
                 "socket": address,
-                "main": pid == main_pid,
+                "main": pid == states.get(unit, {}).get("MainPID"),
                 "socket_activated": address == "fd://",
                 "enabled": states.get(unit, {}).get("UnitFileState") in ENABLED_STATES,
             }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import inventory
-from hostcheck import DEPLOY, unit_state
+from hostcheck import DEPLOY, plan, unit_state
 from mirror import buildkit_path
 from pyinfra_cli import run_pyinfra
 from pyinfra_nerdctl import layout
@@ -124,7 +124,7 @@ def test_parsing_keeps_the_units_systemd_uses_and_root_processes():
                 "pid": 812,
                 "unit": "buildkitd.service",
                 "socket": "/run/buildkit/buildkitd.sock",
-                "main": False,
+                "main": True,
                 "socket_activated": False,
                 "enabled": True,
             },
@@ -299,6 +299,15 @@ def test_a_buildkitd_left_over_from_an_older_definition_is_stopped():
     assert not takeover.state["units"]["service"]["active"] and takeover.state["units"]["socket"]["stale"]
 
 
+def test_a_buildkitd_that_is_not_the_main_process_of_its_unit_is_stopped_by_its_pid_not_its_unit():
+    # Started from an SSH login on a host without logind: in sshd's own cgroup.
+    state = _state(processes=[_process(960, "ssh.service", enabled=True)])
+    with pytest.raises(ForeignSetupError, match=r"buildkitd process 960 \(ssh.service, socket"):
+        plan_takeover(state, allowed=False)
+    (stop, reset) = plan_takeover(state, allowed=True).commands
+    assert "kill 960" in stop and "ssh" not in stop + reset
+
+
 def test_a_buildkitd_started_by_hand_is_stopped_by_its_pid():
     state = _state(processes=[_process(950, "session-3.scope")])
     with pytest.raises(ForeignSetupError, match=r"buildkitd process 950 \(session-3.scope, socket /run/buildkit/"):
@@ -377,6 +386,11 @@ def test_a_host_set_up_by_the_recipe_is_refused_then_taken_over(service, boot_ho
     hosts = inventory([host])
     data = real_data(mirror, real_buildkit, containerd_namespace=NAMESPACE)
     before = untouched(host, service)
+    takeover = {**data, "buildkit_takeover": "true"}
+    assert (
+        "Install the nerdctl and BuildKit build host | Stop and disable another BuildKit setup"
+        in (plan(hosts, takeover)[host.name])
+    )
 
     refused = run_pyinfra(hosts, DEPLOY, data=data)
 
@@ -395,7 +409,7 @@ def test_a_host_set_up_by_the_recipe_is_refused_then_taken_over(service, boot_ho
     assert untouched(host, service) == before
     assert "namespace:\tbuildkit" in workers(host), "the old daemon still answers"
 
-    run = run_pyinfra(hosts, DEPLOY, data={**data, "buildkit_takeover": "true"}, as_json=True)
+    run = run_pyinfra(hosts, DEPLOY, data=takeover, as_json=True)
 
     assert run.returncode == 0, run.output
     changed = run.changes_made()[host.name]
@@ -416,7 +430,33 @@ def test_a_host_set_up_by_the_recipe_is_refused_then_taken_over(service, boot_ho
     host.run(MOVE_IMAGES.format(namespace=NAMESPACE))
     assert "docker.io/library/from-the-recipe:1" in images(host, NAMESPACE)
 
-    rerun = run_pyinfra(hosts, DEPLOY, data={**data, "buildkit_takeover": "true"}, as_json=True)
+    rerun = run_pyinfra(hosts, DEPLOY, data=takeover, as_json=True)
     assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 0, rerun.output
     again = run_pyinfra(hosts, DEPLOY, data=data, as_json=True)  # takeover off: nothing else runs BuildKit now
     assert again.returncode == 0 and again.json["results"]["totals"]["success"] == 0, again.output
+
+
+@pytest.mark.hosts
+def test_a_buildkitd_started_by_hand_is_refused_then_stopped_by_its_pid(boot_hosts, mirror, real_buildkit):
+    host = boot_build_host(boot_hosts)
+    hosts = inventory([host])
+    data = real_data(mirror, real_buildkit)
+    assert run_pyinfra(hosts, DEPLOY, data=data).returncode == 0
+    host.run(
+        "setsid nohup /usr/local/bin/buildkitd --root /var/lib/by-hand --addr unix:///run/by-hand.sock "
+        "--oci-worker=false --containerd-worker=true >/dev/null 2>&1 < /dev/null &"
+    )
+    host.run("for i in $(seq 50); do buildctl --addr unix:///run/by-hand.sock debug workers && exit 0; sleep 0.2; done")
+    pid = host.run("pgrep -x buildkitd").stdout.split()[-1]
+
+    refused = run_pyinfra(hosts, DEPLOY, data=data)
+
+    assert refused.returncode != 0
+    assert f"{host.name}: BuildKit already runs here from another setup: buildkitd process {pid} (" in refused.output
+    assert "socket /run/by-hand.sock)" in refused.output, refused.output
+    run = run_pyinfra(hosts, DEPLOY, data={**data, "buildkit_takeover": "true"}, as_json=True)
+    assert run.returncode == 0, run.output
+    assert host.run(f"test -e /proc/{pid}", check=False).returncode != 0
+    assert "namespace:\tdefault" in workers(host)
+    rerun = run_pyinfra(hosts, DEPLOY, data=data, as_json=True)
+    assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 0, rerun.output
