@@ -36,7 +36,7 @@ def foreign_buildkit_command(unit_dirs: tuple[str, ...] = UNIT_SEARCH_DIRS, serv
     state of their units (and of ``service``, for its MainPID) as ``foreign.unit.`` lines.
 
     A rootless user's buildkitd (not uid 0) and one inside a container (another mount namespace)
-    are not listed: neither can hold this host's socket. Nothing found costs two ``grep``.
+    are not listed: neither can hold this host's socket. A host with no buildkitd running costs three ``grep``.
     """
     globs = " ".join(f"{directory}/*.service {directory}/*.socket" for directory in unit_dirs)
     runs = " ".join(f"-e {shlex.quote(pattern)}" for pattern in RUNS_BUILDKIT)
