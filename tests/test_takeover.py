@@ -185,6 +185,7 @@ def _state(ours: bool = True, **foreign) -> dict:
         "nerdctl": SETTINGS.nerdctl_version,
         "buildkit": {"buildkitd": SETTINGS.buildkit_version, "buildctl": SETTINGS.buildkit_version},
         "paths": paths,
+        "created_dirs": {},
         "group_exists": True,
         "units": {
             "socket": dict(unit),
