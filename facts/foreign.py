@@ -40,23 +40,27 @@ def foreign_buildkit_command(unit_dirs: tuple[str, ...] = UNIT_SEARCH_DIRS, serv
     """
     globs = " ".join(f"{directory}/*.service {directory}/*.socket" for directory in unit_dirs)
     runs = " ".join(f"-e {shlex.quote(pattern)}" for pattern in RUNS_BUILDKIT)
+    each = "tr '\\n' '\\0' | xargs -0 -r"  # one argument per line, whatever the characters in it
+    process_units = "sed -n 's/^foreign[.]process=[0-9]*|\\([^|]*[.]service\\)|.*/\\1/p'"
     return (
-        f"files=$(grep -s -l {runs} {globs}); "
-        f'if [ -n "$files" ]; then files=$(grep -s -L -x -F {shlex.quote(MARKER)} $files); fi; '
-        'names=; for file in $files; do names="$names ${file##*/}"; done; '
-        f'if [ -n "$files" ]; then grep -s -H {runs} -e {shlex.quote(USER_LINE)} $files | sed "s/^/foreign.line=/"; fi; '
-        "processes=; for status in $(grep -s -l -x 'Name:.buildkitd' /proc/[0-9]*/status); do "
+        f"files=$(grep -s -l {runs} {globs} | {each} grep -s -L -x -F {shlex.quote(MARKER)}); "
+        f'if [ -n "$files" ]; then printf \'%s\\n\' "$files" | {each} grep -s -H {runs} -e {shlex.quote(USER_LINE)} '
+        "| sed 's/^/foreign.line=/'; fi; "
+        "processes=$(grep -s -l -x 'Name:.buildkitd' /proc/[0-9]*/status | while IFS= read -r status; do "
         "pid=${status#/proc/}; pid=${pid%/status}; "
-        "[ /proc/$pid/ns/mnt -ef /proc/self/ns/mnt ] || continue; "
-        'uid=; { while read -r key value rest; do [ "$key" = Uid: ] && uid=$value; done < $status; } 2>/dev/null; '
+        '[ -n "${own:-}" ] || own=$(readlink /proc/self/ns/mnt); '
+        '[ "$(readlink "/proc/$pid/ns/mnt")" = "$own" ] || continue; '
+        'uid=; { while read -r key value _; do [ "$key" = Uid: ] && uid=$value; done < "$status"; } 2>/dev/null; '
         '[ "$uid" = 0 ] || continue; '
         "unit=; { while IFS= read -r line; do case $line in 0::*|*:name=systemd:*) unit=${line##*/};; esac; "
-        "done < /proc/$pid/cgroup; } 2>/dev/null; "
-        "echo \"foreign.process=$pid|$unit|$(tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null)\"; "
-        'case $unit in *.service) names="$names $unit";; esac; processes=yes; done; '
-        'if [ -n "$names$processes" ]; then '
-        f"systemctl show -p Id,FragmentPath,UnitFileState,ActiveState,MainPID $names {shlex.quote(service)} "
-        "2>/dev/null | sed 's/^/foreign.unit./'; fi; true"
+        'done < "/proc/$pid/cgroup"; } 2>/dev/null; '
+        "echo \"foreign.process=$pid|$unit|$(tr '\\0' ' ' < \"/proc/$pid/cmdline\" 2>/dev/null)\"; done); "
+        'if [ -n "$processes" ]; then printf \'%s\\n\' "$processes"; fi; '
+        'if [ -n "$files$processes" ]; then '
+        f"{{ printf '%s\\n' \"$files\" | sed 's|.*/||'; printf '%s\\n' \"$processes\" | {process_units}; "
+        f"echo {shlex.quote(service)}; }} | sed '/^$/d' | {each} "
+        "systemctl show -p Id,FragmentPath,UnitFileState,ActiveState,MainPID 2>/dev/null | sed 's/^/foreign.unit./'; "
+        "fi; true"
     )
 
 
