@@ -16,7 +16,8 @@ from pathlib import Path
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operation
 
-from ..facts import CREATED_FOLDERS, STATE_DIR, manifest_glob, manifest_path, shell_glob
+from ..facts import manifest_glob, manifest_path, shell_glob
+from ..layout import CREATED_FOLDERS, STATE_DIR
 from .controller import cache_path, cached_archive
 from .releases import Download, Release, ReleaseError
 

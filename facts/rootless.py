@@ -14,16 +14,9 @@ import shlex
 from pyinfra.api import FactBase
 
 from ..layout import DEFAULT_BIN_DIR, DEFAULT_FULL_PREFIX, STATE_DIR
-from . import (
-    PLATFORM_COMMAND,
-    STAT_FIELDS,
-    file_kind,
-    in_c_locale,
-    parse_key_values,
-    parse_managed_paths,
-    parse_unit_freshness,
-    platform_from,
-)
+from .common import PLATFORM_COMMAND, STAT_FIELDS, file_kind, in_c_locale, parse_key_values, platform_from
+from .state import parse_managed_paths
+from .units import parse_unit_freshness
 
 ROOTLESS_STATE_DIR = f"{STATE_DIR}/rootless"
 LINGER_DIR = "/var/lib/systemd/linger"
@@ -147,7 +140,7 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
             f'if [ -n "$entry" ] && cd "$home" 2>/dev/null; then echo home_exists=yes; '
             f"stat -c 'path=%n|{STAT_FIELDS}' {user_files} 2>/dev/null; sha256sum {user_files} 2>/dev/null; "
             f'for d in {" ".join(data_folders(namespace))}; do [ -d "$d" ] && echo "data=$d"; done; fi',
-            f"[ -n \"$entry\" ] && stat -c 'socket_stat=%f|%a|%U' /run/user/\"$uid\"/buildkit-{shlex.quote(namespace)}/buildkitd.sock 2>/dev/null",
+            f'[ -n "$entry" ] && stat -c \'socket_stat=%f|%a|%U\' /run/user/"$uid"/buildkit-{shlex.quote(namespace)}/buildkitd.sock 2>/dev/null',
             # The user's manager answers only while it runs (lingering or a login).
             f'if [ -n "$entry" ] && [ -S /run/user/"$uid"/systemd/private ]; then echo manager=yes; '
             f"{{ runuser -u {quoted} -- env {user_runtime_env('$uid')} systemctl --user show --timestamp=us+utc "

@@ -1,0 +1,181 @@
+"""Everything the build-host deploys decide from, in one remote command (``BuildHostState``)."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api import FactBase
+
+from ..layout import (
+    CREATED_FOLDERS,
+    DEFAULT_BIN_DIR,
+    DEFAULT_FULL_PREFIX,
+    MARKER,
+    UNIT_DIR,
+)
+from .common import (
+    PLATFORM_COMMAND,
+    SHA256_LINE,
+    STAT_FIELDS,
+    file_kind,
+    in_c_locale,
+    manifest_glob,
+    parse_key_values,
+    platform_from,
+    shell_glob,
+)
+from .foreign import foreign_buildkit_command, parse_foreign_buildkit
+from .units import parse_unit_freshness, unit_state_command
+from .versions import (
+    buildkit_version_command,
+    full_readme_command,
+    parse_buildkit_versions,
+    parse_full_readme,
+    parse_nerdctl_version,
+    version_command,
+)
+
+
+class BuildHostPlatform(FactBase[dict]):
+    """The machine architecture (``uname -m``) and whether systemd is the running init.
+
+    .. code:: python
+
+        {"machine": "x86_64", "systemd": True}
+    """
+
+    command = in_c_locale(PLATFORM_COMMAND)
+
+    def process(self, output: list[str]) -> dict:
+        return platform_from(parse_key_values(output))
+
+    @staticmethod
+    def default() -> None:
+        """None: the host could not be read (pyinfra then fails that host alone)."""
+        return None
+
+
+def managed_paths_command(paths: tuple[str, ...]) -> str:
+    """``path=PATH|raw mode|mode|user|group`` for each of ``paths`` that exists, ``sha256sum`` of the files,
+    and ``marked=PATH`` for each file that carries this package's ``MARKER`` line (proof that it is ours).
+
+    Three processes whatever the number of paths: this runs on every host on every run.
+    """
+    quoted = " ".join(shlex.quote(path) for path in paths)
+    return (
+        f"stat -c 'path=%n|{STAT_FIELDS}' {quoted} 2>/dev/null; sha256sum {quoted} 2>/dev/null; "
+        f"grep -lxF {shlex.quote(MARKER)} {quoted} 2>/dev/null | sed 's/^/marked=/'; true"
+    )
+
+
+def created_folders_command(listing: str = CREATED_FOLDERS) -> str:
+    """``folder=PATH|raw mode|mode|user|group`` for each folder in ``listing`` (one a line) that exists.
+
+    Two processes whatever the number of folders.
+    """
+    quoted = shlex.quote(listing)
+    return (
+        f"if [ -f {quoted} ]; then tr '\\n' '\\0' < {quoted} | "
+        f"xargs -0 -r stat -c 'folder=%n|{STAT_FIELDS}' 2>/dev/null; fi; true"
+    )
+
+
+def parse_stat_line(line: str, prefix: str) -> tuple[str, dict] | None:
+    """A ``PREFIX=PATH|raw mode|mode|user|group`` line to ``(path, {"kind", "mode", "user", "group"})``."""
+    if not line.startswith(prefix):
+        return None
+    path, raw_mode, mode, user, group = line[len(prefix) :].rsplit("|", 4)
+    return path, {"kind": file_kind(raw_mode), "mode": mode, "user": user, "group": group}
+
+
+def parse_created_folders(lines: list[str]) -> dict[str, dict]:
+    """Lines of ``created_folders_command`` to ``{path: {"kind", "mode", "user", "group"}}``."""
+    return dict(found for found in (parse_stat_line(line, "folder=") for line in lines) if found)
+
+
+def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
+    """Lines of ``managed_paths_command`` to ``{path: {"kind", "mode", "user", "group", "sha256", "ours"}}``."""
+    paths: dict[str, dict] = {}
+    digests = {}
+    marked = set()
+    for line in lines:
+        found = parse_stat_line(line, "path=")
+        if found:
+            path, values = found
+            paths[path] = {**values, "sha256": None, "ours": False}
+        elif line.startswith("marked="):
+            marked.add(line[len("marked=") :])
+        else:
+            digest, _, path = line.partition("  ")
+            if SHA256_LINE.match(digest):
+                digests[path] = digest
+    for path, digest in digests.items():
+        if path in paths:
+            paths[path]["sha256"] = digest
+    for path in marked & paths.keys():
+        paths[path]["ours"] = True
+    return paths
+
+
+class BuildHostState(FactBase[dict]):
+    """Everything the build-host deploys decide from, in one remote command.
+
+    The platform, the installed versions, the managed files and folders (mode,
+    owner, SHA-256), the folders the install created (mode, owner), whether the
+    socket group exists, the units' state, and what else runs BuildKit
+    (``facts.foreign``), so a converged host costs one round trip.
+
+    .. code:: python
+
+        {"machine": "x86_64", "systemd": True, "nerdctl": "2.3.5",
+         "buildkit": {"buildkitd": "0.12.5", "buildctl": "0.12.5"},
+         "paths": {"/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", ...}},
+         "created_dirs": {"/opt/tools": {"kind": "dir", "mode": "755", "user": "root", "group": "root"}},
+         "group_exists": True, "units": {"socket": {...}, "service": {...}, "containerd": {...}},
+         "full": {"version": None, "components": {}},
+         "foreign_buildkit": {"units": [], "processes": []}}
+    """
+
+    def command(
+        self,
+        bin_dir: str = DEFAULT_BIN_DIR,
+        paths: tuple[str, ...] = (),
+        group: str | None = None,
+        unit_dir: str = UNIT_DIR,
+        full_prefix: str = DEFAULT_FULL_PREFIX,
+        full_manifests: str = manifest_glob("nerdctl-full"),
+    ) -> str:
+        parts = [
+            PLATFORM_COMMAND,
+            full_readme_command(full_prefix),
+            f"for manifest in {shell_glob(full_manifests)}; do "
+            'if [ -f "$manifest" ]; then echo full_managed=yes; break; fi; done',
+            version_command(f"{bin_dir}/nerdctl"),
+            buildkit_version_command(bin_dir),
+            managed_paths_command(tuple(paths)),
+            created_folders_command(),
+            unit_state_command(bin_dir, unit_dir, full_prefix),
+            foreign_buildkit_command(),
+        ]
+        if group:
+            parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
+        return in_c_locale("; ".join(parts))
+
+    def process(self, output: list[str]) -> dict:
+        values = parse_key_values(output)
+        return {
+            **platform_from(values),
+            "nerdctl": parse_nerdctl_version(output),
+            "buildkit": parse_buildkit_versions(output),
+            "paths": parse_managed_paths(output),
+            "created_dirs": parse_created_folders(output),
+            "group_exists": values.get("group") == "yes",
+            "units": parse_unit_freshness(output),
+            "full": {**parse_full_readme(output), "managed": values.get("full_managed") == "yes"},
+            "foreign_buildkit": parse_foreign_buildkit(output),
+        }
+
+    @staticmethod
+    def default() -> None:
+        """None: the host could not be read (pyinfra then fails that host alone, and the deploys skip it)."""
+        return None
