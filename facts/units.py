@@ -6,7 +6,12 @@ import re
 import shlex
 from datetime import datetime, timezone
 
-from pyinfra.api import FactBase, FactProcessError
+from pyinfra.api import FactBase
+
+try:
+    from pyinfra.api import FactProcessError
+except ImportError:  # pyinfra before 3.6: any error in a fact's process() stops the run, whatever its class
+    from pyinfra.api.exceptions import FactError as FactProcessError
 
 from ..layout import (
     BUILDKIT_ADDRESS,

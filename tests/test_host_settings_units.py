@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from pyinfra.api import FactBase, FactProcessError
+from pyinfra.api import FactBase
 from pyinfra_nerdctl import facts
 from pyinfra_nerdctl.deploys.changes import plan_changes
 from pyinfra_nerdctl.deploys.operations import DROP_FUNCTIONS
@@ -23,6 +23,7 @@ from pyinfra_nerdctl.facts import (
     shell_glob,
     started_before,
 )
+from pyinfra_nerdctl.facts.units import FactProcessError  # pyinfra's, or its FactError before 3.6
 
 
 def _fact_classes() -> list[type[FactBase]]:
