@@ -21,12 +21,11 @@ def test_diff_shows_the_config_change_and_costs_nothing_when_converged(boot_host
     assert converged.returncode == 0, converged.output
     assert remote_commands(converged) == {host.name: 1} and "Will modify" not in converged.output
 
-    for dry in (True, False):
+    for dry in (True, False):  # the plan and the real run both show it
         run = run_pyinfra(hosts, DEPLOY, data={"containerd_namespace": "k8s.io"}, dry=dry, extra_args=("--diff",))
         assert run.returncode == 0, run.output
-        if dry:
-            assert "Will modify /etc/nerdctl/nerdctl.toml" in run.output, run.output
-            assert '- namespace = "default"' in run.output.replace("-namespace", "- namespace")
-            assert '+ namespace = "k8s.io"' in run.output.replace("+namespace", "+ namespace")
-            assert "Will modify /etc/buildkit/buildkitd.toml" in run.output
+        assert "Will modify /etc/nerdctl/nerdctl.toml" in run.output, run.output
+        assert '- namespace = "default"' in run.output.replace("-namespace", "- namespace")
+        assert '+ namespace = "k8s.io"' in run.output.replace("+namespace", "+ namespace")
+        assert "Will modify /etc/buildkit/buildkitd.toml" in run.output
     assert 'namespace = "k8s.io"' in host.run("cat /etc/nerdctl/nerdctl.toml").stdout
