@@ -38,8 +38,6 @@ from .settings import SettingError, Settings, resolve_settings, settings_warning
 from .takeover import ForeignSetupError, Takeover, plan_takeover
 from .verify import GOOD_DIR, check_build_path, check_paths
 
-BUILDKIT_STATE = "/var/lib/buildkit"
-
 
 def _fail(message: str) -> DeployError:
     return DeployError(f"{host.name}: {message}")

@@ -18,6 +18,7 @@ from .settings import Settings
 FILE_MODE = "644"
 DIR_MODE = "755"
 OWNER = ("root", "root")
+UNIT_FILES = frozenset({layout.SOCKET_PATH, layout.SERVICE_PATH, layout.CONTAINERD_UNIT_PATH})
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,12 @@ def file_slots(possible: tuple[Release, ...]) -> tuple[str, ...]:
 
 
 def managed_dirs(settings: Settings, releases: tuple[Release, ...]) -> tuple[str, ...]:
-    wanted = (
-        (has_nerdctl(releases), layout.NERDCTL_CONFIG_DIR),
-        (has_buildkit(releases), layout.BUILDKIT_CONFIG_DIR),
-        (_containerd_config(settings, releases), layout.CONTAINERD_CONFIG_DIR),
+    """The folders ``releases`` need: their slots, ``/etc/containerd`` only for a ``containerd_config``."""
+    return tuple(
+        directory
+        for directory in dir_slots(releases)
+        if directory != layout.CONTAINERD_CONFIG_DIR or _containerd_config(settings, releases)
     )
-    return tuple(directory for needed, directory in wanted if needed)
 
 
 def managed_files(settings: Settings, releases: tuple[Release, ...]) -> tuple[ManagedFile, ...]:
@@ -206,7 +207,7 @@ def _plan_units(changes: Changes, settings: Settings, state: dict, releases: tup
     containerd_inputs_changed = new_binaries or bool(changed & {layout.CONTAINERD_CONFIG, layout.CONTAINERD_UNIT_PATH})
     enable_containerd = full and not containerd["enabled"]
     reload_needed = (
-        bool(changed & {layout.SOCKET_PATH, layout.SERVICE_PATH, layout.CONTAINERD_UNIT_PATH})
+        bool(changed & UNIT_FILES)
         or changes.retire_containerd
         or any(unit["needs_daemon_reload"] for unit in units.values())
     )
@@ -255,5 +256,5 @@ def plan_removal(state: dict, possible: tuple[Release, ...]) -> Removal:
         stop_units=stop_units,
         files=files,
         dirs=tuple(d for d in dir_slots(possible) if any(path.startswith(f"{d}/") for path in files)),
-        daemon_reload=bool({layout.SOCKET_PATH, layout.SERVICE_PATH, layout.CONTAINERD_UNIT_PATH} & set(files)),
+        daemon_reload=bool(UNIT_FILES & set(files)),
     )
