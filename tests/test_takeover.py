@@ -12,12 +12,13 @@ from hostcheck import DEPLOY, plan, unit_state
 from mirror import buildkit_path
 from pyinfra_cli import run_pyinfra
 from pyinfra_nerdctl import layout
-from pyinfra_nerdctl.deploys.changes import managed_dirs, managed_files, plan_changes
+from pyinfra_nerdctl.deploys.changes import plan_changes
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL
 from pyinfra_nerdctl.deploys.settings import resolve_settings
 from pyinfra_nerdctl.deploys.takeover import ForeignSetupError, plan_takeover
 from pyinfra_nerdctl.facts import BuildHostState
 from pyinfra_nerdctl.facts.foreign import buildkitd_address, foreign_buildkit_command, parse_foreign_buildkit
+from states import converged_state
 from test_real_buildkit import DOCKERFILE, boot_build_host, real_data
 
 # The widely copied recipe, as written (typos included).
@@ -163,38 +164,11 @@ def test_buildkitd_address(args, address):
     assert buildkitd_address(args) == address
 
 
-def _state(ours: bool = True, **foreign) -> dict:
-    """A converged host's BuildHostState (our files ``ours`` or not) with ``foreign`` as the fact saw it."""
-    paths = {
-        d: {"kind": "dir", "mode": "755", "user": "root", "group": "root", "sha256": None, "ours": False}
-        for d in managed_dirs(SETTINGS, (NERDCTL, BUILDKIT))
-    }
-    for file in managed_files(SETTINGS, (NERDCTL, BUILDKIT)):
-        paths[file.path] = {
-            "kind": "file",
-            "mode": "644",
-            "user": "root",
-            "group": "root",
-            "sha256": file.sha256,
-            "ours": True,
-        }
-    unit = {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False}
-    return {
-        "machine": "x86_64",
-        "systemd": True,
-        "nerdctl": SETTINGS.nerdctl_version,
-        "buildkit": {"buildkitd": SETTINGS.buildkit_version, "buildctl": SETTINGS.buildkit_version},
-        "paths": paths,
-        "created_dirs": {},
-        "group_exists": True,
-        "units": {
-            "socket": dict(unit),
-            "service": {**unit, "enabled": False, "active": False},
-            "containerd": {**unit, "enabled": False, "active": False},
-        },
-        "full": {"version": None, "components": {}, "managed": False},
-        "foreign_buildkit": {"units": [], "processes": [], **foreign},
-    }
+def _state(**foreign) -> dict:
+    """A converged host's BuildHostState, buildkitd not running, with ``foreign`` as the fact saw it."""
+    state = converged_state(SETTINGS)
+    state["units"]["service"]["active"] = False
+    return {**state, "foreign_buildkit": {"units": [], "processes": [], **foreign}}
 
 
 def _unit(name: str, enabled: bool = True, active: bool = True, directory: str = "/etc/systemd/system") -> dict:

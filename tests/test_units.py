@@ -47,6 +47,7 @@ from pyinfra_nerdctl.facts import (
     parse_systemd_timestamp,
     parse_unit_freshness,
 )
+from states import converged_state
 
 SHA = "a" * 64
 
@@ -411,38 +412,8 @@ def test_unit_freshness_parsing():
     assert parse_unit_freshness(absent) == parse_unit_freshness([])
 
 
-def _converged_state(settings, releases=(NERDCTL, BUILDKIT)):
-    """The BuildHostState of a host on which ``settings`` are fully applied."""
-    paths = {
-        d: {"kind": "dir", "mode": "755", "user": "root", "group": "root", "sha256": None, "ours": False}
-        for d in managed_dirs(settings, releases)
-    }
-    for file in managed_files(settings, releases):
-        paths[file.path] = {
-            "kind": "file",
-            "mode": "644",
-            "user": "root",
-            "group": "root",
-            "sha256": file.sha256,
-            "ours": True,
-        }
-    unit = {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False}
-    absent = {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False}
-    return {
-        "machine": "x86_64",
-        "systemd": True,
-        "nerdctl": settings.nerdctl_version,
-        "buildkit": {"buildkitd": settings.buildkit_version, "buildctl": settings.buildkit_version},
-        "paths": paths,
-        "created_dirs": {},
-        "group_exists": True,
-        "units": {"socket": dict(unit), "service": {**unit, "enabled": False}, "containerd": dict(absent)},
-        "full": {"version": None, "components": {}, "managed": False},
-    }
-
-
 def test_converged_host_needs_nothing():
-    assert plan_changes(K3S, _converged_state(K3S), (NERDCTL, BUILDKIT)) == Changes()
+    assert plan_changes(K3S, converged_state(K3S), (NERDCTL, BUILDKIT)) == Changes()
 
 
 def test_fresh_host_needs_everything_but_restarts():
@@ -465,7 +436,7 @@ def test_fresh_host_needs_everything_but_restarts():
 
 
 def test_new_buildkit_restarts_only_a_running_service():
-    state = _converged_state(K3S)
+    state = converged_state(K3S)
     state["buildkit"] = {"buildkitd": "0.11.0", "buildctl": "0.11.0"}
     assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(outdated=(BUILDKIT,), restart_service=True)
     state["units"]["service"]["active"] = False
@@ -473,27 +444,27 @@ def test_new_buildkit_restarts_only_a_running_service():
 
 
 def test_new_nerdctl_touches_no_unit():
-    state = _converged_state(K3S)
+    state = converged_state(K3S)
     state["nerdctl"] = "1.0.0"
     assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(outdated=(NERDCTL,))
 
 
 def test_changed_socket_unit_reloads_and_restarts_the_socket_not_the_service():
-    state = _converged_state(K3S)
+    state = converged_state(K3S)
     state["paths"][layout.SOCKET_PATH]["sha256"] = "0" * 64
     changes = plan_changes(K3S, state, (NERDCTL, BUILDKIT))
     assert changes.daemon_reload and changes.restart_socket and not changes.restart_service
 
 
 def test_stale_units_from_an_interrupted_run_are_reloaded_and_restarted():
-    state = _converged_state(K3S)
+    state = converged_state(K3S)
     state["units"]["service"].update(needs_daemon_reload=True, stale=True)
     assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(daemon_reload=True, restart_service=True)
 
 
 def test_wrong_mode_or_owner_is_rewritten_and_alias_removed_when_off():
     settings = resolve_settings({}.get, {})
-    state = _converged_state(settings, (NERDCTL,))
+    state = converged_state(settings, (NERDCTL,))
     state["paths"][layout.NERDCTL_CONFIG]["mode"] = "666"
     state["paths"]["/etc/nerdctl"]["user"] = "nobody"
     alias = {"kind": "file", "mode": "644", "user": "root", "group": "root", "sha256": "x", "ours": False}
@@ -605,7 +576,7 @@ def test_full_flavor_plans():
     changes = plan_changes(FULL, fresh, releases)
     assert changes.outdated == releases and changes.enable_containerd and changes.start_containerd
     assert {file.path for file in changes.files} >= {layout.CONTAINERD_UNIT_PATH, layout.CONTAINERD_CONFIG}
-    converged = _converged_state(FULL, releases)
+    converged = converged_state(FULL, releases)
     converged["full"] = {"version": FULL.nerdctl_version, "components": {}, "managed": True}
     converged["units"]["containerd"] = {"enabled": True, "active": True, "needs_daemon_reload": False, "stale": False}
     assert plan_changes(FULL, converged, releases) == Changes()
@@ -615,7 +586,7 @@ def test_full_flavor_plans():
     )
     # Back to minimal: the minimal releases count as absent, and the full containerd unit goes.
     minimal = resolve_settings({}.get, {})
-    back = _converged_state(minimal)
+    back = converged_state(minimal)
     back["full"] = {"version": "2.3.5", "components": {}, "managed": True}
     # Our unit is known by its marker, whatever full_prefix it was rendered from (its content differs).
     unit = {"kind": "file", "mode": "644", "user": "root", "group": "root", "sha256": "other prefix", "ours": True}
@@ -648,7 +619,7 @@ def test_every_deploy_has_one_fixed_sequence_of_slots():
 
 def test_removal_takes_only_what_carries_our_marker():
     everything = (NERDCTL, BUILDKIT, NERDCTL_FULL)
-    state = _converged_state(resolve_settings({}.get, {}))
+    state = converged_state(resolve_settings({}.get, {}))
     state["paths"][layout.SOCKET_PATH]["ours"] = False  # a hand-written unit at our path
     state["paths"][layout.CONTAINERD_UNIT_PATH] = {"kind": "file", "ours": False}
     state["units"]["containerd"].update(enabled=True, active=True)
@@ -658,7 +629,7 @@ def test_removal_takes_only_what_carries_our_marker():
     assert removal.dirs == (layout.NERDCTL_CONFIG_DIR, layout.BUILDKIT_CONFIG_DIR)
     state["paths"][layout.CONTAINERD_UNIT_PATH]["ours"] = True
     assert plan_removal(state, everything).stop_units == (layout.CONTAINERD_UNIT,)
-    nothing = _converged_state(resolve_settings({}.get, {}))
+    nothing = converged_state(resolve_settings({}.get, {}))
     nothing["paths"] = {}
     assert plan_removal(nothing, everything) == Removal()
 
