@@ -20,7 +20,7 @@ from pyinfra.operations import apt
 
 from ..facts.rootless import ROOTLESS_STATE_DIR, USER_UNITS, RootlessState, marker_path, user_runtime_env
 from .build_host import host_settings
-from .operations import TEMP_PREFIX, run_commands
+from .operations import TEMP_PREFIX, UPLOAD_DIR, private_dirs_command, run_commands
 from .rootless_plan import (
     BUILDKIT_CONFIG,
     NERDCTL_CONFIG,
@@ -90,13 +90,13 @@ def user_file(
     if content is None:
         host.noop(f"~{user}/{relative} is as wanted")
         return
-    # A root-only folder (a link in /tmp, planted by a user, could redirect root's upload), a name per run.
-    upload = f"{ROOTLESS_STATE_DIR}/{TEMP_PREFIX.lstrip('.')}-upload.{uid}.{secrets.token_hex(4)}"
-    yield f"mkdir -p {ROOTLESS_STATE_DIR}"
+    # Root's own upload folder (a link in /tmp, planted by a user, could redirect root's upload), a name per run.
+    upload = f"{UPLOAD_DIR}/{TEMP_PREFIX.lstrip('.')}-user.{uid}.{secrets.token_hex(4)}"
+    yield private_dirs_command()
     path = shlex.quote(f"{home}/{relative}")
     temp = shlex.quote(f"{home}/{relative}.{TEMP_PREFIX.lstrip('.')}-{secrets.token_hex(4)}.tmp")
     yield FileUploadCommand(StringIO(content), upload)
-    write = f"umask 022 && mkdir -p $(dirname {path}) && cat > {temp} && chmod 644 {temp} && mv -f {temp} {path}"
+    write = f'umask 022 && mkdir -p "$(dirname {path})" && cat > {temp} && chmod 644 {temp} && mv -f {temp} {path}'
     yield f"chmod 600 {upload} && {as_user(user, uid, write)} < {upload}; status=$?; rm -f {upload}; exit $status"
 
 

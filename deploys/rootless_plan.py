@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import layout
 from ..facts.rootless import INSTALLED, USER_UNIT_DIR
 from .changes import ManagedFile
 from .rendering import HEADER, toml_string
@@ -30,12 +31,14 @@ SUBID_MIN, SUBID_MAX, SUBID_COUNT = 100000, 600100000, 65536
 PACKAGES = {"newuidmap": "uidmap", "newgidmap": "uidmap", "rootlesskit": "rootlesskit", "slirp4netns": "slirp4netns"}
 USER_DBUS_PACKAGE = "dbus-user-session"
 
-CONTAINERD_UNIT = f"{USER_UNIT_DIR}/containerd.service"
-SOCKET_UNIT = f"{USER_UNIT_DIR}/buildkit.socket"
-SERVICE_UNIT = f"{USER_UNIT_DIR}/buildkit.service"
+CONTAINERD_UNIT = f"{USER_UNIT_DIR}/{layout.CONTAINERD_UNIT}"
+SOCKET_UNIT = f"{USER_UNIT_DIR}/{layout.SOCKET_UNIT}"
+SERVICE_UNIT = f"{USER_UNIT_DIR}/{layout.SERVICE_UNIT}"
 BUILDKIT_CONFIG = ".config/buildkit/buildkitd.toml"
 NERDCTL_CONFIG = ".config/nerdctl/nerdctl.toml"
 UNIT_FILES = (CONTAINERD_UNIT, SOCKET_UNIT, SERVICE_UNIT)
+# What the user's manager enables and starts; the socket starts BuildKit's service.
+STARTED_UNITS = (layout.CONTAINERD_UNIT, layout.SOCKET_UNIT)
 
 
 @dataclass(frozen=True)
@@ -316,7 +319,9 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
     files = tuple(file for file in wanted if _wrong(state["files"].get(file.path), file, rootless.user))
     changed = {file.path for file in files}
     units = state["units"]
-    containerd, socket, service = units["containerd.service"], units["buildkit.socket"], units["buildkit.service"]
+    containerd, socket, service = (
+        units[name] for name in (layout.CONTAINERD_UNIT, layout.SOCKET_UNIT, layout.SERVICE_UNIT)
+    )
     restart_containerd = containerd["active"] and (CONTAINERD_UNIT in changed or containerd["stale"])
     restart_socket = socket["active"] and (SOCKET_UNIT in changed or socket["stale"])
     service_inputs = bool(changed & {SERVICE_UNIT, BUILDKIT_CONFIG}) or service["stale"]
@@ -329,8 +334,8 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
         files=files,
         daemon_reload=state["manager"]
         and (bool(changed & set(UNIT_FILES)) or any(unit["needs_daemon_reload"] for unit in units.values())),
-        enable=tuple(name for name in ("containerd.service", "buildkit.socket") if not units[name]["enabled"]),
-        start=tuple(name for name in ("containerd.service", "buildkit.socket") if not units[name]["active"]),
+        enable=tuple(name for name in STARTED_UNITS if not units[name]["enabled"]),
+        start=tuple(name for name in STARTED_UNITS if not units[name]["active"]),
         restart_containerd=restart_containerd,
         restart_socket=restart_socket,
         restart_service=service["active"] and not (restart_containerd or restart_socket) and service_inputs,

@@ -16,13 +16,13 @@ from pyinfra.api import FactBase
 from ..layout import DEFAULT_BIN_DIR, DEFAULT_FULL_PREFIX, STATE_DIR
 from .common import PLATFORM_COMMAND, STAT_FIELDS, file_kind, in_c_locale, parse_key_values, platform_from
 from .state import parse_managed_paths
-from .units import parse_unit_freshness
+from .units import UNITS, parse_unit_freshness
 
 ROOTLESS_STATE_DIR = f"{STATE_DIR}/rootless"
 LINGER_DIR = "/var/lib/systemd/linger"
 USER_UNIT_DIR = ".config/systemd/user"
-# The user's units, in the order ``parse_unit_freshness`` names its blocks: socket, service, containerd.
-USER_UNITS = {"socket": "buildkit.socket", "service": "buildkit.service", "containerd": "containerd.service"}
+# The user's units carry the system units' names, in the order ``parse_unit_freshness`` names its blocks.
+USER_UNITS = UNITS
 # Programs looked up on PATH (the full archive's bin first): what rootless containerd runs.
 PROGRAMS = ("newuidmap", "newgidmap", "rootlesskit", "slirp4netns", "containerd", "apt-get")
 # Programs the system install puts into bin_dir.
