@@ -63,8 +63,12 @@ def private_dirs_command() -> str:
 
 
 def lock_commands(wait_seconds: int) -> list[str]:
-    """Hold this host's lock until the script ends: one install or removal at a time, the others wait."""
+    """Hold this host's lock until the script ends: one install, removal or check at a time, the others wait.
+
+    The lock lives in root's own folder, made first if need be.
+    """
     return [
+        f'{private_dirs_command()} || {{ echo "cannot create {STATE_DIR}" >&2; exit 1; }}',
         f"exec 9>>{LOCK_FILE}",
         f'flock -w {wait_seconds} 9 || {{ echo "another pyinfra-nerdctl run on this host held {LOCK_FILE} '
         f'for {wait_seconds} s (host_lock_wait): nothing was changed; run again when it has finished" >&2; exit 1; }}',
@@ -133,7 +137,6 @@ def install_script(
                 f"dest={quote(dest)}",
                 _shell_variables(),
                 INSTALL_FUNCTIONS.strip(),
-                f'{private_dirs_command()} || {{ echo "cannot create {STATE_DIR}" >&2; exit 1; }}',
                 *lock_commands(lock_wait),
                 'make_dirs "$dest" || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
                 # What a killed earlier run left: under the lock, no other run's work is in progress,

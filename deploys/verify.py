@@ -20,7 +20,7 @@ from pyinfra.api import operation
 
 from .. import layout
 from .changes import Changes, has_buildkit
-from .operations import lock_commands, private_dirs_command
+from .operations import lock_commands
 from .releases import BUILDKIT, NERDCTL_FULL, Release
 from .settings import Settings
 
@@ -70,7 +70,7 @@ def verify_script(settings: Settings, service_was_running: bool, seconds: int = 
     }
     assignments = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
     # The host's lock: another run's install or removal cannot land in the middle of a check or a restore.
-    lock = "\n".join([private_dirs_command(), *lock_commands(settings.host_lock_wait)]) + "\n"
+    lock = "\n".join(lock_commands(settings.host_lock_wait)) + "\n"
     return assignments + lock + VERIFY_SCRIPT.read_text()
 
 
