@@ -63,6 +63,7 @@ BAD_INPUTS = [
     ({"bin_dir": "usr/local/bin"}, "bin_dir='usr/local/bin' must be an absolute path"),
     ({"containerd_address": "tcp://127.0.0.1:1234"}, "containerd_address='tcp://127.0.0.1:1234' must be a socket path"),
     ({"buildkit_socket_group": "Build Ers"}, "buildkit_socket_group='Build Ers' is not a valid group name"),
+    ({"host_lock_wait": "soon"}, "host_lock_wait='soon' is not a whole number of seconds"),
 ]
 
 

@@ -655,3 +655,12 @@ def test_full_archive_install_script_keeps_the_tree_and_retires_minimal_files():
     subprocess.run(["sh", "-n", "-c", script], check=True)
     assert "place_last 0 . 'bin/nerdctl share/doc/nerdctl-full/README.md'" in script
     assert 'for manifest in /var/lib/pyinfra-nerdctl/buildkit@*.files; do retire "$manifest"; done' in script
+
+
+def test_host_lock_wait_is_a_whole_number_of_seconds():
+    assert resolve_settings({}.get, {}).host_lock_wait == 600
+    assert resolve_settings({}.get, {"host_lock_wait": "30"}).host_lock_wait == 30
+    assert resolve_settings({}.get, {"host_lock_wait": 30}).host_lock_wait == 30
+    for bad in ("soon", "0", "-5", "1.5", True):
+        with pytest.raises(SettingError, match="host_lock_wait=.* is not a whole number of seconds"):
+            resolve_settings({}.get, {"host_lock_wait": bad})
