@@ -31,5 +31,17 @@ CONTAINERD_CONFIG = f"{CONTAINERD_CONFIG_DIR}/config.toml"
 DOCKER_ALIAS = "/etc/profile.d/nerdctl-docker-alias.sh"
 FULL_README = "share/doc/nerdctl-full/README.md"  # under full_prefix
 
+# Under a rootless user's home folder (paths relative to it): the user's own units and configs.
+USER_UNIT_DIR = ".config/systemd/user"
+USER_CONTAINERD_FILE = f"{USER_UNIT_DIR}/{CONTAINERD_UNIT}"
+USER_SOCKET_FILE = f"{USER_UNIT_DIR}/{SOCKET_UNIT}"
+USER_SERVICE_FILE = f"{USER_UNIT_DIR}/{SERVICE_UNIT}"
+USER_UNIT_FILES = (USER_CONTAINERD_FILE, USER_SOCKET_FILE, USER_SERVICE_FILE)
+USER_BUILDKIT_CONFIG = ".config/buildkit/buildkitd.toml"
+USER_NERDCTL_CONFIG = ".config/nerdctl/nerdctl.toml"
+USER_CONFIG_DIRS = (".config/buildkit", ".config/nerdctl", ".config/containerd")
+# Copies of the user's last BuildKit setup that answered (see deploys/verify.py), kept by the user.
+USER_GOOD_DIR = ".local/share/pyinfra-nerdctl/buildkit-good"
+
 # The first line of every file the deploys write: the proof that a file is ours to change or remove.
 MARKER = "# Managed by pyinfra-nerdctl: local changes are overwritten."

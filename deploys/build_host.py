@@ -123,7 +123,8 @@ def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...], 
     run_commands(
         name="Modes of the folders the install made",
         commands=[
-            f"chown root:root {shlex.quote(d)} && chmod {DIR_MODE} {shlex.quote(d)}" for d in changes.created_dirs
+            f"chown root:root {shlex.quote(d)} && chmod {DIR_MODE} {shlex.quote(d)}"
+            for d in changes.created_dirs_to_fix
         ],
         unneeded=f"the folders the install made are root:root {DIR_MODE}",
     )

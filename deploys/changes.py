@@ -115,7 +115,7 @@ class Changes:
     outdated: tuple[Release, ...] = ()
     create_group: bool = False
     dirs: tuple[str, ...] = ()
-    created_dirs: tuple[str, ...] = ()
+    created_dirs_to_fix: tuple[str, ...] = ()
     files: tuple[ManagedFile, ...] = ()
     remove_alias: bool = False
     retire_containerd: bool = False
@@ -187,7 +187,7 @@ def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...])
     changes = Changes(
         outdated=tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings)),
         dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
-        created_dirs=created_dirs_to_fix(state),
+        created_dirs_to_fix=created_dirs_to_fix(state),
         files=files,
         remove_alias=has_nerdctl(releases) and not settings.nerdctl_docker_alias and _ours(paths, layout.DOCKER_ALIAS),
         # Leaving the full flavor: our containerd unit (known by its marker) goes with its binaries.

@@ -1,8 +1,14 @@
-"""Operations pyinfra lacks: install release archives verified and atomically, and remove them.
+"""Operations pyinfra lacks, and the host lock and private folders they share.
 
-pyinfra's ``files.download`` moves the file into place before it checks the
-hash, so a bad download would land; here nothing reaches ``bin_dir`` before
-every archive of the step has matched its SHA-256 in full.
+- ``release_files`` / ``remove_release_files``: release archives installed verified and
+  atomically, and removed by their file lists. pyinfra's ``files.download`` moves the file
+  into place before it checks the hash, so a bad download would land; here nothing reaches
+  ``bin_dir`` before every archive of the step has matched its SHA-256 in full.
+- ``write_file``, ``root_directory``, ``run_commands``: steps decided from one fact, so
+  they read nothing more (but a file's current content with ``--diff``, ``show_diff``).
+- ``lock_commands`` / ``locked``: the host's lock, held by the install, removal and check
+  steps and by every rootless step that changes the host, so two runs at once take turns.
+- ``private_dirs_command``: root's own folders for work, uploads and the lock.
 """
 
 from __future__ import annotations
@@ -73,6 +79,11 @@ def lock_commands(wait_seconds: int) -> list[str]:
         f'flock -w {wait_seconds} 9 || {{ echo "another pyinfra-nerdctl run on this host held {LOCK_FILE} '
         f'for {wait_seconds} s (host_lock_wait): nothing was changed; run again when it has finished" >&2; exit 1; }}',
     ]
+
+
+def locked(commands: Sequence[str], wait_seconds: int) -> str:
+    """``commands`` as one script under the host's lock (``lock_commands``), stopping at the first that fails."""
+    return "\n".join([*lock_commands(wait_seconds), "set -e", *commands]) + "\n"
 
 
 def install_script(
@@ -273,13 +284,14 @@ def remove_release_files(
     yield removal_script(release, dest, lock_wait)
 
 
-def _show_diff(path: str, content: str) -> None:
-    """``--diff``: the change to ``path`` in pyinfra's style; reads the file only in this case."""
-    # Imported here: pyinfra before 3.5 has neither FileContents nor --diff, and must still load this module.
-    from pyinfra.facts.files import FileContents
+def diff_wanted() -> bool:
+    """Whether the run shows ``--diff`` (pyinfra before 3.5 has no such option)."""
+    return bool(getattr(host.state.config, "DIFF", False))
 
-    current = host.get_fact(FileContents, path=path)
-    host.log(f"Will {'create' if current is None else 'modify'} {path}", logger.info)
+
+def show_diff(label: str, current: list[str] | None, content: str) -> None:
+    """``--diff``: the change from ``current`` (its lines, None: no file) to ``content``, in pyinfra's style."""
+    host.log(f"Will {'create' if current is None else 'modify'} {label}", logger.info)
     for line in generate_color_diff([f"{line}\n" for line in current or []], content.splitlines(keepends=True)):
         logger.info("  %s", line)
     logger.info("")
@@ -301,8 +313,11 @@ def write_file(path: str, content: str | None, mode: str = "644") -> Generator[s
     if content is None:
         host.noop(f"{path} is as wanted")
         return
-    if getattr(host.state.config, "DIFF", False):
-        _show_diff(path, content)
+    if diff_wanted():
+        # Imported here: pyinfra before 3.5 has neither FileContents nor --diff, and must still load this module.
+        from pyinfra.facts.files import FileContents
+
+        show_diff(path, host.get_fact(FileContents, path=path), content)
     # A name of its own per run (two runs at once), in a root-owned folder.
     temp = f"{path}.{TEMP_PREFIX.lstrip('.')}-{secrets.token_hex(4)}.tmp"
     yield FileUploadCommand(StringIO(content), temp)
@@ -331,11 +346,12 @@ def root_directory(path: str, needed: bool, mode: str = "755") -> Generator[str,
 
 
 @operation()
-def run_commands(commands: Sequence[str], unneeded: str) -> Generator[str, None, None]:
+def run_commands(commands: Sequence[str], unneeded: str, lock_wait: int | None = None) -> Generator[str, None, None]:
     """Run ``commands``, decided from one fact; none is a no-op saying why (``unneeded``).
 
     Used where pyinfra's own operation would read the state again (``systemd.service``,
     ``server.group``), which would cost a converged host more than its one fact.
+    With ``lock_wait``, they run as one script under the host's lock (``locked``).
 
     .. code:: python
 
@@ -344,4 +360,7 @@ def run_commands(commands: Sequence[str], unneeded: str) -> Generator[str, None,
     if not commands:
         host.noop(unneeded)
         return
-    yield from commands
+    if lock_wait is None:
+        yield from commands
+    else:
+        yield locked(commands, lock_wait)

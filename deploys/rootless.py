@@ -19,12 +19,10 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt
 
 from ..facts.rootless import ROOTLESS_STATE_DIR, USER_UNITS, RootlessState, marker_path, user_runtime_env
+from ..layout import USER_BUILDKIT_CONFIG, USER_CONFIG_DIRS, USER_NERDCTL_CONFIG, USER_UNIT_FILES
 from .build_host import host_settings
 from .operations import TEMP_PREFIX, UPLOAD_DIR, private_dirs_command, run_commands
 from .rootless_plan import (
-    BUILDKIT_CONFIG,
-    NERDCTL_CONFIG,
-    UNIT_FILES,
     RootlessChanges,
     RootlessError,
     RootlessSettings,
@@ -232,16 +230,18 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
     uid, home, quoted = state["uid"], state["home"], shlex.quote(user)
     manager = exists and state["manager"]
     units = [unit for unit in USER_UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
-    present = [relative for relative in (*UNIT_FILES, BUILDKIT_CONFIG, NERDCTL_CONFIG) if relative in state["files"]]
+    present = [
+        relative
+        for relative in (*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG)
+        if relative in state["files"]
+    ]
     run_commands(
         name="Stop and disable the user's units",
         commands=[user_systemctl(user, uid, f"disable --now {' '.join(units)}")] if manager and units else [],
         unneeded=f"no unit of {user}'s is enabled or active",
     )
     paths = " ".join(shlex.quote(f"{home}/{relative}") for relative in present)
-    folders = " ".join(
-        shlex.quote(f"{home}/{folder}") for folder in (".config/buildkit", ".config/nerdctl", ".config/containerd")
-    )
+    folders = " ".join(shlex.quote(f"{home}/{folder}") for folder in USER_CONFIG_DIRS)
     run_commands(
         name="Remove the user's units and configs",
         commands=[as_user(user, uid, f"rm -f {paths} && rmdir --ignore-fail-on-non-empty {folders} 2>/dev/null; true")]
@@ -251,7 +251,9 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
     )
     run_commands(
         name="Reload the user's units",
-        commands=[user_systemctl(user, uid, "daemon-reload")] if manager and set(present) & set(UNIT_FILES) else [],
+        commands=[user_systemctl(user, uid, "daemon-reload")]
+        if manager and set(present) & set(USER_UNIT_FILES)
+        else [],
         unneeded="no unit file was removed",
     )
     # Images belong to the user's subordinate IDs: only RootlessKit's namespace may remove them.

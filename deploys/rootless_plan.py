@@ -12,10 +12,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import layout
-from ..facts.rootless import INSTALLED, USER_UNIT_DIR
+from ..facts.rootless import INSTALLED
+from ..layout import (
+    USER_BUILDKIT_CONFIG,
+    USER_CONTAINERD_FILE,
+    USER_NERDCTL_CONFIG,
+    USER_SERVICE_FILE,
+    USER_SOCKET_FILE,
+    USER_UNIT_FILES,
+)
 from .changes import ManagedFile
 from .rendering import HEADER, toml_string
-from .settings import NAMESPACE_NAME, SettingError, Settings, _flag
+from .settings import NAMESPACE_NAME, SettingError, Settings, parse_flag
 
 ROOTLESS_DEFAULTS: dict[str, Any] = {
     "rootless_user": None,
@@ -31,12 +39,6 @@ SUBID_MIN, SUBID_MAX, SUBID_COUNT = 100000, 600100000, 65536
 PACKAGES = {"newuidmap": "uidmap", "newgidmap": "uidmap", "rootlesskit": "rootlesskit", "slirp4netns": "slirp4netns"}
 USER_DBUS_PACKAGE = "dbus-user-session"
 
-CONTAINERD_UNIT = f"{USER_UNIT_DIR}/{layout.CONTAINERD_UNIT}"
-SOCKET_UNIT = f"{USER_UNIT_DIR}/{layout.SOCKET_UNIT}"
-SERVICE_UNIT = f"{USER_UNIT_DIR}/{layout.SERVICE_UNIT}"
-BUILDKIT_CONFIG = ".config/buildkit/buildkitd.toml"
-NERDCTL_CONFIG = ".config/nerdctl/nerdctl.toml"
-UNIT_FILES = (CONTAINERD_UNIT, SOCKET_UNIT, SERVICE_UNIT)
 # What the user's manager enables and starts; the socket starts BuildKit's service.
 STARTED_UNITS = (layout.CONTAINERD_UNIT, layout.SOCKET_UNIT)
 
@@ -79,7 +81,7 @@ def resolve_rootless_settings(lookup: Callable[[str], Any], overrides: Mapping[s
         user=str(user).strip(),
         namespace=namespace,
         network=network,
-        packages=_flag(value("rootless_packages"), "rootless_packages"),
+        packages=parse_flag(value("rootless_packages"), "rootless_packages"),
     )
 
 
@@ -157,7 +159,7 @@ def buildkit_user_service(settings: Settings, home: str) -> str:
         + "PartOf=containerd.service\n\n"
         + f"[Service]\nType=notify\nNotifyAccess=all\nEnvironment=PATH={unit_path(settings)}\n"
         + f"ExecStart={settings.bin_dir}/containerd-rootless-setuptool.sh nsenter -- "
-        + f"buildkitd --addr fd:// --config {home}/{BUILDKIT_CONFIG}\n"
+        + f"buildkitd --addr fd:// --config {home}/{USER_BUILDKIT_CONFIG}\n"
         + "KillMode=mixed\n"
     )
 
@@ -186,11 +188,11 @@ def nerdctl_user_toml(rootless: RootlessSettings) -> str:
 def user_files(settings: Settings, rootless: RootlessSettings, home: str) -> tuple[ManagedFile, ...]:
     """Every file the user's rootless containerd and BuildKit need, rendered; paths relative to ``home``."""
     return (
-        ManagedFile(CONTAINERD_UNIT, containerd_user_unit(settings, rootless)),
-        ManagedFile(SOCKET_UNIT, buildkit_user_socket(rootless)),
-        ManagedFile(SERVICE_UNIT, buildkit_user_service(settings, home)),
-        ManagedFile(BUILDKIT_CONFIG, buildkitd_user_toml(rootless, home)),
-        ManagedFile(NERDCTL_CONFIG, nerdctl_user_toml(rootless)),
+        ManagedFile(USER_CONTAINERD_FILE, containerd_user_unit(settings, rootless)),
+        ManagedFile(USER_SOCKET_FILE, buildkit_user_socket(rootless)),
+        ManagedFile(USER_SERVICE_FILE, buildkit_user_service(settings, home)),
+        ManagedFile(USER_BUILDKIT_CONFIG, buildkitd_user_toml(rootless, home)),
+        ManagedFile(USER_NERDCTL_CONFIG, nerdctl_user_toml(rootless)),
     )
 
 
@@ -322,9 +324,9 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
     containerd, socket, service = (
         units[name] for name in (layout.CONTAINERD_UNIT, layout.SOCKET_UNIT, layout.SERVICE_UNIT)
     )
-    restart_containerd = containerd["active"] and (CONTAINERD_UNIT in changed or containerd["stale"])
-    restart_socket = socket["active"] and (SOCKET_UNIT in changed or socket["stale"])
-    service_inputs = bool(changed & {SERVICE_UNIT, BUILDKIT_CONFIG}) or service["stale"]
+    restart_containerd = containerd["active"] and (USER_CONTAINERD_FILE in changed or containerd["stale"])
+    restart_socket = socket["active"] and (USER_SOCKET_FILE in changed or socket["stale"])
+    service_inputs = bool(changed & {USER_SERVICE_FILE, USER_BUILDKIT_CONFIG}) or service["stale"]
     return RootlessChanges(
         packages=tuple(dict.fromkeys(packages if rootless.packages else [])),
         add_subuids=subuids,
@@ -333,7 +335,7 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
         start_manager=not state["manager"],
         files=files,
         daemon_reload=state["manager"]
-        and (bool(changed & set(UNIT_FILES)) or any(unit["needs_daemon_reload"] for unit in units.values())),
+        and (bool(changed & set(USER_UNIT_FILES)) or any(unit["needs_daemon_reload"] for unit in units.values())),
         enable=tuple(name for name in STARTED_UNITS if not units[name]["enabled"]),
         start=tuple(name for name in STARTED_UNITS if not units[name]["active"]),
         restart_containerd=restart_containerd,

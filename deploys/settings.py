@@ -136,8 +136,8 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             containerd_address=_containerd_address(value("containerd_address")),
             containerd_namespace=_namespace(value("containerd_namespace")),
             buildkit_socket_group=_group(value("buildkit_socket_group")),
-            nerdctl_docker_alias=_flag(value("nerdctl_docker_alias"), "nerdctl_docker_alias"),
-            download_on_controller=_flag(value("download_on_controller"), "download_on_controller"),
+            nerdctl_docker_alias=parse_flag(value("nerdctl_docker_alias"), "nerdctl_docker_alias"),
+            download_on_controller=parse_flag(value("download_on_controller"), "download_on_controller"),
             release_cache_dir=_controller_path(value("release_cache_dir") or default_cache_dir(), "release_cache_dir"),
             nerdctl_flavor=flavor,
             full_prefix=full_prefix,
@@ -145,8 +145,8 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             host_lock_wait=_seconds(value("host_lock_wait"), "host_lock_wait"),
             buildkitd_config=_checked_config(value("buildkitd_config"), "buildkitd_config", flavor == "full"),
             nerdctl_config=_checked_config(value("nerdctl_config"), "nerdctl_config", flavor == "full"),
-            buildkit_verify=_flag(value("buildkit_verify"), "buildkit_verify"),
-            buildkit_takeover=_flag(value("buildkit_takeover"), "buildkit_takeover"),
+            buildkit_verify=parse_flag(value("buildkit_verify"), "buildkit_verify"),
+            buildkit_takeover=parse_flag(value("buildkit_takeover"), "buildkit_takeover"),
         )
     except ReleaseError as error:
         raise SettingError(str(error)) from error
@@ -287,7 +287,8 @@ def _seconds(value: Any, key: str) -> int:
     return int(text)
 
 
-def _flag(value: Any, key: str) -> bool:
+def parse_flag(value: Any, key: str) -> bool:
+    """A yes/no setting (a bool, or words such as ``true``/``off``); else a ``SettingError`` naming ``key``."""
     if isinstance(value, bool):
         return value
     word = str(value).strip().lower()

@@ -13,14 +13,23 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from ..layout import DEFAULT_BIN_DIR, DEFAULT_FULL_PREFIX, STATE_DIR
+from ..layout import (
+    DEFAULT_BIN_DIR,
+    DEFAULT_FULL_PREFIX,
+    STATE_DIR,
+    USER_BUILDKIT_CONFIG,
+    USER_CONTAINERD_FILE,
+    USER_NERDCTL_CONFIG,
+    USER_SERVICE_FILE,
+    USER_SOCKET_FILE,
+    USER_UNIT_FILES,
+)
 from .common import PLATFORM_COMMAND, STAT_FIELDS, file_kind, in_c_locale, parse_key_values, platform_from
 from .state import parse_managed_paths
 from .units import UNITS, parse_unit_freshness
 
 ROOTLESS_STATE_DIR = f"{STATE_DIR}/rootless"
 LINGER_DIR = "/var/lib/systemd/linger"
-USER_UNIT_DIR = ".config/systemd/user"
 # The user's units carry the system units' names, in the order ``parse_unit_freshness`` names its blocks.
 USER_UNITS = UNITS
 # Programs looked up on PATH (the full archive's bin first): what rootless containerd runs.
@@ -113,9 +122,7 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
     markers = {what: shlex.quote(marker_path(user, what)) for what in ("linger", "subids")}
     bin_q = shlex.quote(bin_dir)
     full_bin = shlex.quote(f"{full_prefix}/bin")
-    unit_dir = f'"$home"/{USER_UNIT_DIR}'
-    user_files = " ".join(f"{USER_UNIT_DIR}/{unit}" for unit in USER_UNITS.values())
-    user_files += " .config/buildkit/buildkitd.toml .config/nerdctl/nerdctl.toml"
+    user_files = " ".join((*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG))
     units = " ".join(USER_UNITS.values())
     properties = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp"
     containerd = f'"$(PATH={full_bin}:"$PATH" command -v containerd)"'
@@ -146,11 +153,11 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
             f"{{ runuser -u {quoted} -- env {user_runtime_env('$uid')} systemctl --user show --timestamp=us+utc "
             f"-p {properties} {units} 2>/dev/null || runuser -u {quoted} -- env {user_runtime_env('$uid')} "
             f"systemctl --user show -p {properties} {units}; }} 2>/dev/null | sed 's/^/unit./'; fi",
-            f"TZ=UTC stat -c 'ctime.socket=%z' {unit_dir}/buildkit.socket 2>/dev/null",
-            f"TZ=UTC stat -c 'ctime.service=%z' {bin_q}/buildkitd {unit_dir}/buildkit.service "
-            '"$home"/.config/buildkit/buildkitd.toml 2>/dev/null',
+            f"TZ=UTC stat -c 'ctime.socket=%z' \"$home\"/{USER_SOCKET_FILE} 2>/dev/null",
+            f"TZ=UTC stat -c 'ctime.service=%z' {bin_q}/buildkitd \"$home\"/{USER_SERVICE_FILE} "
+            f'"$home"/{USER_BUILDKIT_CONFIG} 2>/dev/null',
             f"TZ=UTC stat -c 'ctime.containerd=%z' {bin_q}/containerd-rootless.sh {containerd} "
-            f"{unit_dir}/containerd.service 2>/dev/null",
+            f'"$home"/{USER_CONTAINERD_FILE} 2>/dev/null',
             "true",
         ]
     )

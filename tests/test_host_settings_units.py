@@ -268,4 +268,4 @@ def test_a_created_folder_whose_mode_or_owner_went_wrong_is_repaired():
     ]
     state = {**BuildHostState().process([]), "created_dirs": BuildHostState().process(lines)["created_dirs"]}
     changes = plan_changes(settings, state, (NERDCTL, BUILDKIT))
-    assert changes.created_dirs == ("/opt/tools", "/opt/tools/lib")
+    assert changes.created_dirs_to_fix == ("/opt/tools", "/opt/tools/lib")

@@ -11,11 +11,6 @@ import pytest
 import tomllib
 from pyinfra_nerdctl.deploys.rootless import as_user, user_systemctl
 from pyinfra_nerdctl.deploys.rootless_plan import (
-    BUILDKIT_CONFIG,
-    CONTAINERD_UNIT,
-    NERDCTL_CONFIG,
-    SERVICE_UNIT,
-    SOCKET_UNIT,
     RootlessChanges,
     RootlessError,
     buildkit_user_service,
@@ -43,6 +38,13 @@ from pyinfra_nerdctl.facts.rootless import (
     parse_userns,
     rootless_state_command,
     socket_path,
+)
+from pyinfra_nerdctl.layout import (
+    USER_BUILDKIT_CONFIG,
+    USER_CONTAINERD_FILE,
+    USER_NERDCTL_CONFIG,
+    USER_SERVICE_FILE,
+    USER_SOCKET_FILE,
 )
 
 SETTINGS = resolve_settings({}.get, {})
@@ -195,11 +197,11 @@ def test_nerdctl_user_toml_names_the_namespace():
 
 def test_user_files_are_the_units_and_configs():
     assert [file.path for file in user_files(SETTINGS, ALICE, HOME)] == [
-        CONTAINERD_UNIT,
-        SOCKET_UNIT,
-        SERVICE_UNIT,
-        BUILDKIT_CONFIG,
-        NERDCTL_CONFIG,
+        USER_CONTAINERD_FILE,
+        USER_SOCKET_FILE,
+        USER_SERVICE_FILE,
+        USER_BUILDKIT_CONFIG,
+        USER_NERDCTL_CONFIG,
     ]
 
 
@@ -278,7 +280,7 @@ def test_parse_rootless_state_of_a_converged_host():
     }
     assert state["socket"] == {"path": "/run/user/1001/buildkit-default/buildkitd.sock", "exists": True}
     assert state["data"] == [".local/share/containerd"]
-    assert state["files"][NERDCTL_CONFIG]["user"] == "alice"
+    assert state["files"][USER_NERDCTL_CONFIG]["user"] == "alice"
 
 
 def test_parse_rootless_state_of_a_missing_user():
@@ -327,10 +329,10 @@ def test_a_changed_input_restarts_exactly_what_reads_it():
         )
 
     network = plan(rootless_network="host")
-    assert [file.path for file in network.files] == [CONTAINERD_UNIT]
+    assert [file.path for file in network.files] == [USER_CONTAINERD_FILE]
     assert network.restart_containerd and network.daemon_reload and not network.restart_service
     namespace = plan(rootless_namespace="builds")
-    assert {file.path for file in namespace.files} == {SOCKET_UNIT, BUILDKIT_CONFIG, NERDCTL_CONFIG}
+    assert {file.path for file in namespace.files} == {USER_SOCKET_FILE, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG}
     assert namespace.restart_socket and not namespace.restart_containerd and not namespace.restart_service
     # buildkitd replaced after BuildKit started (a build host upgrade): only BuildKit restarts.
     upgraded = plan_rootless(
