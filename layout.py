@@ -12,7 +12,8 @@ STATE_DIR = "/var/lib/pyinfra-nerdctl"
 CREATED_FOLDERS = f"{STATE_DIR}/created-folders"
 BUILDKIT_STATE = "/var/lib/buildkit"
 BUILDKIT_GOOD_DIR = f"{STATE_DIR}/buildkit-good"  # copies of the last BuildKit setup that answered
-BUILDKIT_ADDRESS = "unix:///run/buildkit/buildkitd.sock"
+BUILDKIT_SOCKET = "/run/buildkit/buildkitd.sock"
+BUILDKIT_ADDRESS = f"unix://{BUILDKIT_SOCKET}"
 
 UNIT_DIR = "/etc/systemd/system"
 SOCKET_UNIT = "buildkit.socket"

@@ -18,20 +18,30 @@ from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt
 
-from ..facts.rootless import ROOTLESS_STATE_DIR, USER_UNITS, RootlessState, marker_path, user_runtime_env
-from ..layout import USER_BUILDKIT_CONFIG, USER_CONFIG_DIRS, USER_NERDCTL_CONFIG, USER_UNIT_FILES
+from ..facts.rootless import (
+    ROOTLESS_STATE_DIR,
+    USER_UNITS,
+    RootlessState,
+    UserFileContents,
+    marker_path,
+    user_runtime_env,
+)
+from ..layout import USER_BUILDKIT_CONFIG, USER_CONFIG_DIRS, USER_GOOD_DIR, USER_NERDCTL_CONFIG, USER_UNIT_FILES
 from .build_host import host_settings
-from .operations import TEMP_PREFIX, UPLOAD_DIR, private_dirs_command, run_commands
+from .operations import TEMP_PREFIX, UPLOAD_DIR, diff_wanted, locked, private_dirs_command, run_commands, show_diff
 from .rootless_plan import (
     RootlessChanges,
     RootlessError,
     RootlessSettings,
+    check_skip_reason,
     plan_rootless,
     resolve_rootless_settings,
     split_overrides,
+    user_check_body,
     user_files,
 )
 from .settings import SettingError, Settings
+from .verify import buildkit_answers, locked_check
 
 
 def _fail(message: str) -> DeployError:
@@ -72,13 +82,14 @@ def user_systemctl(user: str, uid: int, arguments: str) -> str:
 
 @operation()
 def user_file(
-    user: str, uid: int, home: str, relative: str, content: str | None
+    user: str, uid: int, home: str, relative: str, content: str | None, lock_wait: int = 600
 ) -> Generator[str | FileUploadCommand, None, None]:
     """Write ``content`` to ``relative`` under ``home`` as ``user`` (0644), atomically; ``None``: nothing to write.
 
-    The caller has decided from one fact that the file differs.
-    Uploaded as root to a private temporary file in a root-only folder, then copied into place by the user
-    (``runuser``), so the write has exactly the user's own rights.
+    The caller has decided from one fact that the file differs; with ``--diff`` the current
+    content is read, as the user. Uploaded as root to a private temporary file in a root-only
+    folder, then copied into place by the user (``runuser``), so the write has exactly the
+    user's own rights; under the host's lock, waiting at most ``lock_wait`` seconds.
 
     .. code:: python
 
@@ -88,14 +99,22 @@ def user_file(
     if content is None:
         host.noop(f"~{user}/{relative} is as wanted")
         return
+    if diff_wanted():
+        show_diff(f"~{user}/{relative}", host.get_fact(UserFileContents, user=user, path=f"{home}/{relative}"), content)
     # Root's own upload folder (a link in /tmp, planted by a user, could redirect root's upload), a name per run.
     upload = f"{UPLOAD_DIR}/{TEMP_PREFIX.lstrip('.')}-user.{uid}.{secrets.token_hex(4)}"
     yield private_dirs_command()
     path = shlex.quote(f"{home}/{relative}")
     temp = shlex.quote(f"{home}/{relative}.{TEMP_PREFIX.lstrip('.')}-{secrets.token_hex(4)}.tmp")
     yield FileUploadCommand(StringIO(content), upload)
-    write = f'umask 022 && mkdir -p "$(dirname {path})" && cat > {temp} && chmod 644 {temp} && mv -f {temp} {path}'
-    yield f"chmod 600 {upload} && {as_user(user, uid, write)} < {upload}; status=$?; rm -f {upload}; exit $status"
+    # The same content from a run that came first: keep the file, and the units' view of it (its ctime).
+    write = (
+        f'umask 022 && mkdir -p "$(dirname {path})" && cat > {temp} && chmod 644 {temp} && '
+        f"if cmp -s {temp} {path}; then rm -f {temp}; else mv -f {temp} {path}; fi"
+    )
+    # In a subshell, so that the upload goes whether or not the lock was had.
+    script = locked([f"chmod 600 {upload}", f"{as_user(user, uid, write)} < {upload}"], lock_wait)
+    yield f"( {script} ); status=$?; rm -f {upload}; exit $status"
 
 
 def _packages(changes: RootlessChanges) -> None:
@@ -116,36 +135,55 @@ def _no_packages(packages: list[str], update: bool, cache_time: int, no_recommen
     yield from ()
 
 
-def _apply(changes: RootlessChanges, rootless: RootlessSettings, state: dict, wanted: tuple[str, ...]) -> None:
+def _apply(
+    changes: RootlessChanges, settings: Settings, rootless: RootlessSettings, state: dict, wanted: tuple[str, ...]
+) -> None:
     """One operation per step, in one order on every host; a step with nothing to do is a no-op there.
 
-    ``wanted`` are the user's file slots (paths relative to the home folder).
+    ``wanted`` are the user's file slots (paths relative to the home folder). Every step that
+    changes the host holds the host's lock, as the build host's install does.
     """
-    user, uid, home = rootless.user, state["uid"], state["home"]
+    user, uid, home, wait = rootless.user, state["uid"], state["home"], settings.host_lock_wait
     quoted = shlex.quote(user)
     _packages(changes)
     added = "-".join(map(str, changes.add_subuids or changes.add_subgids or ()))
-    ranges = [f"--add-subuids {added}"] if changes.add_subuids else []
-    ranges += [f"--add-subgids {added}"] if changes.add_subgids else []
+    # Under the lock, a range another run added first is not added again.
+    kinds = [
+        kind for kind, wanted_range in (("uid", changes.add_subuids), ("gid", changes.add_subgids)) if wanted_range
+    ]
     run_commands(
         name="Subordinate IDs",
-        commands=[f"usermod {' '.join(ranges)} {quoted}", _mark(user, "subids", added)] if ranges else [],
+        commands=[
+            *(f"grep -q ^{quoted}: /etc/sub{kind} || usermod --add-sub{kind}s {added} {quoted}" for kind in kinds),
+            _mark(user, "subids", added),
+        ]
+        if kinds
+        else [],
         unneeded=f"{user} has subordinate IDs",
+        lock_wait=wait,
     )
     run_commands(
         name="Lingering",
         commands=[f"loginctl enable-linger {quoted}", _mark(user, "linger")] if changes.enable_linger else [],
         unneeded=f"{user} lingers",
+        lock_wait=wait,
     )
     run_commands(
         name="The user's systemd manager",
         commands=[f"systemctl start user@{uid}.service"] if changes.start_manager else [],
         unneeded=f"{user}'s systemd manager runs",
+        lock_wait=wait,
     )
     to_write = {file.path: file.content for file in changes.files}
     for relative in wanted:
         user_file(
-            name=f"Write ~/{relative}", user=user, uid=uid, home=home, relative=relative, content=to_write.get(relative)
+            name=f"Write ~/{relative}",
+            user=user,
+            uid=uid,
+            home=home,
+            relative=relative,
+            content=to_write.get(relative),
+            lock_wait=wait,
         )
     steps = (
         (
@@ -168,14 +206,25 @@ def _apply(changes: RootlessChanges, rootless: RootlessSettings, state: dict, wa
         ),
         (
             "Restart the user's BuildKit",
-            ["try-restart buildkit.service"] if changes.restart_service else [],
+            # With buildkit_verify, the check that follows waits for it (and undoes what the daemon refuses).
+            [f"try-restart {'--no-block ' if settings.buildkit_verify else ''}buildkit.service"]
+            if changes.restart_service
+            else [],
             "buildkit.service runs what is on disk",
         ),
     )
     for name, arguments, unneeded in steps:
         run_commands(
-            name=name, commands=[user_systemctl(user, uid, argument) for argument in arguments], unneeded=unneeded
+            name=name,
+            commands=[user_systemctl(user, uid, argument) for argument in arguments],
+            unneeded=unneeded,
+            lock_wait=wait,
         )
+    buildkit_answers(
+        name="Check that the user's BuildKit answers with the containerd worker",
+        script=locked_check(wait, as_user(user, uid, user_check_body(settings, rootless, state))),
+        skip_reason=check_skip_reason(settings, changes),
+    )
 
 
 def _mark(user: str, what: str, content: str = "") -> str:
@@ -207,7 +256,9 @@ def install_rootless(**settings: Any) -> None:
         changes = plan_rootless(resolved, rootless, state)
     except RootlessError as error:
         raise _fail(str(error)) from error
-    _apply(changes, rootless, state, tuple(file.path for file in user_files(resolved, rootless, state["home"])))
+    _apply(
+        changes, resolved, rootless, state, tuple(file.path for file in user_files(resolved, rootless, state["home"]))
+    )
 
 
 @deploy("Remove rootless containerd and BuildKit of a user")
@@ -235,19 +286,30 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
         for relative in (*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG)
         if relative in state["files"]
     ]
+    wait = resolved.host_lock_wait
     run_commands(
         name="Stop and disable the user's units",
         commands=[user_systemctl(user, uid, f"disable --now {' '.join(units)}")] if manager and units else [],
         unneeded=f"no unit of {user}'s is enabled or active",
+        lock_wait=wait,
     )
     paths = " ".join(shlex.quote(f"{home}/{relative}") for relative in present)
     folders = " ".join(shlex.quote(f"{home}/{folder}") for folder in USER_CONFIG_DIRS)
+    good = shlex.quote(f"{home}/{USER_GOOD_DIR}")
     run_commands(
         name="Remove the user's units and configs",
-        commands=[as_user(user, uid, f"rm -f {paths} && rmdir --ignore-fail-on-non-empty {folders} 2>/dev/null; true")]
-        if exists and present
+        commands=[
+            as_user(
+                user,
+                uid,
+                f"rm -rf {paths} {good} && rmdir --ignore-fail-on-non-empty {folders} "
+                f'"$(dirname {good})" 2>/dev/null; true',
+            )
+        ]
+        if exists and (present or state["good_copies"])
         else [],
         unneeded=f"{user} has none of our files",
+        lock_wait=wait,
     )
     run_commands(
         name="Reload the user's units",
@@ -255,6 +317,7 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
         if manager and set(present) & set(USER_UNIT_FILES)
         else [],
         unneeded="no unit file was removed",
+        lock_wait=wait,
     )
     # Images belong to the user's subordinate IDs: only RootlessKit's namespace may remove them.
     rootlesskit = state["programs"].get("rootlesskit", "rootlesskit")
@@ -263,11 +326,13 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
         name="Purge the user's images and build cache",
         commands=[as_user(user, uid, f"{rootlesskit} rm -rf {data}")] if purge and exists and state["data"] else [],
         unneeded="nothing to purge" if purge else "images and build cache are kept (no purge)",
+        lock_wait=wait,
     )
     run_commands(
         name="Lingering off",
         commands=[f"loginctl disable-linger {quoted}", _unmark(user, "linger")] if state["lingering_ours"] else [],
         unneeded="lingering was not turned on by pyinfra-nerdctl",
+        lock_wait=wait,
     )
     # Only the range this package added, in whichever files it is still listed.
     added = state["subids_ours"]
@@ -292,4 +357,5 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
         if purge and exists and ranges
         else [],
         unneeded="subordinate IDs are kept" if purge else "subordinate IDs are kept (no purge)",
+        lock_wait=wait,
     )

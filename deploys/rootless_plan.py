@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import layout
-from ..facts.rootless import INSTALLED
+from ..facts.rootless import INSTALLED, socket_path
 from ..layout import (
     USER_BUILDKIT_CONFIG,
     USER_CONTAINERD_FILE,
+    USER_GOOD_DIR,
     USER_NERDCTL_CONFIG,
     USER_SERVICE_FILE,
     USER_SOCKET_FILE,
@@ -24,6 +25,7 @@ from ..layout import (
 from .changes import ManagedFile
 from .rendering import HEADER, toml_string
 from .settings import NAMESPACE_NAME, SettingError, Settings, parse_flag
+from .verify import USER_SYSTEMD, check_body, check_values
 
 ROOTLESS_DEFAULTS: dict[str, Any] = {
     "rootless_user": None,
@@ -342,3 +344,38 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
         restart_socket=restart_socket,
         restart_service=service["active"] and not (restart_containerd or restart_socket) and service_inputs,
     )
+
+
+# What the user's BuildKit runs on; the check keeps copies of them and puts them back if refused.
+USER_BUILDKIT_FILES = (USER_BUILDKIT_CONFIG, USER_SERVICE_FILE, USER_SOCKET_FILE)
+
+
+def check_skip_reason(settings: Settings, changes: RootlessChanges) -> str | None:
+    """Why the check that the user's BuildKit answers does not run on this host; None when it does."""
+    touched = {file.path for file in changes.files} & {*USER_BUILDKIT_FILES, USER_CONTAINERD_FILE}
+    if not (
+        touched or changes.start or changes.restart_containerd or changes.restart_socket or changes.restart_service
+    ):
+        return "nothing the user's BuildKit depends on changed"
+    if not settings.buildkit_verify:
+        return "buildkit_verify is off"
+    return None
+
+
+def user_check_body(settings: Settings, rootless: RootlessSettings, state: dict) -> str:
+    """``verify.sh`` for the user's BuildKit, to run as the user: the user's units, socket and files.
+
+    No containerd socket to wait for: the user's containerd is a unit BuildKit requires.
+    The binary is root's (the build host's), not the user's to put back.
+    """
+    home = state["home"]
+    values = check_values(
+        bin_dir=settings.bin_dir,
+        buildkit_socket=socket_path(state["uid"], rootless.namespace),
+        containerd_socket="",
+        namespace=rootless.namespace,
+        good_dir=f"{home}/{USER_GOOD_DIR}",
+        watched=[f"{home}/{relative}" for relative in USER_BUILDKIT_FILES],
+        service_was_running=state["units"][layout.SERVICE_UNIT]["active"],
+    )
+    return check_body(values, USER_SYSTEMD)

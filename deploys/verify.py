@@ -12,7 +12,7 @@ fails naming what was refused. A converged host gets no command at all.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 
 from pyinfra import host, logger
@@ -25,6 +25,8 @@ from .releases import BUILDKIT, NERDCTL_FULL, Release
 from .settings import Settings
 
 GOOD_DIR = layout.BUILDKIT_GOOD_DIR
+# For a user's BuildKit: every systemctl and journalctl in verify.sh talks to the user's own manager.
+USER_SYSTEMD = 'systemctl() { command systemctl --user "$@"; }\njournalctl() { command journalctl --user "$@"; }\n'
 VERIFY_SECONDS = 30
 VERIFY_SCRIPT = Path(__file__).with_name("verify.sh")
 BUILDKIT_FILES = (layout.BUILDKIT_CONFIG, layout.SERVICE_PATH, layout.SOCKET_PATH)
@@ -57,21 +59,54 @@ def containerd_missing_warning(settings: Settings, state: dict) -> str | None:
     )
 
 
+def check_body(values: Mapping[str, str], prelude: str = "") -> str:
+    """``verify.sh`` with ``values`` assigned first, then ``prelude`` (shell that adapts it, e.g. ``USER_SYSTEMD``)."""
+    assignments = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+    return assignments + prelude + VERIFY_SCRIPT.read_text()
+
+
+def check_values(
+    *,
+    bin_dir: str,
+    buildkit_socket: str,
+    containerd_socket: str,
+    namespace: str,
+    good_dir: str,
+    watched: Sequence[str],
+    service_was_running: bool,
+    seconds: int = VERIFY_SECONDS,
+) -> dict[str, str]:
+    """What ``verify.sh`` reads; an empty ``containerd_socket``: no containerd to wait for (it is BuildKit's own unit)."""
+    return {
+        "stop_after": "no" if service_was_running else "yes",
+        "bin_dir": bin_dir,
+        "buildkit_socket": buildkit_socket,
+        "containerd_socket": containerd_socket,
+        "namespace": namespace,
+        "limit": str(seconds),
+        "good_dir": good_dir,
+        "watched": " ".join(watched),
+    }
+
+
+def locked_check(lock_wait: int, body: str) -> str:
+    """``body`` after the host's lock: another run's install or removal cannot land in the middle of a check or a restore."""
+    return "\n".join(lock_commands(lock_wait)) + "\n" + body
+
+
 def verify_script(settings: Settings, service_was_running: bool, seconds: int = VERIFY_SECONDS) -> str:
     """``verify.sh`` with this host's values; a service that was not running is stopped again after the check."""
-    values = {
-        "stop_after": "no" if service_was_running else "yes",
-        "bin_dir": settings.bin_dir,
-        "containerd_socket": settings.containerd_socket,
-        "namespace": settings.containerd_namespace,
-        "limit": str(seconds),
-        "good_dir": GOOD_DIR,
-        "watched": " ".join(buildkit_watched(settings)),
-    }
-    assignments = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
-    # The host's lock: another run's install or removal cannot land in the middle of a check or a restore.
-    lock = "\n".join(lock_commands(settings.host_lock_wait)) + "\n"
-    return assignments + lock + VERIFY_SCRIPT.read_text()
+    values = check_values(
+        bin_dir=settings.bin_dir,
+        buildkit_socket=layout.BUILDKIT_SOCKET,
+        containerd_socket=settings.containerd_socket,
+        namespace=settings.containerd_namespace,
+        good_dir=GOOD_DIR,
+        watched=buildkit_watched(settings),
+        service_was_running=service_was_running,
+        seconds=seconds,
+    )
+    return locked_check(settings.host_lock_wait, check_body(values))
 
 
 @operation()

@@ -1,13 +1,13 @@
 # shellcheck shell=sh
 # Prove that BuildKit builds on containerd after a change it depends on; go back to the last
 # working setup if the daemon refuses the new one. Set before this (by deploys/verify.py):
-# bin_dir, containerd_socket, namespace, limit (seconds), good_dir, watched (space-separated paths),
-# stop_after (yes when buildkit.service was not running before this run: it is left as found).
+# bin_dir, buildkit_socket, containerd_socket (empty: none to wait for), namespace, limit (seconds),
+# good_dir, watched (space-separated paths), stop_after (yes when buildkit.service was not running
+# before this run: it is left as found). For a user's BuildKit it runs as the user, on the user's units.
 # shellcheck disable=SC2154
 set -u
-buildkit_socket=/run/buildkit/buildkitd.sock
 
-if [ ! -S "$containerd_socket" ]; then
+if [ -n "$containerd_socket" ] && [ ! -S "$containerd_socket" ]; then
   echo "containerd socket $containerd_socket does not exist: BuildKit was not checked (install or start containerd)"
   exit 0
 fi

@@ -19,6 +19,7 @@ from ..layout import (
     STATE_DIR,
     USER_BUILDKIT_CONFIG,
     USER_CONTAINERD_FILE,
+    USER_GOOD_DIR,
     USER_NERDCTL_CONFIG,
     USER_SERVICE_FILE,
     USER_SOCKET_FILE,
@@ -146,7 +147,8 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
             # Relative to the home folder: the paths are known only on the host.
             f'if [ -n "$entry" ] && cd "$home" 2>/dev/null; then echo home_exists=yes; '
             f"stat -c 'path=%n|{STAT_FIELDS}' {user_files} 2>/dev/null; sha256sum {user_files} 2>/dev/null; "
-            f'for d in {" ".join(data_folders(namespace))}; do [ -d "$d" ] && echo "data=$d"; done; fi',
+            f'for d in {" ".join(data_folders(namespace))}; do [ -d "$d" ] && echo "data=$d"; done; '
+            f"[ -d {USER_GOOD_DIR} ] && echo good_copies=yes; fi",
             f'[ -n "$entry" ] && stat -c \'socket_stat=%f|%a|%U\' /run/user/"$uid"/buildkit-{shlex.quote(namespace)}/buildkitd.sock 2>/dev/null',
             # The user's manager answers only while it runs (lingering or a login).
             f'if [ -n "$entry" ] && [ -S /run/user/"$uid"/systemd/private ]; then echo manager=yes; '
@@ -193,6 +195,7 @@ def parse_rootless_state(lines: list[str]) -> dict:
         "user_dbus": values.get("user_dbus") == "yes",
         "files": parse_managed_paths(lines) if account else {},
         "data": _prefixed(lines, "data="),
+        "good_copies": values.get("good_copies") == "yes",
         "manager": manager,
         # Unit names as keys, as the user's systemctl knows them; all off while no manager runs.
         "units": {name: units[key] if manager else NO_UNIT for key, name in USER_UNITS.items()},
@@ -235,3 +238,18 @@ class RootlessState(FactBase[dict]):
     def default() -> None:
         """None: the host could not be read (pyinfra then fails that host alone, and the deploys skip it)."""
         return None
+
+
+class UserFileContents(FactBase):
+    """The lines of ``path``, read as ``user`` (a link the user planted cannot make root read another file); None: none.
+
+    Read only for ``--diff``.
+    """
+
+    missing = "pyinfra-nerdctl: no such file"
+
+    def command(self, user: str, path: str) -> str:
+        return f"runuser -u {shlex.quote(user)} -- cat -- {shlex.quote(path)} 2>/dev/null || echo {shlex.quote(self.missing)}"
+
+    def process(self, output: list[str]) -> list[str] | None:
+        return None if output == [self.missing] else output

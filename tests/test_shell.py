@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pyinfra_nerdctl.deploys.operations import install_script, removal_script
+from pyinfra_nerdctl.deploys.operations import install_script, locked, removal_script
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL, resolve_download
+from pyinfra_nerdctl.deploys.rootless_plan import resolve_rootless_settings, user_check_body
 from pyinfra_nerdctl.deploys.settings import resolve_settings
 from pyinfra_nerdctl.deploys.verify import verify_script
 from pyinfra_nerdctl.facts import (
@@ -23,7 +24,7 @@ from pyinfra_nerdctl.facts import (
     NerdctlVersion,
     ReleaseFiles,
 )
-from pyinfra_nerdctl.facts.rootless import rootless_state_command
+from pyinfra_nerdctl.facts.rootless import UserFileContents, rootless_state_command
 
 SHELL_FILES = sorted((Path(__file__).resolve().parent.parent / "deploys").glob("*.sh"))
 SHA = "a" * 64
@@ -51,6 +52,13 @@ COMPOSED = {
     "NerdctlFull": lambda: NerdctlFull().command(),
     "BuildHostPlatform": lambda: BuildHostPlatform().command,
     "RootlessState": lambda: rootless_state_command("alice", "/usr/local/bin", "default", "/usr/local"),
+    "UserFileContents": lambda: UserFileContents().command("alice", "/home/a b/.config/x.toml"),
+    "locked step": lambda: locked(["systemctl daemon-reload", "rm -f '/a b'"], 600),
+    "rootless verify (run as the user)": lambda: user_check_body(
+        resolve_settings({}.get, {}),
+        resolve_rootless_settings({}.get, {"rootless_user": "alice"}),
+        {"home": "/home/a b", "uid": 1001, "units": {"buildkit.service": {"active": False}}},
+    ),
 }
 
 
