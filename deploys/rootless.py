@@ -18,16 +18,19 @@ from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt
 
+from .. import layout
 from ..facts.rootless import (
     ROOTLESS_STATE_DIR,
     USER_UNITS,
     RootlessState,
     UserFileContents,
     marker_path,
+    socket_path,
     user_runtime_env,
 )
 from ..layout import USER_BUILDKIT_CONFIG, USER_CONFIG_DIRS, USER_GOOD_DIR, USER_NERDCTL_CONFIG, USER_UNIT_FILES
 from .build_host import host_settings
+from .drain import drain_commands
 from .operations import TEMP_PREFIX, UPLOAD_DIR, diff_wanted, locked, private_dirs_command, run_commands, show_diff
 from .rootless_plan import (
     RootlessChanges,
@@ -185,6 +188,13 @@ def _apply(
             content=to_write.get(relative),
             lock_wait=wait,
         )
+    # The new files are in place: if builds still run at the timeout, the host fails here, the user's
+    # BuildKit keeps its previous setup, and the next run finds it older than its files and restarts it.
+    run_commands(
+        name="Wait for the builds in flight on the user's BuildKit",
+        commands=_wait_for_builds(settings, rootless, state) if changes.wait_for_builds else [],
+        unneeded=_no_wait_reason(settings, changes.wait_for_builds),
+    )
     steps = (
         (
             "Reload the user's units",
@@ -225,6 +235,27 @@ def _apply(
         script=locked_check(wait, as_user(user, uid, user_check_body(settings, rootless, state))),
         skip_reason=check_skip_reason(settings, changes),
     )
+
+
+def _wait_for_builds(settings: Settings, rootless: RootlessSettings, state: dict) -> list[str]:
+    """As the user: wait, up to ``buildkit_drain_timeout``, until the user's BuildKit runs no build (``drain``)."""
+    address = socket_path(state["uid"], rootless.namespace)
+    return [
+        as_user(rootless.user, state["uid"], command)
+        for command in drain_commands(
+            f"{settings.bin_dir}/buildctl",
+            address,
+            settings.buildkit_drain_timeout,
+            layout.SERVICE_UNIT,
+            systemctl="systemctl --user",
+        )
+    ]
+
+
+def _no_wait_reason(settings: Settings, needed: bool) -> str:
+    if needed:
+        return "buildkit_drain_timeout=0: builds in flight are not waited for"
+    return f"nothing stops or restarts the user's running {layout.SERVICE_UNIT}"
 
 
 def _mark(user: str, what: str, content: str = "") -> str:
@@ -287,6 +318,12 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
         if relative in state["files"]
     ]
     wait = resolved.host_lock_wait
+    building = manager and state["units"][layout.SERVICE_UNIT]["active"]
+    run_commands(
+        name="Wait for the builds in flight on the user's BuildKit",
+        commands=_wait_for_builds(resolved, rootless, state) if building else [],
+        unneeded=_no_wait_reason(resolved, bool(building)),
+    )
     run_commands(
         name="Stop and disable the user's units",
         commands=[user_systemctl(user, uid, f"disable --now {' '.join(units)}")] if manager and units else [],

@@ -23,7 +23,7 @@ from ..layout import (
     USER_UNIT_FILES,
 )
 from .changes import ManagedFile
-from .rendering import HEADER, toml_string
+from .rendering import HEADER, stop_and_start_timeouts, toml_string
 from .settings import NAMESPACE_NAME, SettingError, Settings, parse_flag
 from .verify import USER_SYSTEMD, check_body, check_values
 
@@ -152,7 +152,8 @@ def buildkit_user_service(settings: Settings, home: str) -> str:
 
     ``nsenter --no-fork`` keeps the process id, so systemd's listening socket (fd 3,
     ``LISTEN_PID``) and readiness notification reach buildkitd as they would outside.
-    It goes with containerd (``PartOf=``): the namespaces it entered go with it.
+    It goes with containerd (``PartOf=``): the namespaces it entered go with it. Its stop and
+    start timeouts are the root service's (``stop_and_start_timeouts``): a stop does not kill builds.
     """
     return (
         HEADER
@@ -163,6 +164,7 @@ def buildkit_user_service(settings: Settings, home: str) -> str:
         + f"ExecStart={settings.bin_dir}/containerd-rootless-setuptool.sh nsenter -- "
         + f"buildkitd --addr fd:// --config {home}/{USER_BUILDKIT_CONFIG}\n"
         + "KillMode=mixed\n"
+        + stop_and_start_timeouts(settings)
     )
 
 
@@ -233,6 +235,8 @@ class RootlessChanges:
     restart_containerd: bool = False
     restart_socket: bool = False
     restart_service: bool = False
+    # A restart stops the user's running buildkit.service: its builds in flight are waited for first.
+    wait_for_builds: bool = False
 
 
 class RootlessError(ValueError):
@@ -329,6 +333,7 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
     restart_containerd = containerd["active"] and (USER_CONTAINERD_FILE in changed or containerd["stale"])
     restart_socket = socket["active"] and (USER_SOCKET_FILE in changed or socket["stale"])
     service_inputs = bool(changed & {USER_SERVICE_FILE, USER_BUILDKIT_CONFIG}) or service["stale"]
+    restart_service = service["active"] and not (restart_containerd or restart_socket) and service_inputs
     return RootlessChanges(
         packages=tuple(dict.fromkeys(packages if rootless.packages else [])),
         add_subuids=subuids,
@@ -342,7 +347,8 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
         start=tuple(name for name in STARTED_UNITS if not units[name]["active"]),
         restart_containerd=restart_containerd,
         restart_socket=restart_socket,
-        restart_service=service["active"] and not (restart_containerd or restart_socket) and service_inputs,
+        restart_service=restart_service,
+        wait_for_builds=service["active"] and (restart_containerd or restart_socket or restart_service),
     )
 
 

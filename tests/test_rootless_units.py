@@ -16,6 +16,7 @@ from pyinfra_nerdctl.deploys.rootless_plan import (
     buildkit_user_service,
     buildkit_user_socket,
     buildkitd_user_toml,
+    check_skip_reason,
     containerd_user_unit,
     free_subid_range,
     nerdctl_user_toml,
@@ -24,11 +25,14 @@ from pyinfra_nerdctl.deploys.rootless_plan import (
     resolve_rootless_settings,
     split_overrides,
     unit_path,
+    user_check_body,
     user_files,
 )
 from pyinfra_nerdctl.deploys.settings import SettingError, resolve_settings
+from pyinfra_nerdctl.deploys.verify import VERIFY_SCRIPT
 from pyinfra_nerdctl.facts import RootlessState
 from pyinfra_nerdctl.facts.rootless import (
+    UserFileContents,
     data_folders,
     marker_path,
     parse_passwd,
@@ -173,6 +177,8 @@ def test_buildkit_user_service_enters_the_namespaces_and_takes_the_socket():
     ) in service
     assert "Requires=buildkit.socket containerd.service\n" in service and "PartOf=containerd.service\n" in service
     assert "Type=notify\n" in service and "[Install]" not in service  # started by its socket only
+    # As the root service: a stop waits as long as the drain would, so a restart does not kill builds.
+    assert "TimeoutStopSec=600\n" in service and "TimeoutStartSec=300\n" in service
 
 
 def test_buildkitd_user_toml_is_the_rootless_containerd_worker_in_the_namespace():
@@ -279,7 +285,8 @@ def test_parse_rootless_state_of_a_converged_host():
         "stale": False,
     }
     assert state["socket"] == {"path": "/run/user/1001/buildkit-default/buildkitd.sock", "exists": True}
-    assert state["data"] == [".local/share/containerd"]
+    assert state["data"] == [".local/share/containerd"] and state["good_copies"] is False
+    assert parse_rootless_state(converged_output(extra=("good_copies=yes",)))["good_copies"] is True
     assert state["files"][USER_NERDCTL_CONFIG]["user"] == "alice"
 
 
@@ -340,7 +347,62 @@ def test_a_changed_input_restarts_exactly_what_reads_it():
         ALICE,
         parse_rootless_state(converged_output(extra=("ctime.service=2026-11-29 11:00:00.000000000 +0000",))),
     )
-    assert upgraded == RootlessChanges(restart_service=True)
+    assert upgraded == RootlessChanges(restart_service=True, wait_for_builds=True)
+    # Each restart stops the running BuildKit: its builds are waited for first.
+    assert network.wait_for_builds and namespace.wait_for_builds
+    idle = fact_output(
+        files={file.path: file.content for file in user_files(SETTINGS, ALICE, HOME)},
+        units={"buildkit.socket": ("enabled", "active"), "containerd.service": ("enabled", "active")},
+        extra=("linger=yes", "ctime.service=2026-11-29 11:00:00.000000000 +0000"),
+    )
+    assert not plan_rootless(SETTINGS, ALICE, parse_rootless_state(idle)).wait_for_builds
+
+
+def test_the_check_runs_after_a_change_the_users_buildkit_depends_on():
+    converged = parse_rootless_state(converged_output())
+    assert check_skip_reason(SETTINGS, RootlessChanges()) == "nothing the user's BuildKit depends on changed"
+    nerdctl_only = plan_rootless(
+        SETTINGS,
+        ALICE,
+        parse_rootless_state(converged_output(extra=())),  # converged
+    )
+    assert check_skip_reason(SETTINGS, nerdctl_only) is not None
+    builds = plan_rootless(
+        SETTINGS,
+        resolve_rootless_settings({}.get, {"rootless_user": "alice", "rootless_namespace": "builds"}),
+        converged,
+    )
+    assert check_skip_reason(SETTINGS, builds) is None
+    fresh = plan_rootless(SETTINGS, ALICE, parse_rootless_state(fact_output()))
+    assert check_skip_reason(SETTINGS, fresh) is None
+    off = resolve_settings({}.get, {"buildkit_verify": "false"})
+    assert check_skip_reason(off, fresh) == "buildkit_verify is off"
+
+
+def test_the_users_check_is_verify_sh_on_the_users_units_socket_and_files():
+    state = parse_rootless_state(converged_output())
+    body = user_check_body(SETTINGS, ALICE, state)
+    assert body.endswith(VERIFY_SCRIPT.read_text())
+    assert "buildkit_socket=/run/user/1001/buildkit-default/buildkitd.sock\n" in body
+    assert "containerd_socket=''\n" in body and "stop_after=no\n" in body
+    assert "good_dir=/home/alice/.local/share/pyinfra-nerdctl/buildkit-good\n" in body
+    assert (
+        "watched='/home/alice/.config/buildkit/buildkitd.toml /home/alice/.config/systemd/user/buildkit.service "
+        "/home/alice/.config/systemd/user/buildkit.socket'\n"
+    ) in body
+    assert 'systemctl() { command systemctl --user "$@"; }' in body
+    # Run as the user, every systemctl talks to the user's manager: try it with a stand-in.
+    probe = body.split("set -u")[0] + "systemctl is-active buildkit.service\n"
+    fake = 'command() { shift; echo "$@"; }\n'
+    out = subprocess.run(["sh", "-c", fake + probe], capture_output=True, text=True).stdout
+    assert out == "--user is-active buildkit.service\n", out
+
+
+def test_user_file_contents_tells_a_missing_file_from_an_empty_one():
+    fact = UserFileContents()
+    assert fact.command("alice", "/home/alice/a b").startswith("runuser -u alice -- cat -- '/home/alice/a b'")
+    assert fact.process([fact.missing]) is None
+    assert fact.process([]) == [] and fact.process(["a", "b"]) == ["a", "b"]
 
 
 @pytest.mark.parametrize(
