@@ -4,6 +4,7 @@ real rootless scripts and a real BuildKit archive, building as the user."""
 from __future__ import annotations
 
 import shlex
+import threading
 
 import mirror as mirror_module
 import pytest
@@ -262,3 +263,177 @@ def test_missing_programs_come_from_the_distribution_with_pyinfras_apt_operation
     )
     assert "org.mobyproject.buildkit.worker.containerd.namespace:\tdefault" in workers.stdout, workers.stdout
     assert_converged(hosts, INSTALL, rootless_user="alice")
+
+
+LOCK = "/var/lib/pyinfra-nerdctl/lock"
+USER_CHECK = "Check that the user's BuildKit answers with the containerd worker"
+# A buildkitd that refuses to run from a unit with TimeoutStopSec=120 (buildkit_drain_timeout=120), as a
+# daemon refuses new files it cannot run with.
+REFUSING_BUILDKITD = """#!/bin/sh
+if grep -qx TimeoutStopSec=120 /home/alice/.config/systemd/user/buildkit.service; then
+  echo "this buildkitd refuses TimeoutStopSec=120" >&2
+  exit 1
+fi
+exec /usr/local/bin/buildkitd.real "$@"
+"""
+
+
+def one_line(output: str, message: str) -> str:
+    lines = [line for line in output.splitlines() if message in line]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def user_files_listing(host, user: str) -> str:
+    """The user's managed files with their content and times: what a refused run must leave as it was."""
+    return host.run(
+        f"cd /home/{user} && find .config -type f -printf '%p %m %T@\\n' 2>/dev/null | sort; "
+        f"cat .config/buildkit/buildkitd.toml .config/nerdctl/nerdctl.toml 2>/dev/null"
+    ).stdout
+
+
+def workers_of(host, user: str, namespace: str):
+    socket = f"/run/user/{uid_of(host, user)}/buildkit-{namespace}/buildkitd.sock"
+    return as_user(host, user, f"buildctl --addr unix://{socket} debug workers -v", check=False)
+
+
+def test_rootless_runs_share_the_host_lock_show_their_diff_and_prove_the_users_buildkit(boot_hosts, real_data):
+    host, hosts = boot_rootless_host(boot_hosts, real_data)
+    host.run("useradd -m -s /bin/bash alice && sed -i '/^alice:/d' /etc/subuid /etc/subgid")
+
+    # A held lock: the run waits host_lock_wait, then fails with one line naming the lock, before any change.
+    before = snapshot(host)
+    host.run(f"setsid -f sh -c 'echo $$ > /tmp/holder; exec flock {LOCK} sleep 300' >/dev/null 2>&1 < /dev/null")
+    host.run("for i in $(seq 50); do [ -s /tmp/holder ] && break; sleep 0.1; done")
+    held = run_pyinfra(hosts, INSTALL, data={"rootless_user": "alice", "host_lock_wait": 3})
+    assert held.returncode != 0
+    one_line(held.output, f"another pyinfra-nerdctl run on this host held {LOCK} for 3 s (host_lock_wait)")
+    assert snapshot(host) == before
+    host.run("kill $(cat /tmp/holder)")
+
+    # Two rootless runs and a build-host run at once: they take turns on the lock, all succeed, and the
+    # user gets one subordinate range (the second run does not add the first run's range again).
+    runs = {}
+    jobs = {
+        "rootless 1": (INSTALL, {"rootless_user": "alice"}),
+        "rootless 2": (INSTALL, {"rootless_user": "alice"}),
+        "build host": (BUILD_HOST, {"nerdctl_config": '{"experimental": true}'}),
+    }
+
+    def run(label: str) -> None:
+        operation, data = jobs[label]
+        runs[label] = run_pyinfra(hosts, operation, data=data)
+
+    threads = [threading.Thread(target=run, args=(label,)) for label in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for label, result in runs.items():
+        assert result.returncode == 0, (label, result.output)
+    assert host.run("grep -c ^alice: /etc/subuid /etc/subgid").stdout.split() == ["/etc/subuid:1", "/etc/subgid:1"]
+    assert "experimental = true" in host.run("cat /etc/nerdctl/nerdctl.toml").stdout
+    assert_converged(hosts, INSTALL, rootless_user="alice")
+    assert_converged(hosts, BUILD_HOST, nerdctl_config='{"experimental": true}')
+    build_as(host, "alice", "alice-app:1")
+
+    # --diff shows the user's files; a converged host reads nothing more for it.
+    converged = run_pyinfra(hosts, INSTALL, data={"rootless_user": "alice"}, dry=True, extra_args=("--diff",))
+    assert converged.returncode == 0 and "Will modify" not in converged.output, converged.output
+    change = {"rootless_user": "alice", "rootless_namespace": "builds"}
+    plan = run_pyinfra(hosts, INSTALL, data=change, dry=True, extra_args=("--diff",))
+    assert plan.returncode == 0, plan.output
+    assert "Will modify ~alice/.config/nerdctl/nerdctl.toml" in plan.output, plan.output
+    assert "Will modify ~alice/.config/buildkit/buildkitd.toml" in plan.output
+    assert "Will modify ~alice/.config/systemd/user/buildkit.socket" in plan.output
+    assert '- namespace = "default"' in plan.output.replace("-namespace", "- namespace")
+    assert '+ namespace = "builds"' in plan.output.replace("+namespace", "+ namespace")
+
+    # After the change, the check proves the user's BuildKit answers (and keeps copies of what works).
+    changed = run_pyinfra(hosts, INSTALL, data=change, as_json=True)
+    assert changed.returncode == 0, changed.output
+    assert USER_CHECK in changed.changes_made()[host.name], changed.output
+    assert "org.mobyproject.buildkit.worker.containerd.namespace:\tbuilds" in workers_of(host, "alice", "builds").stdout
+    assert host.run("ls /home/alice/.local/share/pyinfra-nerdctl/buildkit-good").stdout.split() == [
+        "_home_alice_.config_buildkit_buildkitd.toml",
+        "_home_alice_.config_systemd_user_buildkit.service",
+        "_home_alice_.config_systemd_user_buildkit.socket",
+    ]
+    assert host.run("stat -c %U /home/alice/.local/share/pyinfra-nerdctl/buildkit-good").stdout == "alice\n"
+
+    # A daemon that refuses the new files: they go back, the user's BuildKit answers again on them, the run fails.
+    working = user_files_listing(host, "alice")
+    host.run("cp -p /usr/local/bin/buildkitd /usr/local/bin/buildkitd.real")
+    host.run(f"cat > /usr/local/bin/buildkitd.new <<'EOF'\n{REFUSING_BUILDKITD}EOF\n")
+    host.run("chmod 755 /usr/local/bin/buildkitd.new && mv /usr/local/bin/buildkitd.new /usr/local/bin/buildkitd")
+    refused_run = run_pyinfra(hosts, INSTALL, data={**change, "buildkit_drain_timeout": 120})
+    assert refused_run.returncode != 0
+    line = one_line(refused_run.output, "buildkitd refused the new /home/alice/.config/systemd/user/buildkit.service")
+    assert "BuildKit works again with the previous ones" in line, refused_run.output
+    assert user_files_listing(host, "alice") == working  # the same files, contents and times as before
+    assert "TimeoutStopSec=600" in host.run("cat /home/alice/.config/systemd/user/buildkit.service").stdout
+    assert "namespace:\tbuilds" in workers_of(host, "alice", "builds").stdout
+    host.run("mv /usr/local/bin/buildkitd.real /usr/local/bin/buildkitd")
+
+    # Removal takes the copies away with the rest.
+    deploy(hosts, REMOVE, rootless_user="alice", rootless_namespace="builds")
+    assert host.run("test -e /home/alice/.local/share/pyinfra-nerdctl", check=False).returncode == 1
+    assert_converged(hosts, REMOVE, rootless_user="alice", rootless_namespace="builds")
+
+
+SLEEPING_DOCKERFILE = """FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "sh", "-c", "/bin/busybox sleep 45; echo slept > /slept.txt"]
+"""
+
+
+def start_build(host, user: str, tag: str) -> None:
+    """A build as ``user`` whose RUN step sleeps 45 s, in the background; its exit status lands in ~/build.rc."""
+    as_user(
+        host,
+        user,
+        f"mkdir -p slow && cp /bin/busybox slow/ && cat > slow/Dockerfile <<'EOF'\n{SLEEPING_DOCKERFILE}EOF\n"
+        f"rm -f build.rc && setsid -f sh -c 'nerdctl build -t {tag} slow > build.log 2>&1; echo $? > build.rc' "
+        "< /dev/null > /dev/null 2>&1",
+    )
+    socket = f"/run/user/{uid_of(host, user)}/buildkit-default/buildkitd.sock"
+    as_user(
+        host,
+        user,
+        f"for i in $(seq 60); do buildctl --addr unix://{socket} debug histories | grep -q ^STARTED && exit 0; "
+        "sleep 1; done; cat build.log; exit 1",
+    )
+
+
+def test_a_users_build_in_flight_outlives_rootless_config_changes(boot_hosts, real_data):
+    host, hosts = boot_rootless_host(boot_hosts, real_data)
+    host.run("useradd -m -s /bin/bash alice")
+    deploy(hosts, INSTALL, rootless_user="alice")
+    change = {"rootless_user": "alice", "rootless_namespace": "builds"}
+
+    # Too short a drain: the host fails with one line, the build runs on, the new files stay on disk.
+    start_build(host, "alice", "slow:1")
+    daemon = invocation(host, "alice", "buildkit.service")
+    short = run_pyinfra(hosts, INSTALL, data={**change, "buildkit_drain_timeout": 5})
+    assert short.returncode != 0
+    line = one_line(short.output, "build(s) still running on buildkit.service (the oldest since")
+    assert line.split("build(s)")[0].strip().endswith("1"), line
+    assert "BuildKit keeps its previous setup until a later run" in line
+    assert invocation(host, "alice", "buildkit.service") == daemon
+    assert 'namespace = "builds"' in host.run("cat /home/alice/.config/buildkit/buildkitd.toml").stdout
+    assert host.run("test -e /home/alice/build.rc", check=False).returncode == 1  # still building
+
+    # The default drain waits for the build, then restarts onto the new files.
+    waited = run_pyinfra(hosts, INSTALL, data=change, timeout=400)
+    assert waited.returncode == 0, waited.output
+    assert host.run("cat /home/alice/build.rc").stdout == "0\n", host.run("cat /home/alice/build.log").stdout
+    assert "docker.io/library/slow:1" in images_of(host, "alice")
+    assert invocation(host, "alice", "buildkit.service") != daemon
+    assert "namespace:\tbuilds" in workers_of(host, "alice", "builds").stdout
+    assert_converged(hosts, INSTALL, **change)
+
+    # A removal during a build waits for it too.
+    deploy(hosts, INSTALL, rootless_user="alice")
+    start_build(host, "alice", "slow:2")
+    deploy(hosts, REMOVE, rootless_user="alice")
+    assert host.run("cat /home/alice/build.rc").stdout == "0\n", host.run("cat /home/alice/build.log").stdout
