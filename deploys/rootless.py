@@ -238,8 +238,11 @@ def _apply(
 
 
 def _wait_for_builds(settings: Settings, rootless: RootlessSettings, state: dict) -> list[str]:
-    """As the user: wait, up to ``buildkit_drain_timeout``, until the user's BuildKit runs no build (``drain``)."""
-    address = socket_path(state["uid"], rootless.namespace)
+    """As the user: wait, up to ``buildkit_drain_timeout``, until the user's BuildKit runs no build (``drain``).
+
+    Asked where the running socket listens: after a change of ``rootless_namespace`` that is still the old one.
+    """
+    address = state["socket"]["listening"] or socket_path(state["uid"], rootless.namespace)
     return [
         as_user(rootless.user, state["uid"], command)
         for command in drain_commands(

@@ -125,7 +125,8 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
     full_bin = shlex.quote(f"{full_prefix}/bin")
     user_files = " ".join((*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG))
     units = " ".join(USER_UNITS.values())
-    properties = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp"
+    # Listen: where the running socket listens, which a namespace change moves only once it restarts.
+    properties = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp,Listen"
     containerd = f'"$(PATH={full_bin}:"$PATH" command -v containerd)"'
     return "; ".join(
         [
@@ -165,6 +166,16 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
     )
 
 
+def _listening(listen: str | None) -> str | None:
+    """The path of systemd's ``Listen=/run/user/1001/buildkit-default/buildkitd.sock (Stream)``; None: none.
+
+    >>> _listening("/run/user/1001/buildkit-default/buildkitd.sock (Stream)")
+    '/run/user/1001/buildkit-default/buildkitd.sock'
+    """
+    path = (listen or "").split(" ")[0]
+    return path if path.startswith("/") else None
+
+
 def parse_rootless_state(lines: list[str]) -> dict:
     """Lines of ``rootless_state_command`` to the ``RootlessState`` shape."""
     values = parse_key_values(lines)
@@ -202,6 +213,10 @@ def parse_rootless_state(lines: list[str]) -> dict:
         "socket": {
             "path": socket_path(account["uid"], values.get("namespace", "default")) if account else None,
             "exists": bool(socket_raw_mode) and file_kind(socket_raw_mode) == "socket",
+            # Only the socket unit has Listen (the first non-empty one, whatever systemctl prints for the others).
+            "listening": next(filter(None, map(_listening, _prefixed(lines, "unit.Listen="))), None)
+            if manager
+            else None,
         },
     }
 
@@ -211,7 +226,8 @@ class RootlessState(FactBase[dict]):
 
     ``files`` are the user's managed files, relative to the home folder; ``units`` the
     user's units (known while the user's systemd manager runs); ``socket`` where the
-    user's BuildKit listens for ``namespace``.
+    user's BuildKit listens for ``namespace`` (``path``), and where the running socket unit
+    listens now (``listening``, None while it does not).
 
     .. code:: python
 
@@ -219,7 +235,8 @@ class RootlessState(FactBase[dict]):
          "lingering": True, "subuid": [[100000, 65536]], "subgid": [[100000, 65536]],
          "userns_refused": None, "programs": {"rootlesskit": "/usr/bin/rootlesskit", ...},
          "units": {"containerd.service": {"enabled": True, "active": True, ...}, ...},
-         "socket": {"path": "/run/user/1001/buildkit-default/buildkitd.sock", "exists": True}, ...}
+         "socket": {"path": "/run/user/1001/buildkit-default/buildkitd.sock", "exists": True,
+                    "listening": "/run/user/1001/buildkit-default/buildkitd.sock"}, ...}
     """
 
     def command(

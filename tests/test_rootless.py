@@ -123,7 +123,8 @@ def test_a_user_builds_with_their_own_buildkit_and_a_second_user_is_isolated(boo
     state = rootless_state(hosts, "alice")
     assert state["lingering"] and state["manager"]
     assert state["units"]["containerd.service"]["active"] and state["units"]["buildkit.socket"]["enabled"]
-    assert state["socket"] == {"path": f"/run/user/{alice}/buildkit-default/buildkitd.sock", "exists": True}
+    socket = f"/run/user/{alice}/buildkit-default/buildkitd.sock"
+    assert state["socket"] == {"path": socket, "exists": True, "listening": socket}
     build_as(host, "alice", "alice-app:1")
     assert "docker.io/library/alice-app:1" in as_user(host, "alice", "nerdctl images").stdout
     assert "docker.io/library/alice-app:1" in images_of(host, "alice")

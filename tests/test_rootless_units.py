@@ -284,15 +284,32 @@ def test_parse_rootless_state_of_a_converged_host():
         "needs_daemon_reload": False,
         "stale": False,
     }
-    assert state["socket"] == {"path": "/run/user/1001/buildkit-default/buildkitd.sock", "exists": True}
+    assert state["socket"] == {
+        "path": "/run/user/1001/buildkit-default/buildkitd.sock",
+        "exists": True,
+        "listening": None,
+    }
     assert state["data"] == [".local/share/containerd"] and state["good_copies"] is False
+    moved = parse_rootless_state(
+        converged_output(extra=("unit.Listen=/run/user/1001/buildkit-old/buildkitd.sock (Stream)",))
+    )
+    assert moved["socket"]["listening"] == "/run/user/1001/buildkit-old/buildkitd.sock"
     assert parse_rootless_state(converged_output(extra=("good_copies=yes",)))["good_copies"] is True
     assert state["files"][USER_NERDCTL_CONFIG]["user"] == "alice"
 
 
 def test_parse_rootless_state_of_a_missing_user():
     state = parse_rootless_state(fact_output(passwd=None))
-    assert not state["exists"] and state["uid"] is None and state["socket"] == {"path": None, "exists": False}
+    assert (
+        not state["exists"]
+        and state["uid"] is None
+        and state["socket"]
+        == {
+            "path": None,
+            "exists": False,
+            "listening": None,
+        }
+    )
     assert state["units"]["buildkit.socket"]["active"] is False and not state["manager"]
 
 
