@@ -384,7 +384,7 @@ def test_rootless_runs_share_the_host_lock_show_their_diff_and_prove_the_users_b
 
 SLEEPING_DOCKERFILE = """FROM scratch
 COPY busybox /bin/busybox
-RUN ["/bin/busybox", "sh", "-c", "/bin/busybox sleep 45; echo slept > /slept.txt"]
+RUN ["/bin/busybox", "sh", "-c", "/bin/busybox sleep 45; echo TAG > /slept.txt"]
 """
 
 
@@ -393,7 +393,8 @@ def start_build(host, user: str, tag: str) -> None:
     as_user(
         host,
         user,
-        f"mkdir -p slow && cp /bin/busybox slow/ && cat > slow/Dockerfile <<'EOF'\n{SLEEPING_DOCKERFILE}EOF\n"
+        f"mkdir -p slow && cp /bin/busybox slow/ && cat > slow/Dockerfile <<'EOF'\n"
+        f"{SLEEPING_DOCKERFILE.replace('TAG', tag)}EOF\n"  # a step of its own: never taken from the cache
         f"rm -f build.rc && setsid -f sh -c 'nerdctl build -t {tag} slow > build.log 2>&1; echo $? > build.rc' "
         "< /dev/null > /dev/null 2>&1",
     )
