@@ -1,6 +1,6 @@
-"""A deploy never fights the builds (#18): with the real BuildKit, builds in flight are waited for, never killed.
+"""A deploy never fights the builds (#18): builds in flight are waited for, never killed.
 
-These need a real release archive (``PYINFRA_NERDCTL_REAL_BUILDKIT``); without it they skip.
+The real-BuildKit tests need a real release archive (``PYINFRA_NERDCTL_REAL_BUILDKIT``); without it they skip.
 A ``RUN`` step that sleeps holds a real build (Debian's static busybox in a ``FROM scratch`` image).
 """
 
@@ -11,14 +11,15 @@ import time
 
 import pytest
 import testhosts
-from conftest import inventory
-from hostcheck import DEPLOY, unit_state
+from conftest import deploy_data, inventory
+from hostcheck import DEPLOY, boot_containerd_host, client_call, unit_state
 from pyinfra_cli import run_pyinfra
 from test_real_buildkit import boot_build_host, real_data
 
 pytestmark = pytest.mark.hosts
 
 BUILDCTL = "/usr/local/bin/buildctl"
+CHECK = "Check that BuildKit answers with the containerd worker"
 MIRROR_CONFIG = json.dumps({"registry": {"docker.io": {"mirrors": ["127.0.0.1:5999"]}}})
 
 
@@ -115,7 +116,9 @@ def test_builds_longer_than_the_drain_timeout_fail_the_host_without_harm(boot_ho
     assert host.run("test -f /etc/systemd/system/buildkit.service", check=False).returncode == 0
 
     dry = run_pyinfra(hosts, DEPLOY, data=changed, dry=True, as_json=True)
-    assert "Restart buildkit.service" in dry.changed_hosts()[host.name]  # the plan says it is still to do
+    planned = [name.rsplit(" | ", 1)[-1] for name in dry.changed_hosts()[host.name]]
+    # The plan says the restart is still to do, after the wait.
+    assert planned == ["Wait for the builds in flight on buildkit.service", "Restart buildkit.service", CHECK], planned
     rc, _ = build_result(host, 170)
     assert rc == 0, host.run("cat /root/build.log").stdout
 
@@ -124,3 +127,34 @@ def test_builds_longer_than_the_drain_timeout_fail_the_host_without_harm(boot_ho
     assert unit_state(host, "buildkit.service")["MainPID"] != pid
     again = run_pyinfra(hosts, DEPLOY, data=changed, as_json=True)
     assert again.returncode == 0 and again.json["results"]["totals"]["success"] == 0, again.output
+
+
+# The same with the stand-in daemon, whose builds in flight a test writes to /run/buildkit-standin/builds.
+
+
+def test_an_upgrade_and_a_removal_wait_for_builds_or_fail_without_harm(boot_hosts, mirror):
+    host = boot_containerd_host(boot_hosts)
+    hosts = inventory([host], **deploy_data(mirror, buildkit_drain_timeout=4))
+    assert run_pyinfra(hosts, DEPLOY).returncode == 0
+    client_call(host)  # a client: the service runs
+    pid = unit_state(host, "buildkit.service")["MainPID"]
+    host.run("echo 'b1 2026-11-30T19:02:03Z' > /run/buildkit-standin/builds")
+    upgrade = deploy_data(mirror, buildkit_version="0.13.0")
+
+    run = run_pyinfra(hosts, DEPLOY, data=upgrade)
+
+    assert run.returncode != 0
+    assert "1 build(s) still running on buildkit.service (the oldest since 2026-11-30T19:02:03Z) after 4 s" in run.output
+    assert unit_state(host, "buildkit.service")["MainPID"] == pid
+    assert "0.13.0" in host.run("/usr/local/bin/buildkitd --version").stdout  # the new binaries stay
+    removal = run_pyinfra(hosts, "pyinfra_nerdctl.deploys.remove_build_host")
+    assert removal.returncode != 0 and "1 build(s) still running" in removal.output, removal.output
+    assert unit_state(host, "buildkit.service")["MainPID"] == pid
+
+    # A build that ends during the wait: the upgrade goes on, onto the new daemon.
+    host.run("(sleep 3; rm /run/buildkit-standin/builds) >/dev/null 2>&1 </dev/null &")
+    run = run_pyinfra(hosts, DEPLOY, data={**upgrade, "buildkit_drain_timeout": 60})
+    assert run.returncode == 0, run.output
+    assert client_call(host)["buildkitd.version"] == "0.13.0"
+    assert run_pyinfra(hosts, "pyinfra_nerdctl.deploys.remove_build_host").returncode == 0
+    assert unit_state(host, "buildkit.service")["ActiveState"] == "inactive"
