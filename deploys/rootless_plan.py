@@ -376,7 +376,7 @@ def user_check_body(settings: Settings, rootless: RootlessSettings, state: dict)
     """
     home = state["home"]
     values = check_values(
-        bin_dir=settings.bin_dir,
+        settings,
         buildkit_socket=socket_path(state["uid"], rootless.namespace),
         containerd_socket="",
         namespace=rootless.namespace,

@@ -5,8 +5,12 @@ activates BuildKit through its socket and asks for its workers (``verify.sh``): 
 fails for the host unless the containerd worker answers in the configured namespace. A
 service that was not running before is stopped again, so BuildKit stays on-demand.
 Copies of the files of the last setup that answered are kept under ``GOOD_DIR``; when
-the daemon refuses new ones, those come back, BuildKit starts again on them, and the run
-fails naming what was refused. A converged host gets no command at all.
+the daemon refuses new ones (it fails to start or exits on them, or answers without that
+worker), those come back, BuildKit starts again on them, and the run
+fails naming what was refused. A daemon still stopping (a graceful stop finishes its builds)
+or starting (a big cache) is no refusal: it is waited for, up to ``buildkit_verify_timeout``.
+A converged host gets no command at all. The same script checks a rootless user's BuildKit,
+run as the user on the user's units (``USER_SYSTEMD``, ``rootless_plan.user_check_body``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pyinfra import host, logger
 from pyinfra.api import operation
 
 from .. import layout
+from ..facts.builds import RUNNING_BUILDS_FUNCTION
 from .changes import Changes, has_buildkit
 from .operations import lock_commands
 from .releases import BUILDKIT, NERDCTL_FULL, Release
@@ -27,7 +32,6 @@ from .settings import Settings
 GOOD_DIR = layout.BUILDKIT_GOOD_DIR
 # For a user's BuildKit: every systemctl and journalctl in verify.sh talks to the user's own manager.
 USER_SYSTEMD = 'systemctl() { command systemctl --user "$@"; }\njournalctl() { command journalctl --user "$@"; }\n'
-VERIFY_SECONDS = 30
 VERIFY_SCRIPT = Path(__file__).with_name("verify.sh")
 BUILDKIT_FILES = (layout.BUILDKIT_CONFIG, layout.SERVICE_PATH, layout.SOCKET_PATH)
 
@@ -62,28 +66,31 @@ def containerd_missing_warning(settings: Settings, state: dict) -> str | None:
 def check_body(values: Mapping[str, str], prelude: str = "") -> str:
     """``verify.sh`` with ``values`` assigned first, then ``prelude`` (shell that adapts it, e.g. ``USER_SYSTEMD``)."""
     assignments = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
-    return assignments + prelude + VERIFY_SCRIPT.read_text()
+    return assignments + prelude + RUNNING_BUILDS_FUNCTION + VERIFY_SCRIPT.read_text()
 
 
 def check_values(
+    settings: Settings,
     *,
-    bin_dir: str,
     buildkit_socket: str,
     containerd_socket: str,
     namespace: str,
     good_dir: str,
     watched: Sequence[str],
     service_was_running: bool,
-    seconds: int = VERIFY_SECONDS,
 ) -> dict[str, str]:
-    """What ``verify.sh`` reads; an empty ``containerd_socket``: no containerd to wait for (it is BuildKit's own unit)."""
+    """What ``verify.sh`` reads; an empty ``containerd_socket``: no containerd to wait for (it is BuildKit's own unit).
+
+    The check waits up to ``buildkit_verify_timeout`` for a daemon that is still stopping or starting;
+    a service that was not running is stopped again after the check.
+    """
     return {
         "stop_after": "no" if service_was_running else "yes",
-        "bin_dir": bin_dir,
+        "bin_dir": settings.bin_dir,
         "buildkit_socket": buildkit_socket,
         "containerd_socket": containerd_socket,
         "namespace": namespace,
-        "limit": str(seconds),
+        "limit": str(settings.buildkit_verify_timeout),
         "good_dir": good_dir,
         "watched": " ".join(watched),
     }
@@ -94,17 +101,16 @@ def locked_check(lock_wait: int, body: str) -> str:
     return "\n".join(lock_commands(lock_wait)) + "\n" + body
 
 
-def verify_script(settings: Settings, service_was_running: bool, seconds: int = VERIFY_SECONDS) -> str:
-    """``verify.sh`` with this host's values; a service that was not running is stopped again after the check."""
+def verify_script(settings: Settings, service_was_running: bool) -> str:
+    """``verify.sh`` with this host's values, for the root ``buildkit.service``."""
     values = check_values(
-        bin_dir=settings.bin_dir,
+        settings,
         buildkit_socket=layout.BUILDKIT_SOCKET,
         containerd_socket=settings.containerd_socket,
         namespace=settings.containerd_namespace,
         good_dir=GOOD_DIR,
         watched=buildkit_watched(settings),
         service_was_running=service_was_running,
-        seconds=seconds,
     )
     return locked_check(settings.host_lock_wait, check_body(values))
 

@@ -7,8 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
+from pyinfra_nerdctl import layout
+from pyinfra_nerdctl.deploys import rendering
+from pyinfra_nerdctl.deploys.changes import Changes, plan_changes
 from pyinfra_nerdctl.deploys.drain import drain_commands
+from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL
+from pyinfra_nerdctl.deploys.settings import SettingError, resolve_settings
+from pyinfra_nerdctl.deploys.takeover import plan_takeover
 from pyinfra_nerdctl.facts.builds import parse_builds
+from states import converged_state
 
 HEADER = "TYPE\tREF\t\t\t\tCREATED\t\t\tCOMPLETED\tGENERATION\tPINNED"
 
@@ -19,10 +26,10 @@ def fake_host(tmp_path: Path, active: bool = True) -> Path:
     buildctl = tmp_path / "buildctl"
     buildctl.write_text(
         f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\n'
-        f'[ -f {tmp_path}/broken ] && {{ cat {tmp_path}/broken >&2; exit 1; }}\ncat {tmp_path}/histories\n'
+        f"[ -f {tmp_path}/broken ] && {{ cat {tmp_path}/broken >&2; exit 1; }}\ncat {tmp_path}/histories\n"
     )
     systemctl = tmp_path / "systemctl"
-    systemctl.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/systemctl.calls\nexit {0 if active else 3}\n")
+    systemctl.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/systemctl.calls\nexit {0 if active else 3}\n')
     buildctl.chmod(0o755)
     systemctl.chmod(0o755)
     return tmp_path
@@ -102,3 +109,84 @@ def test_the_fact_parses_builds_and_a_daemon_that_did_not_answer():
     assert parse_builds([]) == []
     assert parse_builds(["build=b1 2026-11-30T19:02:03Z"]) == [{"ref": "b1", "started": "2026-11-30T19:02:03Z"}]
     assert parse_builds(["builds.unanswered=connection refused"]) is None
+
+
+# Deciding when to wait (pure: no host).
+
+
+def _settings(**values):
+    return resolve_settings({}.get, values)
+
+
+def test_a_restart_or_stop_of_a_running_service_waits_and_nothing_else_does():
+    settings = _settings()
+    changed = _settings(buildkitd_config={"log": {"level": "debug"}})
+    state = converged_state(settings)
+    assert plan_changes(settings, state, (NERDCTL, BUILDKIT)) == Changes()  # converged: no wait, no command
+    config = plan_changes(changed, state, (NERDCTL, BUILDKIT))
+    assert config.restart_service and config.wait_for_builds
+    state["paths"][layout.SOCKET_PATH]["sha256"] = "0" * 64  # a socket restart restarts the service too
+    socket = plan_changes(settings, state, (NERDCTL, BUILDKIT))
+    assert socket.restart_socket and socket.wait_for_builds
+    state["units"]["service"]["active"] = False  # nothing runs, nothing to wait for
+    assert not plan_changes(changed, state, (NERDCTL, BUILDKIT)).wait_for_builds
+
+
+def test_taking_over_waits_for_the_builds_of_the_daemons_it_stops_through_their_sockets():
+    state = converged_state(_settings())
+    state["units"]["service"]["active"] = False
+    recipe = {
+        "unit": "buildkitd.service",
+        "path": "/lib/systemd/system/buildkitd.service",
+        "socket": "/run/buildkit/buildkitd.sock",
+        "enabled": True,
+        "active": True,
+    }
+    socket_unit = {**recipe, "unit": "bk.socket", "path": "/etc/systemd/system/bk.socket", "socket": "/run/bk.sock"}
+    processes = [
+        {
+            "pid": 812,
+            "unit": "buildkitd.service",
+            "socket": "/run/buildkit/buildkitd.sock",
+            "main": True,
+            "socket_activated": False,
+            "enabled": True,
+        },
+        {"pid": 813, "unit": "bk.service", "socket": "fd://", "main": True, "socket_activated": True, "enabled": False},
+        {
+            "pid": 950,
+            "unit": "session-3.scope",
+            "socket": "/run/hand.sock",
+            "main": False,
+            "socket_activated": False,
+            "enabled": False,
+        },
+    ]
+    state["foreign_buildkit"] = {"units": [recipe, socket_unit], "processes": processes}
+    takeover = plan_takeover(state, allowed=True)
+    assert takeover.busy_sockets == ("/run/buildkit/buildkitd.sock", "/run/bk.sock", "/run/hand.sock")
+    # Our own socket-activated daemon is not stopped by a takeover: nothing to wait for there.
+    ours = {
+        "pid": 900,
+        "unit": "buildkit.service",
+        "socket": "fd://",
+        "main": True,
+        "socket_activated": True,
+        "enabled": False,
+    }
+    state["foreign_buildkit"] = {"units": [recipe], "processes": [ours, processes[0]]}
+    assert plan_takeover(state, allowed=True).busy_sockets == ("/run/buildkit/buildkitd.sock",)
+
+
+@pytest.mark.parametrize(("drain", "stop"), [(600, "600"), (0, "90"), (10, "90"), (3600, "3600")])
+def test_the_unit_never_kills_a_stop_sooner_than_the_drain_would_wait(drain, stop):
+    unit = rendering.buildkit_service_unit(_settings(buildkit_drain_timeout=drain, buildkit_verify_timeout=900))
+    assert f"\nTimeoutStopSec={stop}\n" in unit and "\nTimeoutStartSec=900\n" in unit
+
+
+def test_the_timeouts_are_checked():
+    assert _settings(buildkit_drain_timeout="0").buildkit_drain_timeout == 0
+    with pytest.raises(SettingError, match=r"buildkit_verify_timeout=0 is not a whole number of seconds, at least 1"):
+        _settings(buildkit_verify_timeout=0)
+    with pytest.raises(SettingError, match=r"buildkit_drain_timeout='soon' is not a whole number of seconds \(0"):
+        _settings(buildkit_drain_timeout="soon")
