@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -338,3 +339,21 @@ def test_removal_takes_everything_but_data_unless_purged(boot_hosts, mirror):
     purge = run_pyinfra(hosts, "pyinfra_nerdctl.deploys.remove_build_host", "purge=true")
     assert purge.returncode == 0, purge.output
     assert host.run("test -e /var/lib/buildkit", check=False).returncode == 1
+
+
+def test_a_full_bin_dir_is_one_line_naming_the_folder_and_the_room_before_unpacking(boot_hosts, mirror):
+    host, hosts = converged_host(boot_hosts, mirror)
+    host.run("mkdir -p /opt/small && mount -t tmpfs -o size=64k tmpfs /opt/small")
+    data = deploy_data(mirror, bin_dir="/opt/small/bin")
+
+    run = run_pyinfra(hosts, DEPLOY, data=data)
+
+    assert run.returncode != 0
+    (line,) = [line for line in run.output.splitlines() if "not enough room" in line]
+    assert re.search(
+        r"not enough room in /opt/small/bin to unpack \S+[.]tar[.]gz: it needs [0-9.]+ MB, "
+        r"0.[0-9] MB free; nothing was installed$",
+        line,
+    ), line
+    assert "No space left on device" not in run.output
+    assert host.run("ls -A /opt/small/bin").stdout == ""
