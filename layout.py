@@ -12,6 +12,11 @@ STATE_DIR = "/var/lib/pyinfra-nerdctl"
 CREATED_FOLDERS = f"{STATE_DIR}/created-folders"
 BUILDKIT_STATE = "/var/lib/buildkit"
 BUILDKIT_GOOD_DIR = f"{STATE_DIR}/buildkit-good"  # copies of the last BuildKit setup that answered
+WORK_DIR = f"{STATE_DIR}/work"  # the install's scratch folders, one per run
+UPLOAD_DIR = f"{STATE_DIR}/uploads"  # archives and files the controller uploads, one name per run
+TEMP_PREFIX = ".pyinfra-nerdctl"  # the install's unpack folder inside its destination, and temporary files
+# Untouched this long, a run's scratch file is a killed run's: longer than any upload waits for the host's lock.
+STALE_MINUTES = 60
 BUILDKIT_ADDRESS = "unix:///run/buildkit/buildkitd.sock"
 
 UNIT_DIR = "/etc/systemd/system"

@@ -23,7 +23,15 @@ from .changes import (
     wanted_version,
     watched_paths,
 )
-from .operations import release_files, remove_release_files, root_directory, run_commands, write_file
+from .controller import remove_stale_partials
+from .operations import (
+    leftovers_script,
+    release_files,
+    remove_release_files,
+    root_directory,
+    run_commands,
+    write_file,
+)
 from .releases import (
     BUILDKIT,
     NERDCTL,
@@ -191,6 +199,15 @@ def _unit_control(unit: str, enable: bool, start: bool, restart: bool) -> None:
     )
 
 
+def _remove_leftovers(state: dict) -> None:
+    """One step on every host, first: what killed runs left (uploads, scratch and unpack folders, partial copies)."""
+    run_commands(
+        name="Remove what killed runs left",
+        commands=[leftovers_script(state["leftovers"])] if state["leftovers"] else [],
+        unneeded="nothing left by a killed run",
+    )
+
+
 def _host_state(settings: Settings, possible: tuple[Release, ...]) -> dict | None:
     """The one ``BuildHostState`` fact; None when it could not be read (pyinfra has then failed this host)."""
     state = host.get_fact(
@@ -227,6 +244,9 @@ def _install(
         raise _fail("this host runs the nerdctl-full flavor: change it with install_build_host, not piece by piece")
     takeover = _takeover(settings, state, releases)
     changes = plan_changes(settings, takeover.state, releases)
+    _remove_leftovers(state)
+    if settings.fetch_on_controller:
+        remove_stale_partials(settings.release_cache_dir)
     _install_releases(changes, settings, releases, machine, retired)
     _apply(changes, settings, possible, takeover)
     check_build_path(settings, takeover.state, changes, releases, possible)
@@ -277,6 +297,7 @@ def _remove(settings: Settings, possible: tuple[Release, ...], purge: bool = Fal
     if NERDCTL_FULL not in possible and state["full"]["managed"]:
         raise _fail("this host runs the nerdctl-full flavor: remove it with remove_build_host, not piece by piece")
     removal = plan_removal(state, possible)
+    _remove_leftovers(state)
     if has_buildkit(possible):
         _require_systemd(state)
         run_commands(

@@ -17,7 +17,7 @@ from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operation
 
 from ..facts import manifest_glob, manifest_path, shell_glob
-from ..layout import CREATED_FOLDERS, STATE_DIR
+from ..layout import CREATED_FOLDERS, STALE_MINUTES, STATE_DIR, TEMP_PREFIX, UPLOAD_DIR, WORK_DIR
 from .controller import cache_path, cached_archive
 from .releases import Download, Release, ReleaseError
 
@@ -30,8 +30,6 @@ except ImportError:  # older pyinfra 3.x: a plain unified diff
         return (line.rstrip("\n") for line in unified_diff(current_lines, desired_lines))
 
 
-TEMP_PREFIX = ".pyinfra-nerdctl"
-
 SHELL_DIR = Path(__file__).parent
 # Shell that runs on hosts lives in .sh files beside this module, where shellcheck reads it.
 DROP_FUNCTIONS = (SHELL_DIR / "drop.sh").read_text()
@@ -43,10 +41,7 @@ def _shell_variables() -> str:
     return f"folders={shlex.quote(CREATED_FOLDERS)}"
 
 
-WORK_DIR = f"{STATE_DIR}/work"
-UPLOAD_DIR = f"{STATE_DIR}/uploads"
 LOCK_FILE = f"{STATE_DIR}/lock"
-STALE_UPLOAD_MINUTES = 60
 
 
 def upload_path(download: Download, run_token: str) -> str:
@@ -73,6 +68,31 @@ def lock_commands(wait_seconds: int) -> list[str]:
         f'flock -w {wait_seconds} 9 || {{ echo "another pyinfra-nerdctl run on this host held {LOCK_FILE} '
         f'for {wait_seconds} s (host_lock_wait): nothing was changed; run again when it has finished" >&2; exit 1; }}',
     ]
+
+
+def leftovers_script(paths: Sequence[str]) -> str:
+    """Remove ``paths``, what killed runs left (``BuildHostState``'s ``leftovers``), while no run holds the lock.
+
+    Never waits and never fails a run: when another run holds the lock, they stay for a later run.
+    """
+    quoted = " ".join(shlex.quote(path) for path in paths)
+    return (
+        f"{private_dirs_command()} && exec 9>>{LOCK_FILE} && "
+        f"if flock -n 9; then rm -rf -- {quoted}; "
+        f'else echo "another pyinfra-nerdctl run holds {LOCK_FILE}: what killed runs left stays for a later run"; fi'
+    )
+
+
+def naming_a_kill(script: str, what: str) -> str:
+    """``script`` in a shell of its own, and one line naming the signal when that shell is killed (an OOM kill,
+    a ``kill -9``), where pyinfra alone says only "executed 0 commands"."""
+    return (
+        f"sh -c {shlex.quote(script)}; status=$?; "
+        'if [ "$status" -gt 128 ]; then '
+        f'echo "{what} was killed by signal $(kill -l "$status" 2>/dev/null || echo $((status - 128))): the files it '
+        'had not moved yet keep their old version, and what it left goes on a later run; run again" >&2; fi; '
+        'exit "$status"'
+    )
 
 
 def install_script(
@@ -142,7 +162,7 @@ def install_script(
                 # What a killed earlier run left: under the lock, no other run's work is in progress,
                 # and an upload waiting for the lock is younger than the stale ones.
                 f'rm -rf {WORK_DIR}/* "$dest"/{TEMP_PREFIX}.*',
-                f"find {UPLOAD_DIR} -type f -mmin +{STALE_UPLOAD_MINUTES} -delete",
+                f"find {UPLOAD_DIR} -type f -mmin +{STALE_MINUTES} -delete",
                 f'work=$(mktemp -d {WORK_DIR}/XXXXXX) || {{ echo "cannot create a temporary folder" >&2; exit 1; }}',
                 f"trap 'rm -rf \"$work\" {uploads}' EXIT",
                 *steps["fetch"],
@@ -233,7 +253,8 @@ def release_files(
         for download in downloads:
             yield FunctionCommand(_fetch_to_controller_cache, (download, cache_dir), {})
             yield FileUploadCommand(str(cache_path(download, cache_dir)), upload_path(download, run_token))
-    yield install_script(downloads, dest, run_token=run_token, retired=retired, lock_wait=lock_wait)
+    script = install_script(downloads, dest, run_token=run_token, retired=retired, lock_wait=lock_wait)
+    yield naming_a_kill(script, f"the install into {dest}")
 
 
 def removal_script(release: Release, dest: str, lock_wait: int = 600) -> str:

@@ -36,7 +36,11 @@ keep() {
     if [ ! -e "$path" ]; then
       rm -f "$copy"
     elif [ "$(stat -c %s.%Y "$path")" != "$(stat -c %s.%Y "$copy" 2>/dev/null)" ]; then
-      cp -p "$path" "$copy.tmp" && mv -f "$copy.tmp" "$copy"
+      # A copy cut short (a full disk) is no copy: no partial file stays, and the operator is told.
+      if ! { cp -p "$path" "$copy.tmp" 2>/dev/null && mv -f "$copy.tmp" "$copy"; }; then
+        rm -f "$copy.tmp"
+        echo "warning: could not keep a copy of $path in $good_dir (full?): a later change BuildKit refuses cannot go back to it"
+      fi
     fi
   done
 }

@@ -7,11 +7,16 @@ import shlex
 from pyinfra.api import FactBase
 
 from ..layout import (
+    BUILDKIT_GOOD_DIR,
     CREATED_FOLDERS,
     DEFAULT_BIN_DIR,
     DEFAULT_FULL_PREFIX,
     MARKER,
+    STALE_MINUTES,
+    TEMP_PREFIX,
     UNIT_DIR,
+    UPLOAD_DIR,
+    WORK_DIR,
 )
 from .common import (
     PLATFORM_COMMAND,
@@ -80,6 +85,23 @@ def created_folders_command(listing: str = CREATED_FOLDERS) -> str:
     )
 
 
+def leftovers_command(destinations: tuple[str, ...]) -> str:
+    """``leftover=PATH`` for what killed runs left, untouched for ``STALE_MINUTES``: uploads, scratch folders,
+    the install's unpack folders in ``destinations`` and the check's partial copies. One ``find``.
+    """
+    folders = " ".join(
+        shlex.quote(folder) for folder in dict.fromkeys((WORK_DIR, UPLOAD_DIR, BUILDKIT_GOOD_DIR, *destinations))
+    )
+    matches = (
+        f"-path {shlex.quote(WORK_DIR + '/*')} -o -path {shlex.quote(UPLOAD_DIR + '/*')} "
+        f"-o -path {shlex.quote(BUILDKIT_GOOD_DIR + '/*.tmp')} -o -name {shlex.quote(TEMP_PREFIX + '.*')}"
+    )
+    return (
+        f"find {folders} -mindepth 1 -maxdepth 1 -mmin +{STALE_MINUTES} \\( {matches} \\) "
+        "-printf 'leftover=%p\\n' 2>/dev/null; true"
+    )
+
+
 def parse_stat_line(line: str, prefix: str) -> tuple[str, dict] | None:
     """A ``PREFIX=PATH|raw mode|mode|user|group`` line to ``(path, {"kind", "mode", "user", "group"})``."""
     if not line.startswith(prefix):
@@ -122,8 +144,9 @@ class BuildHostState(FactBase[dict]):
 
     The platform, the installed versions, the managed files and folders (mode,
     owner, SHA-256), the folders the install created (mode, owner), whether the
-    socket group exists, the units' state, and what else runs BuildKit
-    (``facts.foreign``), so a converged host costs one round trip.
+    socket group exists, the units' state, what else runs BuildKit
+    (``facts.foreign``), and what killed runs left (``leftovers_command``),
+    so a converged host costs one round trip.
 
     .. code:: python
 
@@ -133,7 +156,8 @@ class BuildHostState(FactBase[dict]):
          "created_dirs": {"/opt/tools": {"kind": "dir", "mode": "755", "user": "root", "group": "root"}},
          "group_exists": True, "units": {"socket": {...}, "service": {...}, "containerd": {...}},
          "full": {"version": None, "components": {}, "managed": False},
-         "foreign_buildkit": {"units": [], "processes": []}}
+         "foreign_buildkit": {"units": [], "processes": []},
+         "leftovers": ["/var/lib/pyinfra-nerdctl/uploads/3f1e...9a.5c2b..."]}
     """
 
     def command(
@@ -156,6 +180,7 @@ class BuildHostState(FactBase[dict]):
             created_folders_command(),
             unit_state_command(bin_dir, unit_dir, full_prefix),
             foreign_buildkit_command(),
+            leftovers_command((bin_dir, full_prefix)),
         ]
         if group:
             parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
@@ -173,6 +198,7 @@ class BuildHostState(FactBase[dict]):
             "units": parse_unit_freshness(output),
             "full": {**parse_full_readme(output), "managed": values.get("full_managed") == "yes"},
             "foreign_buildkit": parse_foreign_buildkit(output),
+            "leftovers": [line[len("leftover=") :] for line in output if line.startswith("leftover=")],
         }
 
     @staticmethod

@@ -231,6 +231,8 @@ def test_install_killed_during_the_moves_reports_the_old_version_and_rerun_conve
     killed = run_pyinfra(hosts, DEPLOY, data=upgrade)
 
     assert killed.returncode != 0
+    # Not only pyinfra's "executed 0 commands": what was killed, and what that left.
+    assert "the install into /usr/local/bin was killed by signal KILL: the files it had not moved yet" in killed.output
     assert host.run("cat /run/mv-calls").stdout == "3\n"
     assert host.run("/usr/local/bin/nerdctl --version").stdout == "nerdctl version 2.4.0\n"
     assert host.run("/usr/local/bin/buildkitd --version").stdout.split()[2] == "v0.12.5"
@@ -357,3 +359,34 @@ def test_a_full_bin_dir_is_one_line_naming_the_folder_and_the_room_before_unpack
     ), line
     assert "No space left on device" not in run.output
     assert host.run("ls -A /opt/small/bin").stdout == ""
+
+
+# What killed runs leave (a partial upload, a scratch folder, an unpack folder, a partial copy of the check).
+KILLED_RUN_LEFTOVERS = (
+    "/var/lib/pyinfra-nerdctl/uploads/" + "ab" * 32 + ".0123456789abcdef",
+    "/var/lib/pyinfra-nerdctl/work/Xy12Ab",
+    "/usr/local/bin/.pyinfra-nerdctl.Qw34Er",
+    "/var/lib/pyinfra-nerdctl/buildkit-good/_usr_local_bin_buildkitd.tmp",
+)
+
+
+def test_a_converged_rerun_removes_what_killed_runs_left_and_nothing_younger(boot_hosts, mirror):
+    host, hosts = converged_host(boot_hosts, mirror)
+    young = "/var/lib/pyinfra-nerdctl/uploads/" + "cd" * 32 + ".fedcba9876543210"  # another run's, waiting for the lock
+    host.run(
+        "mkdir -p /var/lib/pyinfra-nerdctl/work/Xy12Ab /usr/local/bin/.pyinfra-nerdctl.Qw34Er/bin "
+        "/var/lib/pyinfra-nerdctl/buildkit-good && "
+        f"head -c 10M /dev/zero > {KILLED_RUN_LEFTOVERS[0]} && head -c 1M /dev/zero > {KILLED_RUN_LEFTOVERS[3]} && "
+        f"touch /usr/local/bin/.pyinfra-nerdctl.Qw34Er/bin/nerdctl {young} && "
+        f"touch -d '2 hours ago' {' '.join(KILLED_RUN_LEFTOVERS)}"
+    )
+
+    planned = plan(hosts, {})
+    rerun = run_pyinfra(hosts, DEPLOY, as_json=True)
+
+    assert planned == {host.name: ["Install the nerdctl and BuildKit build host | Remove what killed runs left"]}
+    assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 1, rerun.output
+    left = host.run(f"ls -d {' '.join(KILLED_RUN_LEFTOVERS)} {young} 2>/dev/null || true").stdout.split()
+    assert left == [young]
+    again = run_pyinfra(hosts, DEPLOY, as_json=True)
+    assert again.returncode == 0 and again.json["results"]["totals"]["success"] == 0, again.output
