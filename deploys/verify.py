@@ -16,7 +16,7 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import operation
+from pyinfra.api import StringCommand, operation
 
 from .. import layout
 from .changes import Changes, has_buildkit
@@ -74,6 +74,20 @@ def verify_script(settings: Settings, service_was_running: bool, seconds: int = 
     return assignments + lock + VERIFY_SCRIPT.read_text()
 
 
+WARNING = "warning: "
+
+
+class CheckCommand(StringCommand):
+    """The check, whose ``warning:`` lines pyinfra shows as warnings even when the check succeeds."""
+
+    def execute(self, state, host, connector_arguments):
+        status, output = super().execute(state, host, connector_arguments)
+        for line in output.stdout_lines:
+            if line.startswith(WARNING):
+                logger.warning(f"{host.name}: {line[len(WARNING) :]}")
+        return status, output
+
+
 @operation()
 def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[str, None, None]:
     """Run ``script`` (``verify_script``), unless there is a ``skip_reason`` (then nothing, saying why).
@@ -88,7 +102,7 @@ def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[s
     if skip_reason:
         host.noop(skip_reason)
         return
-    yield script
+    yield CheckCommand(script.strip())
 
 
 def check_paths(settings: Settings, possible: tuple[Release, ...]) -> tuple[str, ...]:
