@@ -408,3 +408,42 @@ def test_a_copy_of_the_working_setup_cut_short_leaves_no_partial_file_and_the_ru
         f"{host.name}: could not keep a copy of /usr/local/bin/buildkitd in {good} (full?): "
         "a later change BuildKit refuses cannot go back to it"
     ), line
+
+
+def test_a_run_killed_during_a_controller_fetch_leaves_nothing_after_a_converged_rerun(boot_hosts, mirror, tmp_path):
+    cache = tmp_path / "cache"
+    host, hosts = converged_host(boot_hosts, mirror, download_on_controller=True, release_cache_dir=str(cache))
+    upgrade = deploy_data(mirror, nerdctl_version="2.4.1", buildkit_version="0.13.0")
+    mirror.fail("slow", "buildkit-v0.13.0")
+    command = [PYINFRA, "-y", str(write_inventory(tmp_path, hosts)), DEPLOY]
+    command[2:2] = [f"--data={key}={value}" for key, value in upgrade.items()]
+    seen = len(mirror.started)
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not list(cache.glob("*/.buildkit-v0.13.0.linux-amd64.tar.gz.*.partial")):
+        assert time.monotonic() < deadline and run.poll() is None, run.communicate()[0]
+        time.sleep(0.05)
+    assert any("buildkit-v0.13.0" in path for path in mirror.started[seen:])
+    run.kill()  # SIGKILL: no clean-up of its own
+    run.communicate(timeout=30)
+    mirror.heal()
+    (partial,) = cache.glob("*/.buildkit-v0.13.0.linux-amd64.tar.gz.*.partial")
+    assert partial.name.endswith(f".{run.pid}.partial")
+    uploads = host.run("ls /var/lib/pyinfra-nerdctl/uploads").stdout.split()
+    assert uploads, "the nerdctl archive was uploaded before the kill"
+    # A rerun at once keeps the controller's partial (a shared cache's other controller could be writing it).
+    stale = time.time() - 120
+    os.utime(partial, (stale, stale))
+    host.run("touch -d '2 hours ago' /var/lib/pyinfra-nerdctl/uploads/*")
+
+    rerun = run_pyinfra(hosts, DEPLOY, as_json=True)
+
+    assert rerun.returncode == 0, rerun.output
+    assert rerun.changes_made()[host.name] == ["Install the nerdctl and BuildKit build host | Remove what killed runs left"]
+    assert host.run("ls -A /var/lib/pyinfra-nerdctl/uploads /var/lib/pyinfra-nerdctl/work").stdout.split() == [
+        "/var/lib/pyinfra-nerdctl/uploads:",
+        "/var/lib/pyinfra-nerdctl/work:",
+    ]
+    assert not list(cache.glob("*/.*.partial"))
+    again = run_pyinfra(hosts, DEPLOY, as_json=True)
+    assert again.returncode == 0 and again.json["results"]["totals"]["success"] == 0, again.output
