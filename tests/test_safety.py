@@ -439,7 +439,9 @@ def test_a_run_killed_during_a_controller_fetch_leaves_nothing_after_a_converged
     rerun = run_pyinfra(hosts, DEPLOY, as_json=True)
 
     assert rerun.returncode == 0, rerun.output
-    assert rerun.changes_made()[host.name] == ["Install the nerdctl and BuildKit build host | Remove what killed runs left"]
+    assert rerun.changes_made()[host.name] == [
+        "Install the nerdctl and BuildKit build host | Remove what killed runs left"
+    ]
     assert host.run("ls -A /var/lib/pyinfra-nerdctl/uploads /var/lib/pyinfra-nerdctl/work").stdout.split() == [
         "/var/lib/pyinfra-nerdctl/uploads:",
         "/var/lib/pyinfra-nerdctl/work:",
