@@ -23,7 +23,14 @@ from .changes import (
     wanted_version,
     watched_paths,
 )
-from .operations import release_files, remove_release_files, root_directory, run_commands, write_file
+from .operations import (
+    fixed_steps,
+    release_files,
+    remove_release_files,
+    root_directory,
+    run_commands,
+    write_file,
+)
 from .releases import (
     BUILDKIT,
     NERDCTL,
@@ -227,9 +234,10 @@ def _install(
         raise _fail("this host runs the nerdctl-full flavor: change it with install_build_host, not piece by piece")
     takeover = _takeover(settings, state, releases)
     changes = plan_changes(settings, takeover.state, releases)
-    _install_releases(changes, settings, releases, machine, retired)
-    _apply(changes, settings, possible, takeover)
-    check_build_path(settings, takeover.state, changes, releases, possible)
+    with fixed_steps():
+        _install_releases(changes, settings, releases, machine, retired)
+        _apply(changes, settings, possible, takeover)
+        check_build_path(settings, takeover.state, changes, releases, possible)
 
 
 def _takeover(settings: Settings, state: dict, releases: tuple[Release, ...]) -> Takeover:
@@ -277,56 +285,60 @@ def _remove(settings: Settings, possible: tuple[Release, ...], purge: bool = Fal
     if NERDCTL_FULL not in possible and state["full"]["managed"]:
         raise _fail("this host runs the nerdctl-full flavor: remove it with remove_build_host, not piece by piece")
     removal = plan_removal(state, possible)
-    if has_buildkit(possible):
-        _require_systemd(state)
-        run_commands(
-            name=f"Stop {layout.SERVICE_UNIT}",
-            # The real buildkitd exits 1 on SIGTERM: leave no "failed" unit behind.
-            commands=[f"systemctl stop {layout.SERVICE_UNIT}", f"systemctl reset-failed {layout.SERVICE_UNIT} || true"]
-            if removal.stop_service
-            else [],
-            unneeded=f"no running {layout.SERVICE_UNIT} of ours",
-        )
-        units = (layout.SOCKET_UNIT, layout.CONTAINERD_UNIT) if NERDCTL_FULL in possible else (layout.SOCKET_UNIT,)
-        for unit in units:
+    with fixed_steps():
+        if has_buildkit(possible):
+            _require_systemd(state)
             run_commands(
-                name=f"Stop and disable {unit}",
-                commands=[f"systemctl disable --now {unit}"] if unit in removal.stop_units else [],
-                unneeded=f"no enabled or active {unit} of ours",
+                name=f"Stop {layout.SERVICE_UNIT}",
+                # The real buildkitd exits 1 on SIGTERM: leave no "failed" unit behind.
+                commands=[
+                    f"systemctl stop {layout.SERVICE_UNIT}",
+                    f"systemctl reset-failed {layout.SERVICE_UNIT} || true",
+                ]
+                if removal.stop_service
+                else [],
+                unneeded=f"no running {layout.SERVICE_UNIT} of ours",
             )
-    for path in file_slots(possible):
-        run_commands(
-            name=f"Remove {path}",
-            commands=[f"rm -f {path}"] if path in removal.files else [],
-            unneeded=f"no {path} of ours",
-        )
-    if has_buildkit(possible):
-        run_commands(
-            name="Reload systemd units",
-            commands=["systemctl daemon-reload"] if removal.daemon_reload else [],
-            unneeded="no unit file was removed",
-        )
-    for directory in dir_slots(possible):
-        run_commands(
-            name=f"Remove {directory} if empty",
-            commands=[f"rmdir {directory} 2>/dev/null || true"] if directory in removal.dirs else [],
-            unneeded=f"nothing of ours was in {directory}",
-        )
-    if has_buildkit(possible):
-        purged = purge and layout.BUILDKIT_STATE in state["paths"]
-        run_commands(
-            name=f"Remove {layout.BUILDKIT_STATE}",
-            commands=[f"rm -rf {layout.BUILDKIT_STATE}"] if purged else [],
-            unneeded=f"no {layout.BUILDKIT_STATE}" if purge else "BuildKit's data is kept (purge=False)",
-        )
-        run_commands(
-            name=f"Remove {GOOD_DIR}",
-            commands=[f"rm -rf {GOOD_DIR}"] if GOOD_DIR in state["paths"] else [],
-            unneeded="no copies of a working BuildKit setup kept",
-        )
-    for release in (BUILDKIT, NERDCTL, NERDCTL_FULL):
-        if release in possible:
-            _remove_files(release, settings)
+            units = (layout.SOCKET_UNIT, layout.CONTAINERD_UNIT) if NERDCTL_FULL in possible else (layout.SOCKET_UNIT,)
+            for unit in units:
+                run_commands(
+                    name=f"Stop and disable {unit}",
+                    commands=[f"systemctl disable --now {unit}"] if unit in removal.stop_units else [],
+                    unneeded=f"no enabled or active {unit} of ours",
+                )
+        for path in file_slots(possible):
+            run_commands(
+                name=f"Remove {path}",
+                commands=[f"rm -f {path}"] if path in removal.files else [],
+                unneeded=f"no {path} of ours",
+            )
+        if has_buildkit(possible):
+            run_commands(
+                name="Reload systemd units",
+                commands=["systemctl daemon-reload"] if removal.daemon_reload else [],
+                unneeded="no unit file was removed",
+            )
+        for directory in dir_slots(possible):
+            run_commands(
+                name=f"Remove {directory} if empty",
+                commands=[f"rmdir {directory} 2>/dev/null || true"] if directory in removal.dirs else [],
+                unneeded=f"nothing of ours was in {directory}",
+            )
+        if has_buildkit(possible):
+            purged = purge and layout.BUILDKIT_STATE in state["paths"]
+            run_commands(
+                name=f"Remove {layout.BUILDKIT_STATE}",
+                commands=[f"rm -rf {layout.BUILDKIT_STATE}"] if purged else [],
+                unneeded=f"no {layout.BUILDKIT_STATE}" if purge else "BuildKit's data is kept (purge=False)",
+            )
+            run_commands(
+                name=f"Remove {GOOD_DIR}",
+                commands=[f"rm -rf {GOOD_DIR}"] if GOOD_DIR in state["paths"] else [],
+                unneeded="no copies of a working BuildKit setup kept",
+            )
+        for release in (BUILDKIT, NERDCTL, NERDCTL_FULL):
+            if release in possible:
+                _remove_files(release, settings)
 
 
 @deploy("Install nerdctl")

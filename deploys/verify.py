@@ -16,11 +16,10 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import operation
 
 from .. import layout
 from .changes import Changes, has_buildkit
-from .operations import lock_commands
+from .operations import lock_commands, step_operation
 from .releases import BUILDKIT, NERDCTL_FULL, Release
 from .settings import Settings
 
@@ -74,7 +73,7 @@ def verify_script(settings: Settings, service_was_running: bool, seconds: int = 
     return assignments + lock + VERIFY_SCRIPT.read_text()
 
 
-@operation()
+@step_operation(lambda script, skip_reason: skip_reason)
 def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[str, None, None]:
     """Run ``script`` (``verify_script``), unless there is a ``skip_reason`` (then nothing, saying why).
 
@@ -85,9 +84,6 @@ def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[s
 
         buildkit_answers(script=verify_script(settings, service_was_running=False))
     """
-    if skip_reason:
-        host.noop(skip_reason)
-        return
     yield script
 
 
