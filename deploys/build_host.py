@@ -26,6 +26,7 @@ from .changes import (
 from .operations import (
     fixed_steps,
     release_files,
+    remember_script,
     remove_release_files,
     root_directory,
     run_commands,
@@ -236,6 +237,13 @@ def _install(
     changes = plan_changes(settings, takeover.state, releases)
     with fixed_steps():
         _install_releases(changes, settings, releases, machine, retired)
+        run_commands(
+            name="Record the versions of the installed binaries",
+            commands=[remember_script(changes.remember_versions, settings.host_lock_wait)]
+            if changes.remember_versions
+            else [],
+            unneeded="the recorded versions hold",
+        )
         _apply(changes, settings, possible, takeover)
         check_build_path(settings, takeover.state, changes, releases, possible)
 

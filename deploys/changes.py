@@ -113,6 +113,7 @@ class Changes:
     """What one host needs; empty on a converged host."""
 
     outdated: tuple[Release, ...] = ()
+    remember_versions: tuple[str, ...] = ()
     create_group: bool = False
     dirs: tuple[str, ...] = ()
     created_dirs: tuple[str, ...] = ()
@@ -169,6 +170,17 @@ def created_dirs_to_fix(state: dict) -> tuple[str, ...]:
     )
 
 
+def versions_to_remember(settings: Settings, state: dict, outdated: tuple[Release, ...]) -> tuple[str, ...]:
+    """The binaries whose version the fact had to execute (no record, or replaced by hand since),
+    but for those the install of ``outdated`` records anyway."""
+    installing = {
+        f"{settings.full_prefix if release is NERDCTL_FULL else settings.bin_dir}/{name}"
+        for release in outdated
+        for name in release.version_binaries
+    }
+    return tuple(path for path in state.get("versions_executed", ()) if path not in installing)
+
+
 def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...]) -> Changes:
     """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state``.
 
@@ -184,8 +196,10 @@ def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...])
         for file in managed_files(settings, releases)
         if _wrong(paths.get(file.path), "file", FILE_MODE) or paths[file.path]["sha256"] != file.sha256
     )
+    outdated = tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings))
     changes = Changes(
-        outdated=tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings)),
+        outdated=outdated,
+        remember_versions=versions_to_remember(settings, state, outdated),
         dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
         created_dirs=created_dirs_to_fix(state),
         files=files,

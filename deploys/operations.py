@@ -22,7 +22,8 @@ from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operation
 
 from ..facts import manifest_glob, manifest_path, shell_glob
-from ..layout import CREATED_FOLDERS, STATE_DIR
+from ..facts.versions import VERSION_KEY
+from ..layout import BINARY_VERSIONS, CREATED_FOLDERS, STATE_DIR
 from .controller import cache_path, cached_archive
 from .releases import Download, Release, ReleaseError
 
@@ -114,12 +115,18 @@ def step_operation(idle: Callable[..., str | None]):
 SHELL_DIR = Path(__file__).parent
 # Shell that runs on hosts lives in .sh files beside this module, where shellcheck reads it.
 DROP_FUNCTIONS = (SHELL_DIR / "drop.sh").read_text()
-INSTALL_FUNCTIONS = DROP_FUNCTIONS + (SHELL_DIR / "install.sh").read_text()
+VERSION_FUNCTIONS = (SHELL_DIR / "versions.sh").read_text()
+INSTALL_FUNCTIONS = DROP_FUNCTIONS + VERSION_FUNCTIONS + (SHELL_DIR / "install.sh").read_text()
 
 
 def _shell_variables() -> str:
     """Where the shell functions keep their list of the folders this package made."""
     return f"folders={shlex.quote(CREATED_FOLDERS)}"
+
+
+def _version_variables() -> str:
+    """Where ``versions.sh`` keeps the binaries' versions, and what it keys them by."""
+    return f"versions={shlex.quote(BINARY_VERSIONS)}\nversion_key={shlex.quote(VERSION_KEY)}"
 
 
 WORK_DIR = f"{STATE_DIR}/work"
@@ -187,12 +194,22 @@ def install_script(
     that the previous release of an archive had and this one lacks are removed
     (manifests under ``STATE_DIR``; before the moves a manifest lists old and new
     files alike, so a removal after an interrupted run still finds them all).
+    Last, each version-carrying binary's ``--version`` line is recorded (``versions.sh``), so
+    that the next runs' facts read it rather than execute the binary.
     Temporary files go on success and failure, and those of an earlier run that
     was killed go at the start; all live in root's own folders (``private_dirs_command``).
     """
     quote = shlex.quote
     uploads = " ".join(upload_path(download, run_token) for download in downloads) if run_token else ""
-    steps: dict[str, list[str]] = {"fetch": [], "unpack": [], "intend": [], "place": [], "place_last": [], "record": []}
+    steps: dict[str, list[str]] = {
+        "fetch": [],
+        "unpack": [],
+        "intend": [],
+        "place": [],
+        "place_last": [],
+        "record": [],
+        "remember": [],
+    }
     for index, download in enumerate(downloads):
         release = download.release
         member_dir = quote(release.member_dir or ".")
@@ -204,6 +221,7 @@ def install_script(
         steps["place"].append(f"place {index} {member_dir} {last}")
         steps["place_last"].append(f"place_last {index} {member_dir} {last}")
         steps["record"].append(f"record {index} {quote(manifest_path(release.name, dest))}")
+        steps["remember"] += [f"remember {quote(f'{dest}/{name}')}" for name in release.version_binaries]
     for release in retired:
         steps["record"].append(
             f'for manifest in {shell_glob(manifest_glob(release.name))}; do retire "$manifest"; done'
@@ -215,6 +233,7 @@ def install_script(
                 "export LC_ALL=C",
                 f"dest={quote(dest)}",
                 _shell_variables(),
+                _version_variables(),
                 INSTALL_FUNCTIONS.strip(),
                 *lock_commands(lock_wait),
                 'make_dirs "$dest" || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
@@ -233,6 +252,7 @@ def install_script(
                 *steps["place"],
                 *steps["place_last"],
                 *steps["record"],
+                *steps["remember"],
             ]
         )
         + "\n"
@@ -310,6 +330,21 @@ def release_files(
             yield FunctionCommand(_fetch_to_controller_cache, (download, cache_dir), {})
             yield FileUploadCommand(str(cache_path(download, cache_dir)), upload_path(download, run_token))
     yield install_script(downloads, dest, run_token=run_token, retired=retired, lock_wait=lock_wait)
+
+
+def remember_script(paths: Sequence[str], lock_wait: int = 600) -> str:
+    """Record the versions of the installed binaries ``paths``, which the version facts had to execute."""
+    return "\n".join(
+        [
+            "set -eu",
+            "export LC_ALL=C",
+            _version_variables(),
+            VERSION_FUNCTIONS.strip(),
+            *lock_commands(lock_wait),
+            *(f"remember {shlex.quote(path)}" for path in paths),
+            "",
+        ]
+    )
 
 
 def removal_script(release: Release, dest: str, lock_wait: int = 600) -> str:

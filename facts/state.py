@@ -30,6 +30,7 @@ from .versions import (
     buildkit_version_command,
     full_readme_command,
     parse_buildkit_versions,
+    parse_executed,
     parse_full_readme,
     parse_nerdctl_version,
     version_command,
@@ -129,6 +130,7 @@ class BuildHostState(FactBase[dict]):
 
         {"machine": "x86_64", "systemd": True, "nerdctl": "2.3.5",
          "buildkit": {"buildkitd": "0.12.5", "buildctl": "0.12.5"},
+         "versions_executed": (),  # binaries whose recorded version no longer held (facts.versions)
          "paths": {"/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", ...}},
          "created_dirs": {"/opt/tools": {"kind": "dir", "mode": "755", "user": "root", "group": "root"}},
          "group_exists": True, "units": {"socket": {...}, "service": {...}, "containerd": {...}},
@@ -167,6 +169,7 @@ class BuildHostState(FactBase[dict]):
             **platform_from(values),
             "nerdctl": parse_nerdctl_version(output),
             "buildkit": parse_buildkit_versions(output),
+            "versions_executed": parse_executed(output),
             "paths": parse_managed_paths(output),
             "created_dirs": parse_created_folders(output),
             "group_exists": values.get("group") == "yes",

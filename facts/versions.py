@@ -8,6 +8,7 @@ import shlex
 from pyinfra.api import FactBase
 
 from ..layout import (
+    BINARY_VERSIONS,
     CONTAINERD_UNIT,
     DEFAULT_BIN_DIR,
     DEFAULT_FULL_PREFIX,
@@ -40,9 +41,35 @@ def parse_buildkit_versions(lines: list[str]) -> dict[str, str | None]:
     return versions
 
 
-def version_command(binary: str) -> str:
-    path = shlex.quote(binary)
-    return f"if [ -x {path} ]; then {path} --version 2>/dev/null || true; fi"
+# What proves an installed binary unchanged since its version was recorded (``stat -L`` format):
+# inode, size, modification and change times to the nanosecond. A file replaced or edited by hand
+# gets a new inode or change time, and its version is read afresh.
+VERSION_KEY = "%i:%s:%y:%z"
+EXECUTED = "executed="
+
+
+def version_command(binary: str, record: str = BINARY_VERSIONS) -> str:
+    """``BINARY --version``, or the line ``record`` keeps for it while its ``VERSION_KEY`` still matches.
+
+    Executing the binaries was most of a converged host's own CPU (about 60 ms for the real
+    buildkitd and buildctl); reading the record costs one ``stat``. A binary that had to be
+    executed is also named on an ``executed=PATH`` line, so the deploys can record it.
+    """
+    path, quoted_record = shlex.quote(binary), shlex.quote(record)
+    return (
+        f"if [ -x {path} ]; then known=; "
+        f"if [ -r {quoted_record} ]; then key=$(stat -L -c {shlex.quote(VERSION_KEY)} {path} 2>/dev/null); "
+        f"while IFS='|' read -r recorded_path recorded_key line; do "
+        f'if [ "$recorded_path" = {path} ] && [ "$recorded_key" = "$key" ]; then known=$line; fi; '
+        f"done < {quoted_record}; fi; "
+        f"if [ -n \"$known\" ]; then printf '%s\\n' \"$known\"; "
+        f"else echo {EXECUTED}{path}; {path} --version 2>/dev/null || true; fi; fi"
+    )
+
+
+def parse_executed(lines: list[str]) -> tuple[str, ...]:
+    """The binaries ``version_command`` had to execute (no record, or one whose key no longer matches)."""
+    return tuple(line[len(EXECUTED) :] for line in lines if line.startswith(EXECUTED))
 
 
 def buildkit_version_command(bin_dir: str) -> str:

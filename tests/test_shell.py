@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pyinfra_nerdctl.deploys.operations import install_script, removal_script
+from pyinfra_nerdctl.deploys.operations import install_script, remember_script, removal_script
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL, resolve_download
 from pyinfra_nerdctl.deploys.settings import resolve_settings
 from pyinfra_nerdctl.deploys.verify import verify_script
@@ -40,6 +40,7 @@ COMPOSED = {
     "install": lambda: install_script(_downloads(), "/opt/a b/bin", retired=[NERDCTL_FULL]),
     "install from uploads": lambda: install_script(_downloads(), "/usr/local/bin", run_token="0123abcd"),
     "removal": lambda: removal_script(NERDCTL, "/usr/local/bin"),
+    "record versions": lambda: remember_script(["/opt/a b/bin/buildkitd", "/usr/local/bin/nerdctl"]),
     "verify": lambda: verify_script(resolve_settings({}.get, {}), service_was_running=False),
     "BuildHostState": lambda: BuildHostState().command("/usr/local/bin", ("/etc/a b", "/etc/nerdctl"), "builders"),
     "ReleaseFiles": lambda: ReleaseFiles().command("/var/lib/a b.files"),
