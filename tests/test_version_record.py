@@ -7,13 +7,18 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from states import converged_state
-
+import pytest
+import testhosts
+from conftest import deploy_data, inventory
+from hostcheck import DEPLOY, deploy, plan
+from pyinfra_cli import run_pyinfra
 from pyinfra_nerdctl.deploys.changes import plan_changes
 from pyinfra_nerdctl.deploys.operations import VERSION_FUNCTIONS
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL
 from pyinfra_nerdctl.deploys.settings import resolve_settings
 from pyinfra_nerdctl.facts.versions import VERSION_KEY, parse_executed, parse_nerdctl_version, version_command
+from pyinfra_nerdctl.layout import BINARY_VERSIONS
+from states import converged_state
 
 
 def _binary(path: Path, version: str, calls: Path) -> None:
@@ -99,3 +104,39 @@ def test_executed_binaries_are_recorded_unless_their_install_records_them():
     changes = plan_changes(settings, outdated, (NERDCTL, BUILDKIT))
     assert changes.outdated == (NERDCTL,) and changes.remember_versions == ("/usr/local/bin/buildkitd",)
     assert plan_changes(settings, converged_state(settings), (NERDCTL, BUILDKIT)).remember_versions == ()
+
+
+WRAPPER = """#!/bin/sh
+echo "$0 $*" >> /root/calls
+exec "$0.real" "$@"
+"""
+
+
+@pytest.mark.hosts
+def test_binaries_replaced_by_hand_are_read_afresh_then_a_converged_host_executes_none(
+    boot_hosts, mirror, real_buildkit
+):
+    (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
+    data = deploy_data(mirror, buildkit_version=real_buildkit.version, buildkit_sha256=real_buildkit.sha256)
+    entries = inventory([host], **data)
+    deploy(entries, {})
+    recorded = host.run(f"cut -d'|' -f1 {BINARY_VERSIONS}").stdout.split()
+    assert sorted(recorded) == [f"/usr/local/bin/{name}" for name in ("buildctl", "buildkitd", "nerdctl")]
+    # By hand: each binary becomes a wrapper that logs its calls, then runs the real one.
+    for name in ("buildkitd", "buildctl", "nerdctl"):
+        path = f"/usr/local/bin/{name}"
+        host.run(f"mv {path} {path}.real && printf '%s' {shlex.quote(WRAPPER)} > {path} && chmod 755 {path}")
+
+    assert plan(entries, {}) == {
+        host.name: ["Install the nerdctl and BuildKit build host | Record the versions of the installed binaries"]
+    }
+    assert host.run("grep -c -- --version /root/calls").stdout.strip() == "3"  # the plan's fact read them afresh
+    deploy(entries, {})
+    calls = host.run("grep -c -- --version /root/calls").stdout.strip()
+
+    rerun = run_pyinfra(entries, DEPLOY, as_json=True)
+
+    assert rerun.returncode == 0 and rerun.changes_made() == {}, rerun.output
+    assert host.run("grep -c -- --version /root/calls").stdout.strip() == calls
+    versions = host.run(f"cut -d'|' -f3 {BINARY_VERSIONS}").stdout
+    assert f"v{real_buildkit.version}" in versions and "nerdctl version 2.4.0" in versions
