@@ -50,6 +50,10 @@ def fixed_steps() -> Iterator[None]:
     identity (its order and hash), so a step is the same operation on every host whatever
     the host's other steps, whether or not pyinfra sees our stack frames (an editable
     install) or skips them (a normal one, under a ``site-packages/pyinfra`` prefix).
+
+    Every operation called inside must be a ``step_operation``: a plain one would take the
+    position of the step before it, and where that step was skipped on some hosts, its
+    identity would differ from host to host.
     """
     outer = _step_positions.get(host.name)
     _step_positions[host.name] = 0

@@ -27,7 +27,6 @@ from .common import (
 from .foreign import foreign_buildkit_command, parse_foreign_buildkit
 from .units import parse_unit_freshness, unit_state_command
 from .versions import (
-    buildkit_version_command,
     full_readme_command,
     parse_buildkit_versions,
     parse_executed,
@@ -72,12 +71,12 @@ def managed_paths_command(paths: tuple[str, ...]) -> str:
 def created_folders_command(listing: str = CREATED_FOLDERS) -> str:
     """``folder=PATH|raw mode|mode|user|group`` for each folder in ``listing`` (one a line) that exists.
 
-    Two processes whatever the number of folders.
+    One process whatever the number of folders (the list is read by the shell itself).
     """
     quoted = shlex.quote(listing)
     return (
-        f"if [ -f {quoted} ]; then tr '\\n' '\\0' < {quoted} | "
-        f"xargs -0 -r stat -c 'folder=%n|{STAT_FIELDS}' 2>/dev/null; fi; true"
+        f'if [ -f {quoted} ]; then set --; while IFS= read -r folder; do set -- "$@" "$folder"; done < {quoted}; '
+        f"if [ $# -gt 0 ]; then stat -c 'folder=%n|{STAT_FIELDS}' \"$@\" 2>/dev/null; fi; fi; true"
     )
 
 
@@ -152,8 +151,7 @@ class BuildHostState(FactBase[dict]):
             full_readme_command(full_prefix),
             f"for manifest in {shell_glob(full_manifests)}; do "
             'if [ -f "$manifest" ]; then echo full_managed=yes; break; fi; done',
-            version_command(f"{bin_dir}/nerdctl"),
-            buildkit_version_command(bin_dir),
+            version_command(*(f"{bin_dir}/{name}" for name in ("nerdctl", "buildkitd", "buildctl"))),
             managed_paths_command(tuple(paths)),
             created_folders_command(),
             unit_state_command(bin_dir, unit_dir, full_prefix),

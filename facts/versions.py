@@ -48,23 +48,27 @@ VERSION_KEY = "%i:%s:%y:%z"
 EXECUTED = "executed="
 
 
-def version_command(binary: str, record: str = BINARY_VERSIONS) -> str:
-    """``BINARY --version``, or the line ``record`` keeps for it while its ``VERSION_KEY`` still matches.
+def version_command(*binaries: str, record: str = BINARY_VERSIONS) -> str:
+    """``BINARY --version`` for each of ``binaries``, or the line ``record`` keeps for it while its ``VERSION_KEY``
+    still matches.
 
     Executing the binaries was most of a converged host's own CPU (about 60 ms for the real
-    buildkitd and buildctl); reading the record costs one ``stat``. A binary that had to be
-    executed is also named on an ``executed=PATH`` line, so the deploys can record it.
+    buildkitd and buildctl); reading the record costs one ``stat`` for all of them. A binary
+    that had to be executed is also named on an ``executed=PATH`` line, so the deploys can
+    record it. A missing or unreadable record, or one of another file, means executing.
     """
-    path, quoted_record = shlex.quote(binary), shlex.quote(record)
-    return (
-        f"if [ -x {path} ]; then known=; "
-        f"if [ -r {quoted_record} ]; then key=$(stat -L -c {shlex.quote(VERSION_KEY)} {path} 2>/dev/null); "
-        f"while IFS='|' read -r recorded_path recorded_key line; do "
-        f'if [ "$recorded_path" = {path} ] && [ "$recorded_key" = "$key" ]; then known=$line; fi; '
-        f"done < {quoted_record}; fi; "
-        f"if [ -n \"$known\" ]; then printf '%s\\n' \"$known\"; "
-        f"else echo {EXECUTED}{path}; {path} --version 2>/dev/null || true; fi; fi"
-    )
+    quoted = " ".join(shlex.quote(binary) for binary in binaries)
+    quoted_record = shlex.quote(record)
+    return f"""set -- {quoted}; nl='
+'; keys=; if [ -f {quoted_record} ] && [ -r {quoted_record} ]; then
+keys="$nl$(stat -L -c '%n|{VERSION_KEY}' "$@" 2>/dev/null)$nl"; fi
+for binary do if [ -x "$binary" ]; then known=
+case $keys in *"$nl$binary|"*) key=${{keys#*"$nl$binary|"}}; key=${{key%%"$nl"*}}
+while IFS='|' read -r recorded_path recorded_key line; do
+if [ "$recorded_path" = "$binary" ] && [ "$recorded_key" = "$key" ]; then known=$line; fi
+done < {quoted_record};; esac
+if [ -n "$known" ]; then printf '%s\\n' "$known"; else echo "{EXECUTED}$binary"; "$binary" --version 2>/dev/null || true; fi
+fi; done"""
 
 
 def parse_executed(lines: list[str]) -> tuple[str, ...]:
@@ -73,7 +77,7 @@ def parse_executed(lines: list[str]) -> tuple[str, ...]:
 
 
 def buildkit_version_command(bin_dir: str) -> str:
-    return "; ".join(version_command(f"{bin_dir}/{name}") for name in ("buildkitd", "buildctl"))
+    return version_command(f"{bin_dir}/buildkitd", f"{bin_dir}/buildctl")
 
 
 class NerdctlVersion(FactBase[str | None]):
@@ -146,7 +150,8 @@ def full_readme_command(full_prefix: str) -> str:
     """
     readme = shlex.quote(f"{full_prefix}/{FULL_README}")
     pattern = "s/^- \\([^:]*\\): v\\{0,1\\}\\(.*\\)$/full.\\1=\\2/p"
-    return f"sed -n '/^## /q; {pattern}' {readme} 2>/dev/null || true"
+    # No process at all where there is no full archive (most hosts, on every run).
+    return f"if [ -f {readme} ]; then sed -n '/^## /q; {pattern}' {readme} 2>/dev/null || true; fi"
 
 
 def parse_full_readme(lines: list[str]) -> dict:

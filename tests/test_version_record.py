@@ -45,7 +45,7 @@ def test_a_recorded_binary_is_not_executed_until_it_changes(tmp_path):
     binary, record, calls = tmp_path / "bin" / "nerdctl", tmp_path / "versions", tmp_path / "calls"
     binary.parent.mkdir()
     _binary(binary, "2.4.0", calls)
-    command = version_command(str(binary), str(record))
+    command = version_command(str(binary), record=str(record))
 
     missing = _sh(command)
     assert parse_nerdctl_version(missing) == "2.4.0" and parse_executed(missing) == (str(binary),)
@@ -73,15 +73,15 @@ def test_an_edited_binary_in_place_is_read_afresh(tmp_path):
         handle.write(handle.read())
     os.utime(binary, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
-    assert parse_executed(_sh(version_command(str(binary), str(record)))) == (str(binary),)
+    assert parse_executed(_sh(version_command(str(binary), record=str(record)))) == (str(binary),)
 
 
 def test_a_missing_or_unreadable_record_falls_back_to_executing(tmp_path):
     binary, record, calls = tmp_path / "nerdctl", tmp_path / "versions", tmp_path / "calls"
     _binary(binary, "2.4.0", calls)
-    assert parse_executed(_sh(version_command(str(binary), str(record)))) == (str(binary),)
+    assert parse_executed(_sh(version_command(str(binary), record=str(record)))) == (str(binary),)
     record.mkdir()  # not a file: unreadable as a record
-    lines = _sh(version_command(str(binary), str(record)) + " 2>/dev/null")
+    lines = _sh(version_command(str(binary), record=str(record)) + " 2>/dev/null")
     assert parse_nerdctl_version(lines) == "2.4.0" and parse_executed(lines) == (str(binary),)
 
 
@@ -91,7 +91,7 @@ def test_a_record_of_another_path_is_not_used(tmp_path):
     _remember(binary, record)
     os.link(binary, other)  # same inode and times, another path
 
-    assert parse_executed(_sh(version_command(str(other), str(record)))) == (str(other),)
+    assert parse_executed(_sh(version_command(str(other), record=str(record)))) == (str(other),)
 
 
 def test_executed_binaries_are_recorded_unless_their_install_records_them():
