@@ -57,14 +57,14 @@ class BuildHostPlatform(FactBase[dict]):
 
 def managed_paths_command(paths: tuple[str, ...]) -> str:
     """``path=PATH|raw mode|mode|user|group`` for each of ``paths`` that exists, ``sha256sum`` of the files,
-    and ``marked=PATH`` for each file that carries this package's ``MARKER`` line (proof that it is ours).
+    and ``PATH:MARKER`` for each file that carries this package's ``MARKER`` line (proof that it is ours).
 
     Three processes whatever the number of paths: this runs on every host on every run.
     """
     quoted = " ".join(shlex.quote(path) for path in paths)
     return (
         f"stat -c 'path=%n|{STAT_FIELDS}' {quoted} 2>/dev/null; sha256sum {quoted} 2>/dev/null; "
-        f"grep -lxF {shlex.quote(MARKER)} {quoted} 2>/dev/null | sed 's/^/marked=/'; true"
+        f"grep -HxF {shlex.quote(MARKER)} {quoted} 2>/dev/null; true"
     )
 
 
@@ -93,6 +93,9 @@ def parse_created_folders(lines: list[str]) -> dict[str, dict]:
     return dict(found for found in (parse_stat_line(line, "folder=") for line in lines) if found)
 
 
+MARKED = f":{MARKER}"  # after the path, in grep -H's output
+
+
 def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
     """Lines of ``managed_paths_command`` to ``{path: {"kind", "mode", "user", "group", "sha256", "ours"}}``."""
     paths: dict[str, dict] = {}
@@ -103,8 +106,8 @@ def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
         if found:
             path, values = found
             paths[path] = {**values, "sha256": None, "ours": False}
-        elif line.startswith("marked="):
-            marked.add(line[len("marked=") :])
+        elif line.endswith(MARKED):
+            marked.add(line[: -len(MARKED)])
         else:
             digest, _, path = line.partition("  ")
             if SHA256_LINE.match(digest):
