@@ -170,17 +170,6 @@ def created_dirs_to_fix(state: dict) -> tuple[str, ...]:
     )
 
 
-def versions_to_remember(settings: Settings, state: dict, outdated: tuple[Release, ...]) -> tuple[str, ...]:
-    """The binaries whose version the fact had to execute (no record, or replaced by hand since),
-    but for those the install of ``outdated`` records anyway."""
-    installing = {
-        f"{settings.full_prefix if release is NERDCTL_FULL else settings.bin_dir}/{name}"
-        for release in outdated
-        for name in release.version_binaries
-    }
-    return tuple(path for path in state.get("versions_executed", ()) if path not in installing)
-
-
 def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...]) -> Changes:
     """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state``.
 
@@ -199,7 +188,8 @@ def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...])
     outdated = tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings))
     changes = Changes(
         outdated=outdated,
-        remember_versions=versions_to_remember(settings, state, outdated),
+        # An install records what it installs; the others wait for a run without one.
+        remember_versions=() if outdated else tuple(state.get("versions_executed", ())),
         dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
         created_dirs=created_dirs_to_fix(state),
         files=files,

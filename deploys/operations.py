@@ -22,7 +22,7 @@ from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operation
 
 from ..facts import manifest_glob, manifest_path, shell_glob
-from ..facts.versions import VERSION_KEY
+from ..facts.versions import VERSION_KEY, VERSIONED_BINARIES
 from ..layout import BINARY_VERSIONS, CREATED_FOLDERS, STATE_DIR
 from .controller import cache_path, cached_archive
 from .releases import Download, Release, ReleaseError
@@ -198,7 +198,7 @@ def install_script(
     that the previous release of an archive had and this one lacks are removed
     (manifests under ``STATE_DIR``; before the moves a manifest lists old and new
     files alike, so a removal after an interrupted run still finds them all).
-    Last, each version-carrying binary's ``--version`` line is recorded (``versions.sh``), so
+    Last, the ``--version`` line of each of the archives' ``VERSIONED_BINARIES`` is recorded (``versions.sh``), so
     that the next runs' facts read it rather than execute the binary.
     Temporary files go on success and failure, and those of an earlier run that
     was killed go at the start; all live in root's own folders (``private_dirs_command``).
@@ -225,7 +225,7 @@ def install_script(
         steps["place"].append(f"place {index} {member_dir} {last}")
         steps["place_last"].append(f"place_last {index} {member_dir} {last}")
         steps["record"].append(f"record {index} {quote(manifest_path(release.name, dest))}")
-        steps["remember"] += [f"remember {quote(f'{dest}/{name}')}" for name in release.version_binaries]
+        steps["remember"].append(f"remember_listed {index} {quote(' '.join(VERSIONED_BINARIES))}")
     for release in retired:
         steps["record"].append(
             f'for manifest in {shell_glob(manifest_glob(release.name))}; do retire "$manifest"; done'

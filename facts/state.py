@@ -27,6 +27,7 @@ from .common import (
 from .foreign import foreign_buildkit_command, parse_foreign_buildkit
 from .units import parse_unit_freshness, unit_state_command
 from .versions import (
+    VERSIONED_BINARIES,
     full_readme_command,
     parse_buildkit_versions,
     parse_executed,
@@ -154,7 +155,7 @@ class BuildHostState(FactBase[dict]):
             full_readme_command(full_prefix),
             f"for manifest in {shell_glob(full_manifests)}; do "
             'if [ -f "$manifest" ]; then echo full_managed=yes; break; fi; done',
-            version_command(*(f"{bin_dir}/{name}" for name in ("nerdctl", "buildkitd", "buildctl"))),
+            version_command(*(f"{bin_dir}/{name}" for name in VERSIONED_BINARIES)),
             managed_paths_command(tuple(paths)),
             created_folders_command(),
             unit_state_command(bin_dir, unit_dir, full_prefix),

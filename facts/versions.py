@@ -45,6 +45,8 @@ def parse_buildkit_versions(lines: list[str]) -> dict[str, str | None]:
 # inode, size, modification and change times to the nanosecond. A file replaced or edited by hand
 # gets a new inode or change time, and its version is read afresh.
 VERSION_KEY = "%i:%s:%y:%z"
+# The binaries whose --version the version facts read, wherever an archive puts them.
+VERSIONED_BINARIES = ("nerdctl", "buildkitd", "buildctl")
 EXECUTED = "executed="
 
 
