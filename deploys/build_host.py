@@ -111,10 +111,11 @@ def _install_releases(
 
 
 def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...], takeover: Takeover) -> None:
-    """One operation per step a deploy of ``possible`` may need, in one order on every host.
+    """One operation per step a deploy of ``possible`` may need, in one order on every host (``fixed_steps``).
 
-    A step with nothing to do on this host is a no-op there, so the plan and the results
-    name the same operations for every host of a mixed fleet. The state is already known
+    Each step keeps its identity on every host, and one with nothing to do on this host is
+    skipped there (``step_operation``), so the plan and the results name each operation with
+    exactly the hosts it changes, across a mixed fleet. The state is already known
     from one fact, so the steps run plain commands rather than operations that would read
     it again: a converged host costs that one fact.
     """
@@ -285,7 +286,7 @@ def _remove_files(release: Release, settings: Settings) -> None:
 def _remove(settings: Settings, possible: tuple[Release, ...], purge: bool = False) -> None:
     """Take away what a deploy of ``possible`` put on the host, and only what carries our marker or file list.
 
-    One step per possible item, in one order on every host, a no-op where there is nothing of ours.
+    One step per possible item, in one order on every host, skipped where there is nothing of ours.
     """
     state = _host_state(settings, possible)
     if state is None:
