@@ -10,6 +10,9 @@ DEFAULT_FULL_PREFIX = "/usr/local"
 STATE_DIR = "/var/lib/pyinfra-nerdctl"
 # Folders the install made (one absolute path a line): removal takes these, once empty, and no others.
 CREATED_FOLDERS = f"{STATE_DIR}/created-folders"
+# The `--version` line of each installed binary, keyed by what proves the file unchanged (one
+# PATH|KEY|LINE a line): the version facts read it instead of executing a binary whose key still matches.
+BINARY_VERSIONS = f"{STATE_DIR}/binary-versions"
 BUILDKIT_STATE = "/var/lib/buildkit"
 BUILDKIT_GOOD_DIR = f"{STATE_DIR}/buildkit-good"  # copies of the last BuildKit setup that answered
 WORK_DIR = f"{STATE_DIR}/work"  # the install's scratch folders, one per run

@@ -76,6 +76,11 @@ record() {
   drop_listed "$work/gone"
   cp "$work/$1.paths" "$2.new" && write_list "$2"
 }
+remember_listed() {
+  while IFS= read -r name; do
+    if is_one_of "${name##*/}" "$2"; then remember "$dest/$name"; fi
+  done < "$work/$1.files"
+}
 retire() {
   if [ -f "$1" ]; then
     grep -vxF -f "$work/all.paths" "$1" > "$work/gone" || true

@@ -16,11 +16,11 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import StringCommand, operation
+from pyinfra.api import StringCommand
 
 from .. import layout
 from .changes import Changes, has_buildkit
-from .operations import lock_commands
+from .operations import lock_commands, step_operation
 from .releases import BUILDKIT, NERDCTL_FULL, Release
 from .settings import Settings
 
@@ -88,7 +88,7 @@ class CheckCommand(StringCommand):
         return status, output
 
 
-@operation()
+@step_operation(lambda script, skip_reason: skip_reason)
 def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[str, None, None]:
     """Run ``script`` (``verify_script``), unless there is a ``skip_reason`` (then nothing, saying why).
 
@@ -99,9 +99,6 @@ def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[s
 
         buildkit_answers(script=verify_script(settings, service_was_running=False))
     """
-    if skip_reason:
-        host.noop(skip_reason)
-        return
     yield CheckCommand(script.strip())
 
 

@@ -32,9 +32,10 @@ from .common import (
 from .foreign import foreign_buildkit_command, parse_foreign_buildkit
 from .units import parse_unit_freshness, unit_state_command
 from .versions import (
-    buildkit_version_command,
+    VERSIONED_BINARIES,
     full_readme_command,
     parse_buildkit_versions,
+    parse_executed,
     parse_full_readme,
     parse_nerdctl_version,
     version_command,
@@ -62,26 +63,26 @@ class BuildHostPlatform(FactBase[dict]):
 
 def managed_paths_command(paths: tuple[str, ...]) -> str:
     """``path=PATH|raw mode|mode|user|group`` for each of ``paths`` that exists, ``sha256sum`` of the files,
-    and ``marked=PATH`` for each file that carries this package's ``MARKER`` line (proof that it is ours).
+    and ``PATH:MARKER`` for each file that carries this package's ``MARKER`` line (proof that it is ours).
 
     Three processes whatever the number of paths: this runs on every host on every run.
     """
     quoted = " ".join(shlex.quote(path) for path in paths)
     return (
         f"stat -c 'path=%n|{STAT_FIELDS}' {quoted} 2>/dev/null; sha256sum {quoted} 2>/dev/null; "
-        f"grep -lxF {shlex.quote(MARKER)} {quoted} 2>/dev/null | sed 's/^/marked=/'; true"
+        f"grep -HxF {shlex.quote(MARKER)} {quoted} 2>/dev/null; true"
     )
 
 
 def created_folders_command(listing: str = CREATED_FOLDERS) -> str:
     """``folder=PATH|raw mode|mode|user|group`` for each folder in ``listing`` (one a line) that exists.
 
-    Two processes whatever the number of folders.
+    One process whatever the number of folders (the list is read by the shell itself).
     """
     quoted = shlex.quote(listing)
     return (
-        f"if [ -f {quoted} ]; then tr '\\n' '\\0' < {quoted} | "
-        f"xargs -0 -r stat -c 'folder=%n|{STAT_FIELDS}' 2>/dev/null; fi; true"
+        f'if [ -f {quoted} ]; then set --; while IFS= read -r folder; do set -- "$@" "$folder"; done < {quoted}; '
+        f"if [ $# -gt 0 ]; then stat -c 'folder=%n|{STAT_FIELDS}' \"$@\" 2>/dev/null; fi; fi; true"
     )
 
 
@@ -115,6 +116,9 @@ def parse_created_folders(lines: list[str]) -> dict[str, dict]:
     return dict(found for found in (parse_stat_line(line, "folder=") for line in lines) if found)
 
 
+MARKED = f":{MARKER}"  # after the path, in grep -H's output
+
+
 def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
     """Lines of ``managed_paths_command`` to ``{path: {"kind", "mode", "user", "group", "sha256", "ours"}}``."""
     paths: dict[str, dict] = {}
@@ -125,8 +129,8 @@ def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
         if found:
             path, values = found
             paths[path] = {**values, "sha256": None, "ours": False}
-        elif line.startswith("marked="):
-            marked.add(line[len("marked=") :])
+        elif line.endswith(MARKED):
+            marked.add(line[: -len(MARKED)])
         else:
             digest, _, path = line.partition("  ")
             if SHA256_LINE.match(digest):
@@ -152,6 +156,7 @@ class BuildHostState(FactBase[dict]):
 
         {"machine": "x86_64", "systemd": True, "nerdctl": "2.3.5",
          "buildkit": {"buildkitd": "0.12.5", "buildctl": "0.12.5"},
+         "versions_executed": (),  # binaries whose recorded version no longer held (facts.versions)
          "paths": {"/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", ...}},
          "created_dirs": {"/opt/tools": {"kind": "dir", "mode": "755", "user": "root", "group": "root"}},
          "group_exists": True, "units": {"socket": {...}, "service": {...}, "containerd": {...}},
@@ -174,8 +179,7 @@ class BuildHostState(FactBase[dict]):
             full_readme_command(full_prefix),
             f"for manifest in {shell_glob(full_manifests)}; do "
             'if [ -f "$manifest" ]; then echo full_managed=yes; break; fi; done',
-            version_command(f"{bin_dir}/nerdctl"),
-            buildkit_version_command(bin_dir),
+            version_command(*(f"{bin_dir}/{name}" for name in VERSIONED_BINARIES)),
             managed_paths_command(tuple(paths)),
             created_folders_command(),
             unit_state_command(bin_dir, unit_dir, full_prefix),
@@ -192,6 +196,7 @@ class BuildHostState(FactBase[dict]):
             **platform_from(values),
             "nerdctl": parse_nerdctl_version(output),
             "buildkit": parse_buildkit_versions(output),
+            "versions_executed": parse_executed(output),
             "paths": parse_managed_paths(output),
             "created_dirs": parse_created_folders(output),
             "group_exists": values.get("group") == "yes",

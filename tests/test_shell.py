@@ -8,7 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pyinfra_nerdctl.deploys.operations import install_script, leftovers_script, naming_a_kill, removal_script
+from pyinfra_nerdctl.deploys.operations import (
+    install_script,
+    leftovers_script,
+    naming_a_kill,
+    remember_script,
+    removal_script,
+)
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL, resolve_download
 from pyinfra_nerdctl.deploys.settings import resolve_settings
 from pyinfra_nerdctl.deploys.verify import verify_script
@@ -42,6 +48,7 @@ COMPOSED = {
     "removal": lambda: removal_script(NERDCTL, "/usr/local/bin"),
     "install, a kill named": lambda: naming_a_kill("true", "the install into /opt/a b/bin"),
     "leftovers": lambda: leftovers_script(["/var/lib/pyinfra-nerdctl/work/a b", "/usr/local/bin/.pyinfra-nerdctl.x"]),
+    "record versions": lambda: remember_script(["/opt/a b/bin/buildkitd", "/usr/local/bin/nerdctl"]),
     "verify": lambda: verify_script(resolve_settings({}.get, {}), service_was_running=False),
     "BuildHostState": lambda: BuildHostState().command("/usr/local/bin", ("/etc/a b", "/etc/nerdctl"), "builders"),
     "ReleaseFiles": lambda: ReleaseFiles().command("/var/lib/a b.files"),

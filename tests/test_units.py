@@ -488,7 +488,7 @@ def test_build_host_state_parsing():
         "path=/etc/nerdctl/nerdctl.toml|81a4|644|root|root",
         "path=/etc/nerdctl|41ed|755|root|root",
         f"{SHA}  /etc/nerdctl/nerdctl.toml",
-        "marked=/etc/nerdctl/nerdctl.toml",
+        f"/etc/nerdctl/nerdctl.toml:{layout.MARKER}",
         "group=yes",
         "unit.UnitFileState=enabled",
     ]
