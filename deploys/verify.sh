@@ -25,7 +25,11 @@ ask() {
     if [ -z "$(systemctl list-jobs --no-legend buildkit.service 2>/dev/null)" ]; then
       case $state in
         failed)
-          answer="buildkit.service failed ($(systemctl show -p Result --value buildkit.service))"
+          result=$(systemctl show -p Result --value buildkit.service)
+          answer="buildkit.service failed ($result)"
+          # Killed by systemd's TimeoutStartSec (buildkit_verify_timeout): slow, which is no refusal.
+          [ "$result" = timeout ] && { answer="buildkit.service did not start within $limit s" \
+            "(buildkit_verify_timeout), so systemd stopped it"; return 1; }
           return 2 ;;
         active|inactive)
           # Inactive: the socket starts it (socket-activated), as it would for any client.
