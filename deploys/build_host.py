@@ -24,6 +24,7 @@ from .changes import (
     watched_paths,
 )
 from .controller import remove_stale_partials
+from .drain import drain_commands
 from .operations import (
     fixed_steps,
     leftovers_script,
@@ -140,9 +141,15 @@ def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...], 
     )
     if has_buildkit(possible):
         # Before our unit files replace theirs: `disable` needs the other setup's [Install] to find its links.
+        # Its builds in flight first: our buildctl (just installed) asks each of its daemons.
+        waits = [
+            command
+            for address in takeover.busy_sockets
+            for command in _wait_for_builds(settings, address=address, unit=None)
+        ]
         run_commands(
             name="Stop and disable another BuildKit setup",
-            commands=list(takeover.commands),
+            commands=waits + list(takeover.commands) if takeover.commands else [],
             unneeded="no other BuildKit setup on this host",
         )
     to_write = {file.path: file.content for file in changes.files}
@@ -156,6 +163,13 @@ def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...], 
         )
     if not has_buildkit(possible):
         return
+    # The new files are in place: if builds still run at the timeout, the host fails here, BuildKit
+    # keeps its previous setup, and the next run finds the service older than its files and restarts it.
+    run_commands(
+        name=f"Wait for the builds in flight on {layout.SERVICE_UNIT}",
+        commands=_wait_for_builds(settings) if changes.wait_for_builds else [],
+        unneeded=_no_wait_reason(settings, changes),
+    )
     run_commands(
         name=f"Stop, disable and remove our {layout.CONTAINERD_UNIT}",
         commands=[f"systemctl disable --now {layout.CONTAINERD_UNIT}", f"rm -f {layout.CONTAINERD_UNIT_PATH}"]
@@ -183,6 +197,26 @@ def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...], 
         else [],
         unneeded=f"{layout.SERVICE_UNIT} runs what is on disk",
     )
+
+
+def _wait_for_builds(
+    settings: Settings,
+    address: str = layout.BUILDKIT_ADDRESS,
+    unit: str | None = layout.SERVICE_UNIT,
+    bin_dir: str | None = None,
+) -> list[str]:
+    """The commands that wait, up to ``buildkit_drain_timeout``, until BuildKit at ``address`` runs no build.
+
+    They ask with the ``buildctl`` in ``bin_dir`` (``settings.bin_dir`` unless given).
+    """
+    buildctl = f"{bin_dir or settings.bin_dir}/buildctl"
+    return drain_commands(buildctl, address, settings.buildkit_drain_timeout, unit)
+
+
+def _no_wait_reason(settings: Settings, changes: Changes) -> str:
+    if changes.wait_for_builds:
+        return "buildkit_drain_timeout=0: builds in flight are not waited for"
+    return f"nothing stops or restarts a running {layout.SERVICE_UNIT}"
 
 
 def _unit_control(unit: str, enable: bool, start: bool, restart: bool) -> None:
@@ -316,6 +350,10 @@ def _remove(settings: Settings, possible: tuple[Release, ...], purge: bool = Fal
                 name=f"Stop {layout.SERVICE_UNIT}",
                 # The real buildkitd exits 1 on SIGTERM: leave no "failed" unit behind.
                 commands=[
+                    # The buildctl of the flavor the host runs, whichever the settings name.
+                    *_wait_for_builds(
+                        settings, bin_dir=f"{settings.full_prefix}/bin" if state["full"]["managed"] else None
+                    ),
                     f"systemctl stop {layout.SERVICE_UNIT}",
                     f"systemctl reset-failed {layout.SERVICE_UNIT} || true",
                 ]

@@ -128,6 +128,8 @@ class Changes:
     start_socket: bool = False
     restart_socket: bool = False
     restart_service: bool = False
+    # A step stops or restarts a running buildkit.service, or the containerd its builds run on.
+    wait_for_builds: bool = False
 
 
 def installed_version(release: Release, state: dict) -> str | None:
@@ -210,6 +212,8 @@ def _plan_units(changes: Changes, settings: Settings, state: dict, releases: tup
     service_inputs_changed = new_binaries or bool(changed & {layout.BUILDKIT_CONFIG, layout.SERVICE_PATH})
     containerd_inputs_changed = new_binaries or bool(changed & {layout.CONTAINERD_CONFIG, layout.CONTAINERD_UNIT_PATH})
     enable_containerd = full and not containerd["enabled"]
+    restart_containerd = full and containerd["active"] and (containerd_inputs_changed or containerd["stale"])
+    restart_service = service["active"] and not restart_socket and (service_inputs_changed or service["stale"])
     reload_needed = (
         bool(changed & UNIT_FILES)
         or changes.retire_containerd
@@ -222,11 +226,13 @@ def _plan_units(changes: Changes, settings: Settings, state: dict, releases: tup
         daemon_reload=reload_needed and socket["enabled"],
         enable_containerd=enable_containerd,
         start_containerd=full and not containerd["active"],
-        restart_containerd=full and containerd["active"] and (containerd_inputs_changed or containerd["stale"]),
+        restart_containerd=restart_containerd,
         enable_socket=not socket["enabled"],
         start_socket=not (socket["enabled"] and socket["active"]),
         restart_socket=restart_socket,
-        restart_service=service["active"] and not restart_socket and (service_inputs_changed or service["stale"]),
+        restart_service=restart_service,
+        wait_for_builds=service["active"]
+        and (restart_socket or restart_service or restart_containerd or changes.retire_containerd),
     )
 
 

@@ -153,6 +153,18 @@ def buildkit_socket_unit(settings: Settings) -> str:
     )
 
 
+def stop_and_start_timeouts(settings: Settings) -> str:
+    """systemd's limits for a BuildKit unit: neither cuts short what a deploy waits for.
+
+    A stop after the drain is quick, but a build that began in between still gets the
+    drain's patience (``buildkit_drain_timeout``, never below systemd's 90 s) before the
+    SIGKILL; a start may take as long as the check waits for it (``buildkit_verify_timeout``):
+    a big cache makes it slow, and systemd must not kill it for that.
+    """
+    stop = max(settings.buildkit_drain_timeout, 90)
+    return f"TimeoutStopSec={stop}\nTimeoutStartSec={settings.buildkit_verify_timeout}\n"
+
+
 def buildkit_service_unit(settings: Settings) -> str:
     """``buildkit.service``: started by its socket, never enabled on its own."""
     return (
@@ -164,6 +176,7 @@ def buildkit_service_unit(settings: Settings) -> str:
         # buildkitd finds buildkit-qemu-* and buildkit-cni-* through PATH: bin_dir first, wherever it is.
         + f"Environment=PATH={settings.bin_dir}:{SYSTEM_PATH}\n"
         + f"ExecStart={settings.bin_dir}/buildkitd --addr fd:// --config {BUILDKIT_CONFIG}\n"
+        + stop_and_start_timeouts(settings)
     )
 
 

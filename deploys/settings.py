@@ -48,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "nerdctl_config": None,  # merged into /etc/nerdctl/nerdctl.toml
     "buildkit_verify": True,  # after a change BuildKit depends on, check that it answers
     "buildkit_takeover": False,  # stop and disable another BuildKit setup (the usual recipe) instead of refusing
+    "buildkit_drain_timeout": 600,  # before a restart or stop, wait this long for builds in flight (0: do not wait)
+    "buildkit_verify_timeout": 300,  # how long a stopping or starting daemon is waited for (and TimeoutStartSec)
 }
 FLAVORS = ("minimal", "full")
 PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._+/-]*$")
@@ -83,6 +85,8 @@ class Settings:
     nerdctl_config: dict
     buildkit_verify: bool
     buildkit_takeover: bool
+    buildkit_drain_timeout: int
+    buildkit_verify_timeout: int
 
     @property
     def full(self) -> bool:
@@ -147,6 +151,8 @@ def resolve_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any])
             nerdctl_config=_checked_config(value("nerdctl_config"), "nerdctl_config", flavor == "full"),
             buildkit_verify=_flag(value("buildkit_verify"), "buildkit_verify"),
             buildkit_takeover=_flag(value("buildkit_takeover"), "buildkit_takeover"),
+            buildkit_drain_timeout=_seconds(value("buildkit_drain_timeout"), "buildkit_drain_timeout", minimum=0),
+            buildkit_verify_timeout=_seconds(value("buildkit_verify_timeout"), "buildkit_verify_timeout"),
         )
     except ReleaseError as error:
         raise SettingError(str(error)) from error
@@ -279,11 +285,12 @@ def _group(value: Any) -> str | None:
     return group
 
 
-def _seconds(value: Any, key: str) -> int:
-    """A whole number of seconds, at least 1 (``--data`` passes a number, a keyword may pass a string)."""
+def _seconds(value: Any, key: str, minimum: int = 1) -> int:
+    """A whole number of seconds, at least ``minimum`` (``--data`` passes a number, a keyword may pass a string)."""
     text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
-        raise SettingError(f"{key}={value!r} is not a whole number of seconds (e.g. 600)")
+    if isinstance(value, bool) or not text.isdigit() or int(text) < minimum:
+        at_least = " (0: do not wait)" if minimum == 0 else ", at least 1"
+        raise SettingError(f"{key}={value!r} is not a whole number of seconds{at_least} (e.g. 600)")
     return int(text)
 
 

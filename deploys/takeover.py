@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 
 from .. import layout
+from ..facts.foreign import DEFAULT_ADDRESS
 
 OUR_UNIT_PATHS = {layout.SOCKET_PATH: "socket", layout.SERVICE_PATH: "service"}
 OUR_UNITS = {layout.SOCKET_UNIT: "socket", layout.SERVICE_UNIT: "service"}
@@ -129,10 +130,35 @@ def refusal(setups: tuple[ForeignSetup, ...]) -> str:
 
 @dataclass(frozen=True)
 class Takeover:
-    """The commands that stop what else runs BuildKit, and the host's state once they ran."""
+    """The commands that stop what else runs BuildKit, and the host's state once they ran.
+
+    ``busy_sockets``: where the running daemons these commands stop take clients, so that
+    their builds in flight are waited for first.
+    """
 
     commands: tuple[str, ...]
     state: dict
+    busy_sockets: tuple[str, ...] = ()
+
+
+def _process_socket(process: dict, units: list[dict]) -> str:
+    """Where a buildkitd takes clients: its ``--addr``, or for ``fd://`` its unit's socket (the usual path else)."""
+    if process["socket"] != "fd://":
+        return process["socket"]
+    name = (process["unit"] or "").removesuffix(".service")
+    sockets = [unit["socket"] for unit in units if unit["unit"] == f"{name}.socket"]
+    return sockets[0] if sockets else DEFAULT_ADDRESS
+
+
+def busy_sockets(state: dict, stopped: tuple[str, ...]) -> tuple[str, ...]:
+    """The sockets of the running buildkitd processes that taking over stops."""
+    foreign = state["foreign_buildkit"]
+    found = []
+    for process in foreign["processes"]:
+        ours = process["unit"] == layout.SERVICE_UNIT and process["main"] and process["socket_activated"]
+        if not ours or layout.SERVICE_UNIT in stopped or layout.SOCKET_UNIT in stopped:
+            found.append(_process_socket(process, foreign["units"]))
+    return tuple(dict.fromkeys(found))
 
 
 def plan_takeover(state: dict, allowed: bool) -> Takeover:
@@ -158,4 +184,4 @@ def plan_takeover(state: dict, allowed: bool) -> Takeover:
     # while the other daemon held the socket: all of them start afresh.
     units = dict.fromkeys((layout.SOCKET_UNIT, layout.SERVICE_UNIT, *stopped))
     reset = f"systemctl reset-failed {' '.join(units)} 2>/dev/null || true"
-    return Takeover((*commands, reset), after)
+    return Takeover((*commands, reset), after, busy_sockets(state, stopped))

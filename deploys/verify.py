@@ -5,8 +5,11 @@ activates BuildKit through its socket and asks for its workers (``verify.sh``): 
 fails for the host unless the containerd worker answers in the configured namespace. A
 service that was not running before is stopped again, so BuildKit stays on-demand.
 Copies of the files of the last setup that answered are kept under ``GOOD_DIR``; when
-the daemon refuses new ones, those come back, BuildKit starts again on them, and the run
-fails naming what was refused. A converged host gets no command at all.
+the daemon refuses new ones (it fails to start or exits on them, or answers without that
+worker), those come back, BuildKit starts again on them, and the run
+fails naming what was refused. A daemon still stopping (a graceful stop finishes its builds)
+or starting (a big cache) is no refusal: it is waited for, up to ``buildkit_verify_timeout``.
+A converged host gets no command at all.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from pyinfra import host, logger
 from pyinfra.api import StringCommand
 
 from .. import layout
+from ..facts.builds import RUNNING_BUILDS_FUNCTION
 from .changes import Changes, has_buildkit
 from .operations import lock_commands, step_operation
 from .releases import BUILDKIT, NERDCTL_FULL, Release
 from .settings import Settings
 
 GOOD_DIR = layout.BUILDKIT_GOOD_DIR
-VERIFY_SECONDS = 30
 VERIFY_SCRIPT = Path(__file__).with_name("verify.sh")
 BUILDKIT_FILES = (layout.BUILDKIT_CONFIG, layout.SERVICE_PATH, layout.SOCKET_PATH)
 
@@ -57,21 +60,24 @@ def containerd_missing_warning(settings: Settings, state: dict) -> str | None:
     )
 
 
-def verify_script(settings: Settings, service_was_running: bool, seconds: int = VERIFY_SECONDS) -> str:
-    """``verify.sh`` with this host's values; a service that was not running is stopped again after the check."""
+def verify_script(settings: Settings, service_was_running: bool) -> str:
+    """``verify.sh`` with this host's values; a service that was not running is stopped again after the check.
+
+    The check waits up to ``buildkit_verify_timeout`` for a daemon that is still stopping or starting.
+    """
     values = {
         "stop_after": "no" if service_was_running else "yes",
         "bin_dir": settings.bin_dir,
         "containerd_socket": settings.containerd_socket,
         "namespace": settings.containerd_namespace,
-        "limit": str(seconds),
+        "limit": str(settings.buildkit_verify_timeout),
         "good_dir": GOOD_DIR,
         "watched": " ".join(buildkit_watched(settings)),
     }
     assignments = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
     # The host's lock: another run's install or removal cannot land in the middle of a check or a restore.
     lock = "\n".join(lock_commands(settings.host_lock_wait)) + "\n"
-    return assignments + lock + VERIFY_SCRIPT.read_text()
+    return assignments + lock + RUNNING_BUILDS_FUNCTION + VERIFY_SCRIPT.read_text()
 
 
 WARNING = "warning: "

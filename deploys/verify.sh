@@ -2,7 +2,8 @@
 # Prove that BuildKit builds on containerd after a change it depends on; go back to the last
 # working setup if the daemon refuses the new one. Set before this (by deploys/verify.py):
 # bin_dir, containerd_socket, namespace, limit (seconds), good_dir, watched (space-separated paths),
-# stop_after (yes when buildkit.service was not running before this run: it is left as found).
+# stop_after (yes when buildkit.service was not running before this run: it is left as found), and
+# running_builds() (facts/builds.py).
 # shellcheck disable=SC2154
 set -u
 buildkit_socket=/run/buildkit/buildkitd.sock
@@ -12,19 +13,55 @@ if [ ! -S "$containerd_socket" ]; then
   exit 0
 fi
 
-# Ask BuildKit (socket-activated) for its workers; true when the containerd worker answers in $namespace.
-# reset-failed first: a daemon that failed before (start-limit-hit) must get a fresh start.
+# Ask BuildKit for its workers until $limit s have passed (buildkit_verify_timeout): 0 when the containerd
+# worker answers in $namespace; 2 when the daemon refused (it failed to start or exited, or answered without
+# that worker); 1 when it is still stopping (a graceful stop waits for builds) or starting (a big cache takes
+# minutes) at the limit: neither is a refusal. $answer says what was seen.
 ask() {
-  systemctl reset-failed buildkit.service buildkit.socket 2>/dev/null
-  systemctl is-active --quiet buildkit.socket || systemctl start buildkit.socket || return 1
-  answer=$(timeout "$limit" "$bin_dir/buildctl" --addr "unix://$buildkit_socket" debug workers -v 2>&1)
-  status=$?
-  [ "$status" -eq 0 ] || { [ "$status" -eq 124 ] && answer="no answer within $limit s"; return 1; }
+  deadline=$(($(date +%s) + limit))
+  while :; do
+    state=$(systemctl show -p ActiveState --value buildkit.service)
+    # While systemd has a job for the unit (a restart: its stop, then its start) its state is not the outcome yet.
+    if [ -z "$(systemctl list-jobs --no-legend buildkit.service 2>/dev/null)" ]; then
+      case $state in
+        failed)
+          result=$(systemctl show -p Result --value buildkit.service)
+          answer="buildkit.service failed ($result)"
+          # Killed by systemd's TimeoutStartSec (buildkit_verify_timeout): slow, which is no refusal.
+          [ "$result" = timeout ] && { answer="buildkit.service did not start within $limit s" \
+            "(buildkit_verify_timeout), so systemd stopped it"; return 1; }
+          return 2 ;;
+        active|inactive)
+          # Inactive: the socket starts it (socket-activated), as it would for any client.
+          systemctl is-active --quiet buildkit.socket || systemctl start buildkit.socket || {
+            answer="buildkit.socket does not start"; return 2; }
+          left=$((deadline - $(date +%s)))
+          if answer=$(timeout "$((left > 1 ? left : 1))" "$bin_dir/buildctl" --addr "unix://$buildkit_socket" \
+            debug workers -v 2>&1); then
+            has_worker && return 0
+            return 2
+          fi ;;
+      esac
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      answer="no answer within $limit s (buildkit_verify_timeout), buildkit.service $state: ${answer:-}"
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+has_worker() {
   printf '%s\n' "$answer" | awk -v ns="$namespace" '
     { sub(/^[ \t]+/, ""); split($0, kv, /:[ \t]+/) }
     kv[1] == "org.mobyproject.buildkit.worker.executor" && kv[2] == "containerd" { executor = 1 }
     kv[1] == "org.mobyproject.buildkit.worker.containerd.namespace" && kv[2] == ns { space = 1 }
     END { exit !(executor && space) }'
+}
+
+# A daemon that failed before this run (start-limit-hit, or exit 1 on an earlier stop) gets a fresh start.
+fresh_start() {
+  systemctl reset-failed buildkit.service buildkit.socket 2>/dev/null
 }
 
 # Keep copies of what works. Copies, not hard links: a link would change the files' ctime, which
@@ -50,15 +87,26 @@ journal() {
   journalctl -u buildkit.service -n 12 --no-pager -o cat 2>/dev/null | sed 's/^/  /' >&2
 }
 
-if ask; then
+fresh_start
+ask
+outcome=$?
+if [ "$outcome" -eq 0 ]; then
   keep
-  if [ "$stop_after" = yes ]; then
-    # Socket-activated: the next client starts it again. buildkitd exits 1 on SIGTERM: not a failure.
+  # Socket-activated: the next client starts it again; one that came during the check keeps its build.
+  if [ "$stop_after" = yes ] && builds=$(running_builds "$bin_dir/buildctl" "unix://$buildkit_socket") &&
+    [ -z "$builds" ]; then
+    # buildkitd exits 1 on SIGTERM: not a failure.
     systemctl stop buildkit.service
     systemctl reset-failed buildkit.service 2>/dev/null
   fi
   echo "BuildKit answers: containerd worker in namespace $namespace"
   exit 0
+fi
+if [ "$outcome" -eq 1 ]; then
+  echo "BuildKit did not answer in time, but did not refuse the new files either: $answer; they stay," \
+    "nothing was restored (see systemctl status buildkit.service)" >&2
+  journal
+  exit 1
 fi
 first_answer=$answer
 
@@ -84,6 +132,7 @@ for path in $refused; do
 done
 systemctl daemon-reload
 systemctl stop buildkit.service 2>/dev/null
+fresh_start
 systemctl restart buildkit.socket
 if ask; then
   back="BuildKit works again with the previous ones"

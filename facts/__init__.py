@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pyinfra.api import FactBase
 
+from .builds import BuildkitBuilds, parse_builds
 from .common import file_kind, manifest_glob, manifest_path, shell_glob
 from .rootless import RootlessState
 from .state import BuildHostPlatform, BuildHostState
@@ -41,6 +42,7 @@ from .versions import (
 __all__ = [
     "BuildHostPlatform",
     "BuildHostState",
+    "BuildkitBuilds",
     "BuildkitSocket",
     "BuildkitUnitFreshness",
     "BuildkitWorkers",
@@ -55,6 +57,7 @@ __all__ = [
     "manifest_glob",
     "manifest_path",
     "parse_buildkit_versions",
+    "parse_builds",
     "parse_buildkit_workers",
     "parse_full_readme",
     "parse_nerdctl_version",

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pyinfra_nerdctl.deploys.drain import drain_commands
 from pyinfra_nerdctl.deploys.operations import (
     install_script,
     leftovers_script,
@@ -29,6 +30,7 @@ from pyinfra_nerdctl.facts import (
     NerdctlVersion,
     ReleaseFiles,
 )
+from pyinfra_nerdctl.facts.builds import builds_command
 from pyinfra_nerdctl.facts.rootless import rootless_state_command
 
 SHELL_FILES = sorted((Path(__file__).resolve().parent.parent / "deploys").glob("*.sh"))
@@ -50,6 +52,12 @@ COMPOSED = {
     "leftovers": lambda: leftovers_script(["/var/lib/pyinfra-nerdctl/work/a b", "/usr/local/bin/.pyinfra-nerdctl.x"]),
     "record versions": lambda: remember_script(["/opt/a b/bin/buildkitd", "/usr/local/bin/nerdctl"]),
     "verify": lambda: verify_script(resolve_settings({}.get, {}), service_was_running=False),
+    "drain": lambda: drain_commands("/opt/a b/buildctl", "/run/buildkit/buildkitd.sock", 600, "buildkit.service")[0],
+    "drain as a user": lambda: drain_commands(
+        "/usr/local/bin/buildctl", "unix:///run/user/1000/buildkit/buildkitd.sock", 5, "buildkit.service",
+        "systemctl --user -M alice@",
+    )[0],
+    "BuildkitBuilds": lambda: builds_command("/opt/a b", "unix:///run/buildkit/buildkitd.sock"),
     "BuildHostState": lambda: BuildHostState().command("/usr/local/bin", ("/etc/a b", "/etc/nerdctl"), "builders"),
     "ReleaseFiles": lambda: ReleaseFiles().command("/var/lib/a b.files"),
     "BuildkitSocket": lambda: BuildkitSocket().command(),

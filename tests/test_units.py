@@ -293,6 +293,9 @@ def test_units_have_correct_keys():
         "Type": ["notify"],
         "Environment": ["PATH=/usr/local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
         "ExecStart": ["/usr/local/bin/buildkitd --addr fd:// --config /etc/buildkit/buildkitd.toml"],
+        # Neither cuts short what a deploy waits for: the builds it drained for, a daemon starting on a big cache.
+        "TimeoutStopSec": ["600"],
+        "TimeoutStartSec": ["300"],
     }
     assert "Install" not in service  # started by its socket only
     socket = _unit(rendering.buildkit_socket_unit(K3S))
@@ -441,7 +444,9 @@ def test_fresh_host_needs_everything_but_restarts():
 def test_new_buildkit_restarts_only_a_running_service():
     state = converged_state(K3S)
     state["buildkit"] = {"buildkitd": "0.11.0", "buildctl": "0.11.0"}
-    assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(outdated=(BUILDKIT,), restart_service=True)
+    assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(
+        outdated=(BUILDKIT,), restart_service=True, wait_for_builds=True
+    )
     state["units"]["service"]["active"] = False
     assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(outdated=(BUILDKIT,))
 
@@ -462,7 +467,9 @@ def test_changed_socket_unit_reloads_and_restarts_the_socket_not_the_service():
 def test_stale_units_from_an_interrupted_run_are_reloaded_and_restarted():
     state = converged_state(K3S)
     state["units"]["service"].update(needs_daemon_reload=True, stale=True)
-    assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(daemon_reload=True, restart_service=True)
+    assert plan_changes(K3S, state, (NERDCTL, BUILDKIT)) == Changes(
+        daemon_reload=True, restart_service=True, wait_for_builds=True
+    )
 
 
 def test_wrong_mode_or_owner_is_rewritten_and_alias_removed_when_off():
@@ -585,7 +592,7 @@ def test_full_flavor_plans():
     assert plan_changes(FULL, converged, releases) == Changes()
     converged["full"]["version"] = "1.0.0"
     assert plan_changes(FULL, converged, releases) == Changes(
-        outdated=releases, restart_containerd=True, restart_service=True
+        outdated=releases, restart_containerd=True, restart_service=True, wait_for_builds=True
     )
     # Back to minimal: the minimal releases count as absent, and the full containerd unit goes.
     minimal = resolve_settings({}.get, {})
