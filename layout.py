@@ -10,8 +10,16 @@ DEFAULT_FULL_PREFIX = "/usr/local"
 STATE_DIR = "/var/lib/pyinfra-nerdctl"
 # Folders the install made (one absolute path a line): removal takes these, once empty, and no others.
 CREATED_FOLDERS = f"{STATE_DIR}/created-folders"
+# The `--version` line of each installed binary, keyed by what proves the file unchanged (one
+# PATH|KEY|LINE a line): the version facts read it instead of executing a binary whose key still matches.
+BINARY_VERSIONS = f"{STATE_DIR}/binary-versions"
 BUILDKIT_STATE = "/var/lib/buildkit"
 BUILDKIT_GOOD_DIR = f"{STATE_DIR}/buildkit-good"  # copies of the last BuildKit setup that answered
+WORK_DIR = f"{STATE_DIR}/work"  # the install's scratch folders, one per run
+UPLOAD_DIR = f"{STATE_DIR}/uploads"  # archives and files the controller uploads, one name per run
+TEMP_PREFIX = ".pyinfra-nerdctl"  # the install's unpack folder inside its destination, and temporary files
+# Untouched this long, a run's scratch file is a killed run's: longer than any upload waits for the host's lock.
+STALE_MINUTES = 60
 BUILDKIT_SOCKET = "/run/buildkit/buildkitd.sock"
 BUILDKIT_ADDRESS = f"unix://{BUILDKIT_SOCKET}"
 

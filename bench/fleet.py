@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -75,6 +76,72 @@ def measure(hosts, entries, data, mirror, repeat: int = 1, operation: tuple[str,
         "archive_fetches": sum(1 for path, status, _ in served if status == 200 and path.endswith(".tar.gz")) / repeat,
         "bytes_from_mirror": sum(size for _, _, size in served) / repeat,
     }
+
+
+def host_cpu_seconds(host: testhosts.TestHost) -> float:
+    """CPU time of everything in ``host`` so far, from its cgroup (``usage_usec`` of the unified hierarchy)."""
+    stat = (testhosts.CGROUP_ROOTS[1] / (testhosts.MACHINE_PREFIX + host.name) / "cpu.stat").read_text()
+    return int(stat.split("usage_usec ", 1)[1].split()[0]) / 1e6
+
+
+def controller_cpu_seconds() -> float:
+    """User and system CPU of the finished child processes: the pyinfra CLI runs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_run(hosts, entries, data, operation: tuple[str, ...]) -> dict:
+    """One pyinfra run: wall time, its controller CPU, and each host's CPU (mean over hosts), in seconds."""
+    controller, before = controller_cpu_seconds(), [host_cpu_seconds(host) for host in hosts]
+    start = time.perf_counter()
+    run = run_pyinfra(entries, *operation, data=data, timeout=900)
+    wall = time.perf_counter() - start
+    if run.returncode != 0:
+        raise SystemExit(f"run failed:\n{run.output[-3000:]}")
+    used = [host_cpu_seconds(host) - was for host, was in zip(hosts, before, strict=True)]
+    return {"wall": wall, "controller": controller_cpu_seconds() - controller, "host": statistics.mean(used)}
+
+
+def bench_noop_cpu(count: int, mirror, buildkit: dict, repeat: int) -> dict:
+    """A converged no-op against ``pyinfra exec -- true`` on the same ``count`` hosts, runs interleaved:
+    medians of wall time, controller CPU and host CPU (each host's cgroup) for both."""
+    rootfs = testhosts.image_dir(testhosts.TRIXIE_CONTAINERD)
+    hosts = [
+        testhosts.boot(f"cpu-{count}-{i}", f"127.{testhosts.SLOT}.{100 + i // 250}.{1 + i % 250}", rootfs)
+        for i in range(count)
+    ]
+    try:
+        entries = inventory(hosts)
+        data = flavor_data("minimal", mirror, buildkit, False)
+        run_pyinfra(entries, DEPLOY, data=data, timeout=900)
+        runs: dict[str, list[dict]] = {NOOP: [], PYINFRA_FLOOR: []}
+        for _ in range(repeat):
+            runs[NOOP].append(cpu_run(hosts, entries, data, (DEPLOY,)))
+            runs[PYINFRA_FLOOR].append(cpu_run(hosts, entries, {}, ("exec", "--", "true")))
+        return {
+            phase: {key: round(statistics.median(run[key] for run in phase_runs), 3) for key in phase_runs[0]}
+            | {"runs": phase_runs}
+            for phase, phase_runs in runs.items()
+        }
+    finally:
+        for host in hosts:
+            testhosts.stop(host)
+
+
+def cpu_table(report: dict) -> str:
+    lines = [
+        "| hosts | no-op wall | `exec -- true` wall | no-op controller CPU | `exec -- true` controller CPU | ratio "
+        "| no-op host CPU | `exec -- true` host CPU | difference |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for count, row in sorted(report["cpu"].items(), key=lambda item: int(item[0])):
+        noop, floor_ = row[NOOP], row[PYINFRA_FLOOR]
+        lines.append(
+            f"| {count} | {noop['wall']:.2f} s | {floor_['wall']:.2f} s | {noop['controller']:.2f} s | "
+            f"{floor_['controller']:.2f} s | {noop['controller'] / floor_['controller']:.2f} | "
+            f"{noop['host'] * 1000:.0f} ms | {floor_['host'] * 1000:.0f} ms | {(noop['host'] - floor_['host']) * 1000:.0f} ms |"
+        )
+    return "\n".join(lines)
 
 
 def _ssh(host: testhosts.TestHost, command: str, stdin=None) -> None:
@@ -222,6 +289,12 @@ def main() -> None:
     parser.add_argument("--flavors", default="minimal,full", help="minimal, full or both")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma separated, of: {', '.join(MODES)}")
     parser.add_argument("--small", action="store_true", help="the 4 KB stand-in archives instead of real sizes")
+    parser.add_argument(
+        "--noop-cpu",
+        action="store_true",
+        help="only the CPU of a converged no-op against `pyinfra exec -- true`, runs interleaved (--sizes, --repeat)",
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each, with --noop-cpu")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -249,6 +322,14 @@ def main() -> None:
         "buildkit_version": buildkit["buildkit_version"],
         "runs": {},
     }
+    if args.noop_cpu:
+        try:
+            report["cpu"] = {str(count): bench_noop_cpu(count, mirror, buildkit, args.repeat) for count in sizes}
+        finally:
+            mirror.stop()
+        (args.out / "noop-cpu.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(cpu_table(report))
+        return
     try:
         for flavor in args.flavors.split(","):
             for mode in args.modes.split(","):

@@ -23,8 +23,18 @@ from .changes import (
     wanted_version,
     watched_paths,
 )
+from .controller import remove_stale_partials
 from .drain import drain_commands
-from .operations import release_files, remove_release_files, root_directory, run_commands, write_file
+from .operations import (
+    fixed_steps,
+    leftovers_script,
+    release_files,
+    remember_script,
+    remove_release_files,
+    root_directory,
+    run_commands,
+    write_file,
+)
 from .releases import (
     BUILDKIT,
     NERDCTL,
@@ -104,10 +114,11 @@ def _install_releases(
 
 
 def _apply(changes: Changes, settings: Settings, possible: tuple[Release, ...], takeover: Takeover) -> None:
-    """One operation per step a deploy of ``possible`` may need, in one order on every host.
+    """One operation per step a deploy of ``possible`` may need, in one order on every host (``fixed_steps``).
 
-    A step with nothing to do on this host is a no-op there, so the plan and the results
-    name the same operations for every host of a mixed fleet. The state is already known
+    Each step keeps its identity on every host, and one with nothing to do on this host is
+    skipped there (``step_operation``), so the plan and the results name each operation with
+    exactly the hosts it changes, across a mixed fleet. The state is already known
     from one fact, so the steps run plain commands rather than operations that would read
     it again: a converged host costs that one fact.
     """
@@ -226,6 +237,15 @@ def _unit_control(unit: str, enable: bool, start: bool, restart: bool) -> None:
     )
 
 
+def _remove_leftovers(state: dict) -> None:
+    """One step on every host, first: what killed runs left (uploads, scratch and unpack folders, partial copies)."""
+    run_commands(
+        name="Remove what killed runs left",
+        commands=[leftovers_script(state["leftovers"])] if state["leftovers"] else [],
+        unneeded="nothing left by a killed run",
+    )
+
+
 def _host_state(settings: Settings, possible: tuple[Release, ...]) -> dict | None:
     """The one ``BuildHostState`` fact; None when it could not be read (pyinfra has then failed this host)."""
     state = host.get_fact(
@@ -262,9 +282,20 @@ def _install(
         raise _fail("this host runs the nerdctl-full flavor: change it with install_build_host, not piece by piece")
     takeover = _takeover(settings, state, releases)
     changes = plan_changes(settings, takeover.state, releases)
-    _install_releases(changes, settings, releases, machine, retired)
-    _apply(changes, settings, possible, takeover)
-    check_build_path(settings, takeover.state, changes, releases, possible)
+    if settings.fetch_on_controller:
+        remove_stale_partials(settings.release_cache_dir)
+    with fixed_steps():
+        _remove_leftovers(state)
+        _install_releases(changes, settings, releases, machine, retired)
+        run_commands(
+            name="Record the versions of the installed binaries",
+            commands=[remember_script(changes.remember_versions, settings.host_lock_wait)]
+            if changes.remember_versions
+            else [],
+            unneeded="the recorded versions hold",
+        )
+        _apply(changes, settings, possible, takeover)
+        check_build_path(settings, takeover.state, changes, releases, possible)
 
 
 def _takeover(settings: Settings, state: dict, releases: tuple[Release, ...]) -> Takeover:
@@ -304,7 +335,7 @@ def _remove_files(release: Release, settings: Settings) -> None:
 def _remove(settings: Settings, possible: tuple[Release, ...], purge: bool = False) -> None:
     """Take away what a deploy of ``possible`` put on the host, and only what carries our marker or file list.
 
-    One step per possible item, in one order on every host, a no-op where there is nothing of ours.
+    One step per possible item, in one order on every host, skipped where there is nothing of ours.
     """
     state = _host_state(settings, possible)
     if state is None:
@@ -312,63 +343,65 @@ def _remove(settings: Settings, possible: tuple[Release, ...], purge: bool = Fal
     if NERDCTL_FULL not in possible and state["full"]["managed"]:
         raise _fail("this host runs the nerdctl-full flavor: remove it with remove_build_host, not piece by piece")
     removal = plan_removal(state, possible)
-    if has_buildkit(possible):
-        _require_systemd(state)
-        run_commands(
-            name=f"Stop {layout.SERVICE_UNIT}",
-            # The real buildkitd exits 1 on SIGTERM: leave no "failed" unit behind.
-            commands=[
-                # The buildctl of the flavor the host runs, whichever the settings name.
-                *_wait_for_builds(
-                    settings, bin_dir=f"{settings.full_prefix}/bin" if state["full"]["managed"] else None
-                ),
-                f"systemctl stop {layout.SERVICE_UNIT}",
-                f"systemctl reset-failed {layout.SERVICE_UNIT} || true",
-            ]
-            if removal.stop_service
-            else [],
-            unneeded=f"no running {layout.SERVICE_UNIT} of ours",
-        )
-        units = (layout.SOCKET_UNIT, layout.CONTAINERD_UNIT) if NERDCTL_FULL in possible else (layout.SOCKET_UNIT,)
-        for unit in units:
+    with fixed_steps():
+        _remove_leftovers(state)
+        if has_buildkit(possible):
+            _require_systemd(state)
             run_commands(
-                name=f"Stop and disable {unit}",
-                commands=[f"systemctl disable --now {unit}"] if unit in removal.stop_units else [],
-                unneeded=f"no enabled or active {unit} of ours",
+                name=f"Stop {layout.SERVICE_UNIT}",
+                # The real buildkitd exits 1 on SIGTERM: leave no "failed" unit behind.
+                commands=[
+                    # The buildctl of the flavor the host runs, whichever the settings name.
+                    *_wait_for_builds(
+                        settings, bin_dir=f"{settings.full_prefix}/bin" if state["full"]["managed"] else None
+                    ),
+                    f"systemctl stop {layout.SERVICE_UNIT}",
+                    f"systemctl reset-failed {layout.SERVICE_UNIT} || true",
+                ]
+                if removal.stop_service
+                else [],
+                unneeded=f"no running {layout.SERVICE_UNIT} of ours",
             )
-    for path in file_slots(possible):
-        run_commands(
-            name=f"Remove {path}",
-            commands=[f"rm -f {path}"] if path in removal.files else [],
-            unneeded=f"no {path} of ours",
-        )
-    if has_buildkit(possible):
-        run_commands(
-            name="Reload systemd units",
-            commands=["systemctl daemon-reload"] if removal.daemon_reload else [],
-            unneeded="no unit file was removed",
-        )
-    for directory in dir_slots(possible):
-        run_commands(
-            name=f"Remove {directory} if empty",
-            commands=[f"rmdir {directory} 2>/dev/null || true"] if directory in removal.dirs else [],
-            unneeded=f"nothing of ours was in {directory}",
-        )
-    if has_buildkit(possible):
-        purged = purge and layout.BUILDKIT_STATE in state["paths"]
-        run_commands(
-            name=f"Remove {layout.BUILDKIT_STATE}",
-            commands=[f"rm -rf {layout.BUILDKIT_STATE}"] if purged else [],
-            unneeded=f"no {layout.BUILDKIT_STATE}" if purge else "BuildKit's data is kept (purge=False)",
-        )
-        run_commands(
-            name=f"Remove {GOOD_DIR}",
-            commands=[f"rm -rf {GOOD_DIR}"] if GOOD_DIR in state["paths"] else [],
-            unneeded="no copies of a working BuildKit setup kept",
-        )
-    for release in (BUILDKIT, NERDCTL, NERDCTL_FULL):
-        if release in possible:
-            _remove_files(release, settings)
+            units = (layout.SOCKET_UNIT, layout.CONTAINERD_UNIT) if NERDCTL_FULL in possible else (layout.SOCKET_UNIT,)
+            for unit in units:
+                run_commands(
+                    name=f"Stop and disable {unit}",
+                    commands=[f"systemctl disable --now {unit}"] if unit in removal.stop_units else [],
+                    unneeded=f"no enabled or active {unit} of ours",
+                )
+        for path in file_slots(possible):
+            run_commands(
+                name=f"Remove {path}",
+                commands=[f"rm -f {path}"] if path in removal.files else [],
+                unneeded=f"no {path} of ours",
+            )
+        if has_buildkit(possible):
+            run_commands(
+                name="Reload systemd units",
+                commands=["systemctl daemon-reload"] if removal.daemon_reload else [],
+                unneeded="no unit file was removed",
+            )
+        for directory in dir_slots(possible):
+            run_commands(
+                name=f"Remove {directory} if empty",
+                commands=[f"rmdir {directory} 2>/dev/null || true"] if directory in removal.dirs else [],
+                unneeded=f"nothing of ours was in {directory}",
+            )
+        if has_buildkit(possible):
+            purged = purge and layout.BUILDKIT_STATE in state["paths"]
+            run_commands(
+                name=f"Remove {layout.BUILDKIT_STATE}",
+                commands=[f"rm -rf {layout.BUILDKIT_STATE}"] if purged else [],
+                unneeded=f"no {layout.BUILDKIT_STATE}" if purge else "BuildKit's data is kept (purge=False)",
+            )
+            run_commands(
+                name=f"Remove {GOOD_DIR}",
+                commands=[f"rm -rf {GOOD_DIR}"] if GOOD_DIR in state["paths"] else [],
+                unneeded="no copies of a working BuildKit setup kept",
+            )
+        for release in (BUILDKIT, NERDCTL, NERDCTL_FULL):
+            if release in possible:
+                _remove_files(release, settings)
 
 
 @deploy("Install nerdctl")

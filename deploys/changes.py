@@ -113,6 +113,7 @@ class Changes:
     """What one host needs; empty on a converged host."""
 
     outdated: tuple[Release, ...] = ()
+    remember_versions: tuple[str, ...] = ()
     create_group: bool = False
     dirs: tuple[str, ...] = ()
     created_dirs_to_fix: tuple[str, ...] = ()
@@ -186,8 +187,11 @@ def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...])
         for file in managed_files(settings, releases)
         if _wrong(paths.get(file.path), "file", FILE_MODE) or paths[file.path]["sha256"] != file.sha256
     )
+    outdated = tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings))
     changes = Changes(
-        outdated=tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings)),
+        outdated=outdated,
+        # An install records what it installs; the others wait for a run without one.
+        remember_versions=() if outdated else tuple(state.get("versions_executed", ())),
         dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
         created_dirs_to_fix=created_dirs_to_fix(state),
         files=files,

@@ -14,11 +14,13 @@ import hashlib
 import os
 import shutil
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..layout import STALE_MINUTES
 from .releases import (
     BUILDKIT,
     NERDCTL,
@@ -67,6 +69,35 @@ def fetch_verified(url: str, sha256: str, target: Path) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_partials(cache_dir: str, now: float | None = None) -> list[Path]:
+    """Remove what killed fetches left in ``cache_dir``: a ``.NAME.PID.partial`` whose process is gone and that is
+    untouched for a minute (a cache shared between controllers), or untouched for ``STALE_MINUTES`` whatever its pid.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for partial in Path(cache_dir).glob("*/.*.partial"):
+        try:
+            idle = now - partial.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        pid = partial.name.rsplit(".", 2)[-2]
+        dead = pid.isdigit() and not _running(int(pid))
+        if (dead and idle > 60) or idle > STALE_MINUTES * 60:
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+    return removed
 
 
 def cache_path(download: Download, cache_dir: str) -> Path:

@@ -25,7 +25,20 @@ fetch() {
     echo "SHA-256 mismatch for $1: expected $3, got $got; nothing was installed" >&2; exit 1
   fi
 }
+megabytes() {
+  awk -v kib="$1" 'BEGIN { printf "%.1f MB", kib / 1024 }'
+}
+# Before tar fills the disk line by line: the archive's files (whole 4 KiB blocks) against what df says is free.
+check_room() {
+  need=$(tar -tvzf "$work/$2.tar.gz" | awk '{ kib += int(($3 + 4095) / 4096) * 4 + 4 } END { print kib + 0 }')
+  free=$(df -Pk "$unpacked" | awk 'NR == 2 { print $4 }')
+  if [ "$need" -gt "$free" ]; then
+    echo "not enough room in $dest to unpack $1: it needs $(megabytes "$need"), $(megabytes "$free") free; nothing was installed" >&2
+    exit 1
+  fi
+}
 unpack() {
+  check_room "$1" "$2"
   mkdir "$unpacked/$2"
   tar -xzf "$work/$2.tar.gz" -C "$unpacked/$2" || { echo "cannot unpack $1: nothing was installed" >&2; exit 1; }
   for name in $4; do
@@ -62,6 +75,11 @@ record() {
   grep -vxF -f "$work/$1.paths" "$2" > "$work/gone" || true
   drop_listed "$work/gone"
   cp "$work/$1.paths" "$2.new" && write_list "$2"
+}
+remember_listed() {
+  while IFS= read -r name; do
+    if is_one_of "${name##*/}" "$2"; then remember "$dest/$name"; fi
+  done < "$work/$1.files"
 }
 retire() {
   if [ -f "$1" ]; then

@@ -1,29 +1,40 @@
-"""Operations pyinfra lacks, and the host lock and private folders they share.
+"""Operations pyinfra lacks, the steps every deploy is made of, and the host lock and folders they share.
 
+- ``fixed_steps`` / ``step_operation``: a deploy's fixed sequence of steps, each one operation
+  with the same identity on every host; in the CLI an idle step is not called at all.
 - ``release_files`` / ``remove_release_files``: release archives installed verified and
   atomically, and removed by their file lists. pyinfra's ``files.download`` moves the file
   into place before it checks the hash, so a bad download would land; here nothing reaches
   ``bin_dir`` before every archive of the step has matched its SHA-256 in full.
+  ``remember_script`` records the installed binaries' versions; ``naming_a_kill`` names the
+  signal that killed an install.
 - ``write_file``, ``root_directory``, ``run_commands``: steps decided from one fact, so
   they read nothing more (but a file's current content with ``--diff``, ``show_diff``).
 - ``lock_commands`` / ``locked``: the host's lock, held by the install, removal and check
-  steps and by every rootless step that changes the host, so two runs at once take turns.
+  steps and by every rootless step that changes the host, so two runs at once take turns;
+  ``leftovers_script`` removes what killed runs left, while no run holds it.
 - ``private_dirs_command``: root's own folders for work, uploads and the lock.
 """
 
 from __future__ import annotations
 
+import inspect
 import secrets
 import shlex
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from functools import wraps
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
+import pyinfra
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operation
 
 from ..facts import manifest_glob, manifest_path, shell_glob
-from ..layout import CREATED_FOLDERS, STATE_DIR
+from ..facts.versions import VERSION_KEY, VERSIONED_BINARIES
+from ..layout import BINARY_VERSIONS, CREATED_FOLDERS, STALE_MINUTES, STATE_DIR, TEMP_PREFIX, UPLOAD_DIR, WORK_DIR
 from .controller import cache_path, cached_archive
 from .releases import Download, Release, ReleaseError
 
@@ -36,12 +47,89 @@ except ImportError:  # older pyinfra 3.x: a plain unified diff
         return (line.rstrip("\n") for line in unified_diff(current_lines, desired_lines))
 
 
-TEMP_PREFIX = ".pyinfra-nerdctl"
+# The position of the current step in each host's fixed sequence (``fixed_steps``), by host name.
+_step_positions: dict[str, int] = {}
+
+
+@contextmanager
+def fixed_steps() -> Iterator[None]:
+    """A deploy's fixed sequence of steps: inside, each ``step_operation`` call takes the next position.
+
+    The position goes into ``host.loop_position``, which pyinfra adds to every operation's
+    identity (its order and hash), so a step is the same operation on every host whatever
+    the host's other steps, whether or not pyinfra sees our stack frames (an editable
+    install) or skips them (a normal one, under a ``site-packages/pyinfra`` prefix).
+
+    Every operation called inside must be a ``step_operation``: a plain one would take the
+    position of the step before it, and where that step was skipped on some hosts, its
+    identity would differ from host to host.
+    """
+    outer = _step_positions.get(host.name)
+    _step_positions[host.name] = 0
+    host.loop_position.append(0)
+    try:
+        yield
+    finally:
+        host.loop_position.pop()
+        if outer is None:
+            del _step_positions[host.name]
+        else:
+            _step_positions[host.name] = outer
+
+
+def _arguments(signature: inspect.Signature, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The operation's own arguments by name, defaults applied (pyinfra's global ones, like ``name``, left out)."""
+    bound = signature.bind(*args, **{key: value for key, value in kwargs.items() if key in signature.parameters})
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def step_operation(idle: Callable[..., str | None]):
+    """An operation that is one step of a fixed sequence; ``idle(**arguments)`` is why it has nothing to do, or None.
+
+    Outside ``fixed_steps`` it is a plain pyinfra operation, a no-op saying why when idle.
+    Inside, in the CLI, an idle step is not called at all (its reason goes to the debug log):
+    pyinfra reads the whole call stack for every operation call, which made a converged
+    host's no-op steps most of the controller's cost. Its position still counts, so the
+    next steps keep their identity. pyinfra's API (not the CLI) numbers operations by how
+    many a host has called, so there every step is called, a no-op where idle.
+    """
+
+    def decorator(body: Callable[..., Generator]) -> Callable[..., Any]:
+        signature = inspect.signature(body)
+
+        @operation()
+        @wraps(body)
+        def as_operation(*args: Any, **kwargs: Any) -> Generator:
+            reason = idle(**_arguments(signature, args, kwargs))
+            if reason is not None:
+                host.noop(reason)
+                return
+            yield from body(*args, **kwargs)
+
+        @wraps(as_operation)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            position = _step_positions.get(host.name)
+            if position is None:
+                return as_operation(*args, **kwargs)
+            _step_positions[host.name] = host.loop_position[-1] = position + 1
+            if pyinfra.is_cli:
+                reason = idle(**_arguments(signature, args, kwargs))
+                if reason is not None:
+                    logger.debug(f"{host.name}: {kwargs.get('name', body.__name__)}: no change, {reason}")
+                    return None
+            return as_operation(*args, **kwargs)
+
+        return step
+
+    return decorator
+
 
 SHELL_DIR = Path(__file__).parent
 # Shell that runs on hosts lives in .sh files beside this module, where shellcheck reads it.
 DROP_FUNCTIONS = (SHELL_DIR / "drop.sh").read_text()
-INSTALL_FUNCTIONS = DROP_FUNCTIONS + (SHELL_DIR / "install.sh").read_text()
+VERSION_FUNCTIONS = (SHELL_DIR / "versions.sh").read_text()
+INSTALL_FUNCTIONS = DROP_FUNCTIONS + VERSION_FUNCTIONS + (SHELL_DIR / "install.sh").read_text()
 
 
 def _shell_variables() -> str:
@@ -49,10 +137,12 @@ def _shell_variables() -> str:
     return f"folders={shlex.quote(CREATED_FOLDERS)}"
 
 
-WORK_DIR = f"{STATE_DIR}/work"
-UPLOAD_DIR = f"{STATE_DIR}/uploads"
+def _version_variables() -> str:
+    """Where ``versions.sh`` keeps the binaries' versions, and what it keys them by."""
+    return f"versions={shlex.quote(BINARY_VERSIONS)}\nversion_key={shlex.quote(VERSION_KEY)}"
+
+
 LOCK_FILE = f"{STATE_DIR}/lock"
-STALE_UPLOAD_MINUTES = 60
 
 
 def upload_path(download: Download, run_token: str) -> str:
@@ -84,6 +174,31 @@ def lock_commands(wait_seconds: int) -> list[str]:
 def locked(commands: Sequence[str], wait_seconds: int) -> str:
     """``commands`` as one script under the host's lock (``lock_commands``), stopping at the first that fails."""
     return "\n".join([*lock_commands(wait_seconds), "set -e", *commands]) + "\n"
+
+
+def leftovers_script(paths: Sequence[str]) -> str:
+    """Remove ``paths``, what killed runs left (``BuildHostState``'s ``leftovers``), while no run holds the lock.
+
+    Never waits and never fails a run: when another run holds the lock, they stay for a later run.
+    """
+    quoted = " ".join(shlex.quote(path) for path in paths)
+    return (
+        f"{private_dirs_command()} && exec 9>>{LOCK_FILE} && "
+        f"if flock -n 9; then rm -rf -- {quoted}; "
+        f'else echo "another pyinfra-nerdctl run holds {LOCK_FILE}: what killed runs left stays for a later run"; fi'
+    )
+
+
+def naming_a_kill(script: str, what: str) -> str:
+    """``script`` in a shell of its own, and one line naming the signal when that shell is killed (an OOM kill,
+    a ``kill -9``), where pyinfra alone says only "executed 0 commands"."""
+    return (
+        f"sh -c {shlex.quote(script)}; status=$?; "
+        'if [ "$status" -gt 128 ]; then '
+        f'echo "{what} was killed by signal $(kill -l "$status" 2>/dev/null || echo $((status - 128))): the files it '
+        'had not moved yet keep their old version, and what it left goes on a later run; run again" >&2; fi; '
+        'exit "$status"'
+    )
 
 
 def install_script(
@@ -119,12 +234,22 @@ def install_script(
     that the previous release of an archive had and this one lacks are removed
     (manifests under ``STATE_DIR``; before the moves a manifest lists old and new
     files alike, so a removal after an interrupted run still finds them all).
+    Last, the ``--version`` line of each of the archives' ``VERSIONED_BINARIES`` is recorded (``versions.sh``), so
+    that the next runs' facts read it rather than execute the binary.
     Temporary files go on success and failure, and those of an earlier run that
     was killed go at the start; all live in root's own folders (``private_dirs_command``).
     """
     quote = shlex.quote
     uploads = " ".join(upload_path(download, run_token) for download in downloads) if run_token else ""
-    steps: dict[str, list[str]] = {"fetch": [], "unpack": [], "intend": [], "place": [], "place_last": [], "record": []}
+    steps: dict[str, list[str]] = {
+        "fetch": [],
+        "unpack": [],
+        "intend": [],
+        "place": [],
+        "place_last": [],
+        "record": [],
+        "remember": [],
+    }
     for index, download in enumerate(downloads):
         release = download.release
         member_dir = quote(release.member_dir or ".")
@@ -136,6 +261,7 @@ def install_script(
         steps["place"].append(f"place {index} {member_dir} {last}")
         steps["place_last"].append(f"place_last {index} {member_dir} {last}")
         steps["record"].append(f"record {index} {quote(manifest_path(release.name, dest))}")
+        steps["remember"].append(f"remember_listed {index} {quote(' '.join(VERSIONED_BINARIES))}")
     for release in retired:
         steps["record"].append(
             f'for manifest in {shell_glob(manifest_glob(release.name))}; do retire "$manifest"; done'
@@ -147,13 +273,14 @@ def install_script(
                 "export LC_ALL=C",
                 f"dest={quote(dest)}",
                 _shell_variables(),
+                _version_variables(),
                 INSTALL_FUNCTIONS.strip(),
                 *lock_commands(lock_wait),
                 'make_dirs "$dest" || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
                 # What a killed earlier run left: under the lock, no other run's work is in progress,
                 # and an upload waiting for the lock is younger than the stale ones.
                 f'rm -rf {WORK_DIR}/* "$dest"/{TEMP_PREFIX}.*',
-                f"find {UPLOAD_DIR} -type f -mmin +{STALE_UPLOAD_MINUTES} -delete",
+                f"find {UPLOAD_DIR} -type f -mmin +{STALE_MINUTES} -delete",
                 f'work=$(mktemp -d {WORK_DIR}/XXXXXX) || {{ echo "cannot create a temporary folder" >&2; exit 1; }}',
                 f"trap 'rm -rf \"$work\" {uploads}' EXIT",
                 *steps["fetch"],
@@ -165,6 +292,7 @@ def install_script(
                 *steps["place"],
                 *steps["place_last"],
                 *steps["record"],
+                *steps["remember"],
             ]
         )
         + "\n"
@@ -208,7 +336,7 @@ def _fetch_to_controller_cache(state: State, host: Host, download: Download, cac
     return True
 
 
-@operation()
+@step_operation(lambda downloads, installed, **_: None if downloads else installed)
 def release_files(
     downloads: Sequence[Download],
     dest: str,
@@ -233,9 +361,6 @@ def release_files(
 
         release_files(downloads=[nerdctl_download], dest="/usr/local/bin")
     """
-    if not downloads:
-        host.noop(installed)
-        return
     run_token = None
     if cache_dir is not None:
         run_token = secrets.token_hex(8)
@@ -244,7 +369,23 @@ def release_files(
         for download in downloads:
             yield FunctionCommand(_fetch_to_controller_cache, (download, cache_dir), {})
             yield FileUploadCommand(str(cache_path(download, cache_dir)), upload_path(download, run_token))
-    yield install_script(downloads, dest, run_token=run_token, retired=retired, lock_wait=lock_wait)
+    script = install_script(downloads, dest, run_token=run_token, retired=retired, lock_wait=lock_wait)
+    yield naming_a_kill(script, f"the install into {dest}")
+
+
+def remember_script(paths: Sequence[str], lock_wait: int = 600) -> str:
+    """Record the versions of the installed binaries ``paths``, which the version facts had to execute."""
+    return "\n".join(
+        [
+            "set -eu",
+            "export LC_ALL=C",
+            _version_variables(),
+            VERSION_FUNCTIONS.strip(),
+            *lock_commands(lock_wait),
+            *(f"remember {shlex.quote(path)}" for path in paths),
+            "",
+        ]
+    )
 
 
 def removal_script(release: Release, dest: str, lock_wait: int = 600) -> str:
@@ -267,7 +408,11 @@ def removal_script(release: Release, dest: str, lock_wait: int = 600) -> str:
     )
 
 
-@operation()
+@step_operation(
+    lambda release, dest, installed_files, **_: (
+        None if installed_files else f"no file list of {release.name} under {dest}: nothing of it is ours to remove"
+    )
+)
 def remove_release_files(
     release: Release, dest: str, installed_files: Sequence[str], lock_wait: int = 600
 ) -> Generator[str, None, None]:
@@ -278,9 +423,6 @@ def remove_release_files(
     + installed_files: what the ``ReleaseFiles`` fact found in the release's manifest (nothing: no change)
     + lock_wait: how long to wait for another run of this package on the host, in seconds
     """
-    if not installed_files:
-        host.noop(f"no file list of {release.name} under {dest}: nothing of it is ours to remove")
-        return
     yield removal_script(release, dest, lock_wait)
 
 
@@ -297,7 +439,7 @@ def show_diff(label: str, current: list[str] | None, content: str) -> None:
     logger.info("")
 
 
-@operation()
+@step_operation(lambda path, content, **_: f"{path} is as wanted" if content is None else None)
 def write_file(path: str, content: str | None, mode: str = "644") -> Generator[str | FileUploadCommand, None, None]:
     """Write ``content`` to ``path`` as ``root:root`` ``mode``, atomically; ``None``: nothing to write.
 
@@ -310,9 +452,6 @@ def write_file(path: str, content: str | None, mode: str = "644") -> Generator[s
 
         write_file(path="/etc/nerdctl/nerdctl.toml", content='namespace = "default"\\n')
     """
-    if content is None:
-        host.noop(f"{path} is as wanted")
-        return
     if diff_wanted():
         # Imported here: pyinfra before 3.5 has neither FileContents nor --diff, and must still load this module.
         from pyinfra.facts.files import FileContents
@@ -330,7 +469,7 @@ def write_file(path: str, content: str | None, mode: str = "644") -> Generator[s
     )
 
 
-@operation()
+@step_operation(lambda path, needed, **_: None if needed else f"{path} is as wanted")
 def root_directory(path: str, needed: bool, mode: str = "755") -> Generator[str, None, None]:
     """``path`` as a ``root:root`` ``mode`` folder when ``needed`` (the caller found it missing or wrong).
 
@@ -338,14 +477,11 @@ def root_directory(path: str, needed: bool, mode: str = "755") -> Generator[str,
 
         root_directory(path="/etc/buildkit", needed=True)
     """
-    if not needed:
-        host.noop(f"{path} is as wanted")
-        return
     quoted = shlex.quote(path)
     yield f"mkdir -p {quoted} && chown root:root {quoted} && chmod {mode} {quoted}"
 
 
-@operation()
+@step_operation(lambda commands, unneeded, **_: None if commands else unneeded)
 def run_commands(commands: Sequence[str], unneeded: str, lock_wait: int | None = None) -> Generator[str, None, None]:
     """Run ``commands``, decided from one fact; none is a no-op saying why (``unneeded``).
 
@@ -357,9 +493,6 @@ def run_commands(commands: Sequence[str], unneeded: str, lock_wait: int | None =
 
         run_commands(commands=["systemctl enable buildkit.socket"], unneeded="buildkit.socket is enabled")
     """
-    if not commands:
-        host.noop(unneeded)
-        return
     if lock_wait is None:
         yield from commands
     else:

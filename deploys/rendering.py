@@ -15,9 +15,9 @@ from ..layout import BUILDKIT_CONFIG, MARKER, SOCKET_UNIT
 from .settings import Settings
 
 HEADER = f"{MARKER}\n"
-# After= on a unit that is not installed is a no-op, so both containerd flavours can be named.
 # systemd's own PATH for services.
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# After= on a unit that is not installed is a no-op, so both containerd flavours can be named.
 CONTAINERD_UNITS = ("containerd.service", "k3s.service", "k3s-agent.service")
 
 

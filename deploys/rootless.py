@@ -28,10 +28,18 @@ from ..facts.rootless import (
     socket_path,
     user_runtime_env,
 )
-from ..layout import USER_BUILDKIT_CONFIG, USER_CONFIG_DIRS, USER_GOOD_DIR, USER_NERDCTL_CONFIG, USER_UNIT_FILES
+from ..layout import (
+    TEMP_PREFIX,
+    UPLOAD_DIR,
+    USER_BUILDKIT_CONFIG,
+    USER_CONFIG_DIRS,
+    USER_GOOD_DIR,
+    USER_NERDCTL_CONFIG,
+    USER_UNIT_FILES,
+)
 from .build_host import host_settings
 from .drain import drain_commands
-from .operations import TEMP_PREFIX, UPLOAD_DIR, diff_wanted, locked, private_dirs_command, run_commands, show_diff
+from .operations import diff_wanted, locked, private_dirs_command, run_commands, show_diff
 from .rootless_plan import (
     RootlessChanges,
     RootlessError,

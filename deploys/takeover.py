@@ -56,10 +56,10 @@ def foreign_setups(state: dict) -> tuple[ForeignSetup, ...]:
     """What else runs BuildKit on a host whose ``BuildHostState`` is ``state``.
 
     A unit counts when it is enabled or active; a file at our unit paths without our marker
-    counts always (a run would overwrite it); a root buildkitd counts unless it is the MainPID of
+    counts always (a run would overwrite it); a root buildkitd daemon counts unless it runs in
     ``buildkit.service`` started through the socket, as our unit starts it (else it is left over
-    from an older definition of that unit). A buildkitd that is the MainPID of another unit is
-    stopped with its unit; one that is not (started by hand, in a login's scope or under another
+    from an older definition of that unit); the fact lists no one-shot ``buildkitd --version``.
+    A buildkitd that is the MainPID of another unit is stopped with its unit; one that is not (started by hand, in a login's scope or under another
     daemon) by its pid, and never its unit: that may be sshd's.
     """
     foreign = state["foreign_buildkit"]
@@ -94,7 +94,9 @@ def foreign_setups(state: dict) -> tuple[ForeignSetup, ...]:
         )
     for process in foreign["processes"]:
         unit = process["unit"]
-        ours = unit == layout.SERVICE_UNIT and process["main"] and process["socket_activated"]
+        # Socket-activated in our unit is ours, MainPID or not: a concurrent run's check may stop it
+        # between the fact's read of the process and of its unit.
+        ours = unit == layout.SERVICE_UNIT and process["socket_activated"]
         if ours or unit in covered:
             continue
         if process["main"] and unit.endswith(".service"):

@@ -20,12 +20,12 @@ from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import operation
+from pyinfra.api import StringCommand
 
 from .. import layout
 from ..facts.builds import RUNNING_BUILDS_FUNCTION
 from .changes import Changes, has_buildkit
-from .operations import lock_commands
+from .operations import lock_commands, step_operation
 from .releases import BUILDKIT, NERDCTL_FULL, Release
 from .settings import Settings
 
@@ -115,7 +115,21 @@ def verify_script(settings: Settings, service_was_running: bool) -> str:
     return locked_check(settings.host_lock_wait, check_body(values))
 
 
-@operation()
+WARNING = "warning: "
+
+
+class CheckCommand(StringCommand):
+    """The check, whose ``warning:`` lines pyinfra shows as warnings even when the check succeeds."""
+
+    def execute(self, state, host, connector_arguments):
+        status, output = super().execute(state, host, connector_arguments)
+        for line in output.stdout_lines:
+            if line.startswith(WARNING):
+                logger.warning(f"{host.name}: {line[len(WARNING) :]}")
+        return status, output
+
+
+@step_operation(lambda script, skip_reason: skip_reason)
 def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[str, None, None]:
     """Run ``script`` (``verify_script``), unless there is a ``skip_reason`` (then nothing, saying why).
 
@@ -126,10 +140,7 @@ def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[s
 
         buildkit_answers(script=verify_script(settings, service_was_running=False))
     """
-    if skip_reason:
-        host.noop(skip_reason)
-        return
-    yield script
+    yield CheckCommand(script.strip())
 
 
 def check_paths(settings: Settings, possible: tuple[Release, ...]) -> tuple[str, ...]:

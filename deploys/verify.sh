@@ -25,7 +25,11 @@ ask() {
     if [ -z "$(systemctl list-jobs --no-legend buildkit.service 2>/dev/null)" ]; then
       case $state in
         failed)
-          answer="buildkit.service failed ($(systemctl show -p Result --value buildkit.service))"
+          result=$(systemctl show -p Result --value buildkit.service)
+          answer="buildkit.service failed ($result)"
+          # Killed by systemd's TimeoutStartSec (buildkit_verify_timeout): slow, which is no refusal.
+          [ "$result" = timeout ] && { answer="buildkit.service did not start within $limit s" \
+            "(buildkit_verify_timeout), so systemd stopped it"; return 1; }
           return 2 ;;
         active|inactive)
           # Inactive: the socket starts it (socket-activated), as it would for any client.
@@ -69,7 +73,11 @@ keep() {
     if [ ! -e "$path" ]; then
       rm -f "$copy"
     elif [ "$(stat -c %s.%Y "$path")" != "$(stat -c %s.%Y "$copy" 2>/dev/null)" ]; then
-      cp -p "$path" "$copy.tmp" && mv -f "$copy.tmp" "$copy"
+      # A copy cut short (a full disk) is no copy: no partial file stays, and the operator is told.
+      if ! { cp -p "$path" "$copy.tmp" 2>/dev/null && mv -f "$copy.tmp" "$copy"; }; then
+        rm -f "$copy.tmp"
+        echo "warning: could not keep a copy of $path in $good_dir (full?): a later change BuildKit refuses cannot go back to it"
+      fi
     fi
   done
 }

@@ -28,6 +28,8 @@ RUNS_BUILDKIT = (
     "^[[:space:]]*ListenStream[[:space:]]*=.*buildkit",
 )
 USER_LINE = "^[[:space:]]*User[[:space:]]*="
+# Flags with which buildkitd prints and exits (Go's flag parsing takes one dash or two): no daemon, no setup.
+ONE_SHOT_FLAGS = frozenset({"-v", "-version", "--version", "-h", "-help", "--help"})
 
 
 def foreign_buildkit_command(unit_dirs: tuple[str, ...] = UNIT_SEARCH_DIRS, service: str = SERVICE_UNIT) -> str:
@@ -79,6 +81,20 @@ def buildkitd_address(args: str) -> str:
     return DEFAULT_ADDRESS
 
 
+def is_one_shot(args: str) -> bool:
+    """Whether a buildkitd command line only prints its version or help and exits (``buildkitd --version``).
+
+    An empty command line is a process that exited while the fact read it: no daemon either.
+
+    >>> is_one_shot("/usr/local/bin/buildkitd --version"), is_one_shot("buildkitd --addr fd://")
+    (True, False)
+    """
+    words = args.split()[1:]
+    if not args.strip() or words[:1] == ["help"]:
+        return True
+    return any(word.partition("=")[0] in ONE_SHOT_FLAGS for word in words)
+
+
 def _unit_blocks(lines: list[str]) -> dict[str, dict[str, str]]:
     """``foreign.unit.`` lines (``systemctl show`` of several units, a bare prefix between them) by unit name."""
     blocks: list[dict[str, str]] = [{}]
@@ -117,7 +133,8 @@ def parse_foreign_buildkit(lines: list[str]) -> dict:
 
     ``units``: unit files without this package's marker that systemd uses for their unit (a file
     shadowed by one of the same name earlier in the search path is not), that run buildkitd as
-    root or listen on a BuildKit path. ``processes``: root's buildkitd processes, each with its
+    root or listen on a BuildKit path. ``processes``: root's buildkitd daemons (not a one-shot
+    ``buildkitd --version`` or ``--help``, nor one that exited meanwhile), each with its
     unit, its socket, and whether it is ``main`` (the MainPID of its unit) and
     ``socket_activated`` (``--addr fd://``, as this package's service runs it).
 
@@ -149,6 +166,8 @@ def parse_foreign_buildkit(lines: list[str]) -> dict:
         if not line.startswith("foreign.process="):
             continue
         pid, unit, args = line[len("foreign.process=") :].split("|", 2)
+        if is_one_shot(args):
+            continue
         address = buildkitd_address(args)
         processes.append(
             {

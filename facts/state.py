@@ -7,11 +7,16 @@ import shlex
 from pyinfra.api import FactBase
 
 from ..layout import (
+    BUILDKIT_GOOD_DIR,
     CREATED_FOLDERS,
     DEFAULT_BIN_DIR,
     DEFAULT_FULL_PREFIX,
     MARKER,
+    STALE_MINUTES,
+    TEMP_PREFIX,
     UNIT_DIR,
+    UPLOAD_DIR,
+    WORK_DIR,
 )
 from .common import (
     PLATFORM_COMMAND,
@@ -27,9 +32,10 @@ from .common import (
 from .foreign import foreign_buildkit_command, parse_foreign_buildkit
 from .units import parse_unit_freshness, unit_state_command
 from .versions import (
-    buildkit_version_command,
+    VERSIONED_BINARIES,
     full_readme_command,
     parse_buildkit_versions,
+    parse_executed,
     parse_full_readme,
     parse_nerdctl_version,
     version_command,
@@ -57,26 +63,43 @@ class BuildHostPlatform(FactBase[dict]):
 
 def managed_paths_command(paths: tuple[str, ...]) -> str:
     """``path=PATH|raw mode|mode|user|group`` for each of ``paths`` that exists, ``sha256sum`` of the files,
-    and ``marked=PATH`` for each file that carries this package's ``MARKER`` line (proof that it is ours).
+    and ``PATH:MARKER`` for each file that carries this package's ``MARKER`` line (proof that it is ours).
 
     Three processes whatever the number of paths: this runs on every host on every run.
     """
     quoted = " ".join(shlex.quote(path) for path in paths)
     return (
         f"stat -c 'path=%n|{STAT_FIELDS}' {quoted} 2>/dev/null; sha256sum {quoted} 2>/dev/null; "
-        f"grep -lxF {shlex.quote(MARKER)} {quoted} 2>/dev/null | sed 's/^/marked=/'; true"
+        f"grep -HxF {shlex.quote(MARKER)} {quoted} 2>/dev/null; true"
     )
 
 
 def created_folders_command(listing: str = CREATED_FOLDERS) -> str:
     """``folder=PATH|raw mode|mode|user|group`` for each folder in ``listing`` (one a line) that exists.
 
-    Two processes whatever the number of folders.
+    One process whatever the number of folders (the list is read by the shell itself).
     """
     quoted = shlex.quote(listing)
     return (
-        f"if [ -f {quoted} ]; then tr '\\n' '\\0' < {quoted} | "
-        f"xargs -0 -r stat -c 'folder=%n|{STAT_FIELDS}' 2>/dev/null; fi; true"
+        f'if [ -f {quoted} ]; then set --; while IFS= read -r folder; do set -- "$@" "$folder"; done < {quoted}; '
+        f"if [ $# -gt 0 ]; then stat -c 'folder=%n|{STAT_FIELDS}' \"$@\" 2>/dev/null; fi; fi; true"
+    )
+
+
+def leftovers_command(destinations: tuple[str, ...]) -> str:
+    """``leftover=PATH`` for what killed runs left, untouched for ``STALE_MINUTES``: uploads, scratch folders,
+    the install's unpack folders in ``destinations`` and the check's partial copies. One ``find``.
+    """
+    folders = " ".join(
+        shlex.quote(folder) for folder in dict.fromkeys((WORK_DIR, UPLOAD_DIR, BUILDKIT_GOOD_DIR, *destinations))
+    )
+    matches = (
+        f"-path {shlex.quote(WORK_DIR + '/*')} -o -path {shlex.quote(UPLOAD_DIR + '/*')} "
+        f"-o -path {shlex.quote(BUILDKIT_GOOD_DIR + '/*.tmp')} -o -name {shlex.quote(TEMP_PREFIX + '.*')}"
+    )
+    return (
+        f"find {folders} -mindepth 1 -maxdepth 1 -mmin +{STALE_MINUTES} \\( {matches} \\) "
+        "-printf 'leftover=%p\\n' 2>/dev/null; true"
     )
 
 
@@ -93,6 +116,9 @@ def parse_created_folders(lines: list[str]) -> dict[str, dict]:
     return dict(found for found in (parse_stat_line(line, "folder=") for line in lines) if found)
 
 
+MARKED = f":{MARKER}"  # after the path, in grep -H's output
+
+
 def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
     """Lines of ``managed_paths_command`` to ``{path: {"kind", "mode", "user", "group", "sha256", "ours"}}``."""
     paths: dict[str, dict] = {}
@@ -103,8 +129,8 @@ def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
         if found:
             path, values = found
             paths[path] = {**values, "sha256": None, "ours": False}
-        elif line.startswith("marked="):
-            marked.add(line[len("marked=") :])
+        elif line.endswith(MARKED):
+            marked.add(line[: -len(MARKED)])
         else:
             digest, _, path = line.partition("  ")
             if SHA256_LINE.match(digest):
@@ -122,18 +148,21 @@ class BuildHostState(FactBase[dict]):
 
     The platform, the installed versions, the managed files and folders (mode,
     owner, SHA-256), the folders the install created (mode, owner), whether the
-    socket group exists, the units' state, and what else runs BuildKit
-    (``facts.foreign``), so a converged host costs one round trip.
+    socket group exists, the units' state, what else runs BuildKit
+    (``facts.foreign``), and what killed runs left (``leftovers_command``),
+    so a converged host costs one round trip.
 
     .. code:: python
 
         {"machine": "x86_64", "systemd": True, "nerdctl": "2.3.5",
          "buildkit": {"buildkitd": "0.12.5", "buildctl": "0.12.5"},
+         "versions_executed": (),  # binaries whose recorded version no longer held (facts.versions)
          "paths": {"/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", ...}},
          "created_dirs": {"/opt/tools": {"kind": "dir", "mode": "755", "user": "root", "group": "root"}},
          "group_exists": True, "units": {"socket": {...}, "service": {...}, "containerd": {...}},
-         "full": {"version": None, "components": {}},
-         "foreign_buildkit": {"units": [], "processes": []}}
+         "full": {"version": None, "components": {}, "managed": False},
+         "foreign_buildkit": {"units": [], "processes": []},
+         "leftovers": ["/var/lib/pyinfra-nerdctl/uploads/3f1e...9a.5c2b..."]}
     """
 
     def command(
@@ -150,12 +179,12 @@ class BuildHostState(FactBase[dict]):
             full_readme_command(full_prefix),
             f"for manifest in {shell_glob(full_manifests)}; do "
             'if [ -f "$manifest" ]; then echo full_managed=yes; break; fi; done',
-            version_command(f"{bin_dir}/nerdctl"),
-            buildkit_version_command(bin_dir),
+            version_command(*(f"{bin_dir}/{name}" for name in VERSIONED_BINARIES)),
             managed_paths_command(tuple(paths)),
             created_folders_command(),
             unit_state_command(bin_dir, unit_dir, full_prefix),
             foreign_buildkit_command(),
+            leftovers_command((bin_dir, full_prefix)),
         ]
         if group:
             parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
@@ -167,12 +196,14 @@ class BuildHostState(FactBase[dict]):
             **platform_from(values),
             "nerdctl": parse_nerdctl_version(output),
             "buildkit": parse_buildkit_versions(output),
+            "versions_executed": parse_executed(output),
             "paths": parse_managed_paths(output),
             "created_dirs": parse_created_folders(output),
             "group_exists": values.get("group") == "yes",
             "units": parse_unit_freshness(output),
             "full": {**parse_full_readme(output), "managed": values.get("full_managed") == "yes"},
             "foreign_buildkit": parse_foreign_buildkit(output),
+            "leftovers": [line[len("leftover=") :] for line in output if line.startswith("leftover=")],
         }
 
     @staticmethod

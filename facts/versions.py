@@ -8,6 +8,7 @@ import shlex
 from pyinfra.api import FactBase
 
 from ..layout import (
+    BINARY_VERSIONS,
     CONTAINERD_UNIT,
     DEFAULT_BIN_DIR,
     DEFAULT_FULL_PREFIX,
@@ -40,13 +41,45 @@ def parse_buildkit_versions(lines: list[str]) -> dict[str, str | None]:
     return versions
 
 
-def version_command(binary: str) -> str:
-    path = shlex.quote(binary)
-    return f"if [ -x {path} ]; then {path} --version 2>/dev/null || true; fi"
+# What proves an installed binary unchanged since its version was recorded (``stat -L`` format):
+# inode, size, modification and change times to the nanosecond. A file replaced or edited by hand
+# gets a new inode or change time, and its version is read afresh.
+VERSION_KEY = "%i:%s:%y:%z"
+# The binaries whose --version the version facts read, wherever an archive puts them.
+VERSIONED_BINARIES = ("nerdctl", "buildkitd", "buildctl")
+EXECUTED = "executed="
+
+
+def version_command(*binaries: str, record: str = BINARY_VERSIONS) -> str:
+    """``BINARY --version`` for each of ``binaries``, or the line ``record`` keeps for it while its ``VERSION_KEY``
+    still matches.
+
+    Executing the binaries was most of a converged host's own CPU (about 60 ms for the real
+    buildkitd and buildctl); reading the record costs one ``stat`` for all of them. A binary
+    that had to be executed is also named on an ``executed=PATH`` line, so the deploys can
+    record it. A missing or unreadable record, or one of another file, means executing.
+    """
+    quoted = " ".join(shlex.quote(binary) for binary in binaries)
+    quoted_record = shlex.quote(record)
+    return f"""set -- {quoted}; nl='
+'; keys=; if [ -f {quoted_record} ] && [ -r {quoted_record} ]; then
+keys="$nl$(stat -L -c '%n|{VERSION_KEY}' "$@" 2>/dev/null)$nl"; fi
+for binary do if [ -x "$binary" ]; then known=
+case $keys in *"$nl$binary|"*) key=${{keys#*"$nl$binary|"}}; key=${{key%%"$nl"*}}
+while IFS='|' read -r recorded_path recorded_key line; do
+if [ "$recorded_path" = "$binary" ] && [ "$recorded_key" = "$key" ]; then known=$line; fi
+done < {quoted_record};; esac
+if [ -n "$known" ]; then printf '%s\\n' "$known"; else echo "{EXECUTED}$binary"; "$binary" --version 2>/dev/null || true; fi
+fi; done"""
+
+
+def parse_executed(lines: list[str]) -> tuple[str, ...]:
+    """The binaries ``version_command`` had to execute (no record, or one whose key no longer matches)."""
+    return tuple(line[len(EXECUTED) :] for line in lines if line.startswith(EXECUTED))
 
 
 def buildkit_version_command(bin_dir: str) -> str:
-    return "; ".join(version_command(f"{bin_dir}/{name}") for name in ("buildkitd", "buildctl"))
+    return version_command(f"{bin_dir}/buildkitd", f"{bin_dir}/buildctl")
 
 
 class NerdctlVersion(FactBase[str | None]):
@@ -119,7 +152,8 @@ def full_readme_command(full_prefix: str) -> str:
     """
     readme = shlex.quote(f"{full_prefix}/{FULL_README}")
     pattern = "s/^- \\([^:]*\\): v\\{0,1\\}\\(.*\\)$/full.\\1=\\2/p"
-    return f"sed -n '/^## /q; {pattern}' {readme} 2>/dev/null || true"
+    # No process at all where there is no full archive (most hosts, on every run).
+    return f"if [ -f {readme} ]; then sed -n '/^## /q; {pattern}' {readme} 2>/dev/null || true; fi"
 
 
 def parse_full_readme(lines: list[str]) -> dict:

@@ -12,8 +12,9 @@ import time
 import pytest
 import testhosts
 from conftest import deploy_data, inventory
-from hostcheck import DEPLOY, boot_containerd_host, client_call, unit_state
+from hostcheck import DEPLOY, boot_containerd_host, buildkit_starts, client_call, unit_state
 from pyinfra_cli import run_pyinfra
+from test_fleet import CONVERGED_COMMANDS_PER_HOST, remote_commands
 from test_real_buildkit import boot_build_host, real_data
 
 pytestmark = pytest.mark.hosts
@@ -138,6 +139,9 @@ def test_an_upgrade_and_a_removal_wait_for_builds_or_fail_without_harm(boot_host
     assert run_pyinfra(hosts, DEPLOY).returncode == 0
     client_call(host)  # a client: the service runs
     pid = unit_state(host, "buildkit.service")["MainPID"]
+    # Idle and converged, buildkitd running: nothing to wait for, still the one state fact.
+    rerun = run_pyinfra(hosts, DEPLOY, extra_args=("--debug",))
+    assert rerun.returncode == 0 and remote_commands(rerun) == {host.name: CONVERGED_COMMANDS_PER_HOST}
     host.run("echo 'b1 2026-11-30T19:02:03Z' > /run/buildkit-standin/builds")
     upgrade = deploy_data(mirror, buildkit_version="0.13.0")
 
@@ -158,3 +162,25 @@ def test_an_upgrade_and_a_removal_wait_for_builds_or_fail_without_harm(boot_host
     assert client_call(host)["buildkitd.version"] == "0.13.0"
     assert run_pyinfra(hosts, "pyinfra_nerdctl.deploys.remove_build_host").returncode == 0
     assert unit_state(host, "buildkit.service")["ActiveState"] == "inactive"
+
+
+def test_a_slow_start_is_waited_for_and_never_taken_for_a_refusal(boot_hosts, mirror):
+    host = boot_containerd_host(boot_hosts)
+    hosts = inventory([host], **deploy_data(mirror))
+    assert run_pyinfra(hosts, DEPLOY).returncode == 0
+    host.run("echo 40 > /run/buildkit-standin/start-delay")  # longer than the 30 s the check used to give
+
+    debug = {"buildkitd_config": json.dumps({"log": {"level": "debug"}})}
+    run = run_pyinfra(hosts, DEPLOY, data=debug)
+
+    assert run.returncode == 0, run.output
+    assert 'level = "debug"' in buildkit_starts(host)[-1]["config"]
+
+    # Slower than buildkit_verify_timeout: the host fails, saying so, and keeps the new files.
+    trace = {"buildkitd_config": json.dumps({"log": {"level": "trace"}}), "buildkit_verify_timeout": 5}
+    run = run_pyinfra(hosts, DEPLOY, data=trace)
+
+    assert run.returncode != 0
+    assert "BuildKit did not answer in time, but did not refuse the new files either" in run.output, run.output
+    assert "refused" not in run.output.replace("did not refuse", "")
+    assert 'level = "trace"' in host.run("cat /etc/buildkit/buildkitd.toml").stdout

@@ -64,7 +64,8 @@ def test_install_rerun_facts_and_removal_on_this_pyinfra(boot_hosts, mirror):
     commands_before = host.commands_logged()
     rerun = run_pyinfra(hosts, DEPLOY)
     assert rerun.returncode == 0, rerun.output
-    assert {counts["success"] for counts in rerun.results().values()} == {0}, rerun.output
+    # A converged host calls no operation at all (the CLI skips idle steps): nothing may have changed.
+    assert not any(counts["success"] for counts in rerun.results().values()), rerun.output
     assert host.commands_logged() - commands_before == 2  # the one state fact, and this count itself
     assert (mtimes(host), unit_state(host, "buildkit.socket"), unit_state(host, "buildkit.service")) == before
 
@@ -79,4 +80,4 @@ def test_install_rerun_facts_and_removal_on_this_pyinfra(boot_hosts, mirror):
     assert not host.run("ls -A /usr/local/bin").stdout
     assert unit_state(host, "buildkit.socket")["ActiveState"] == "inactive"
     again = run_pyinfra(hosts, REMOVE)
-    assert again.returncode == 0 and {counts["success"] for counts in again.results().values()} == {0}, again.output
+    assert again.returncode == 0 and not any(counts["success"] for counts in again.results().values()), again.output

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import mirror as mirror_module
 import pytest
-from pyinfra_nerdctl.deploys.controller import fetch_verified
+from pyinfra_nerdctl.deploys.controller import fetch_verified, remove_stale_partials
 from pyinfra_nerdctl.deploys.releases import ReleaseError
 
 
@@ -44,3 +46,29 @@ def test_prefetch_refuses_what_it_cannot_verify(mirror, tmp_path):
     assert refused.returncode == 1
     assert "BuildKit publishes no checksums: pin it" in refused.stderr
     assert not any(tmp_path.rglob("*.tar.gz"))
+
+
+def test_stale_partials_of_killed_fetches_go_and_live_ones_stay(tmp_path):
+    folder = tmp_path / ("0" * 64)
+    folder.mkdir()
+    dead = _dead_pid()
+    killed = folder / f".buildkit-v0.32.90.linux-amd64.tar.gz.{dead}.partial"
+    live = folder / f".buildkit-v0.32.90.linux-amd64.tar.gz.{os.getpid()}.partial"
+    forgotten = folder / f".nerdctl-2.4.0-linux-amd64.tar.gz.{os.getpid()}.partial"
+    just_killed = folder / f".nerdctl-2.4.1-linux-amd64.tar.gz.{dead}.partial"
+    archive = folder / "buildkit-v0.32.90.linux-amd64.tar.gz"
+    for path in (killed, live, forgotten, just_killed, archive):
+        path.write_bytes(b"x")
+    now = time.time()
+    for path, age in ((killed, 120), (live, 120), (forgotten, 2 * 3600), (archive, 2 * 3600)):
+        os.utime(path, (now - age, now - age))
+
+    assert sorted(remove_stale_partials(str(tmp_path), now)) == sorted([killed, forgotten])
+    assert sorted(path.name for path in folder.iterdir()) == sorted([live.name, just_killed.name, archive.name])
+
+
+def _dead_pid() -> int:
+    """A pid that no process has: one that just exited."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid

@@ -12,7 +12,8 @@ on the offline prefetch. The host's pip reads its packages from wheels built on 
 
 The markers (first lines of a block, documented in the README's "Tests" section):
 ``# Example for other machines``: not run; ``# Needs: THING, ...``: the test provides each thing
-(see PROVIDERS) or fails; ``# Instead of the quick start's deploy``: see above.
+(see PROVIDERS) or fails; ``# Instead of the quick start's deploy``: see above; ``# In a fresh clone``:
+the section runs in a copy of the repository without the quick start (nothing installed).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ QUICK_START = "Quick start"
 EXAMPLE = "# Example for other machines"
 NEEDS = "# Needs:"
 INSTEAD = "# Instead of the quick start's deploy"
+FRESH_CLONE = "# In a fresh clone"
 HOST_REPO = f"/home/{testhosts.OPERATOR}/pyinfra-nerdctl"
 HOST_WHEELS = "/var/cache/readme-wheels"
 ARCH = "amd64"  # the test hosts run this machine's kernel; the mirror's stand-ins are built for amd64
@@ -78,6 +80,10 @@ class Block:
     @property
     def instead_of_deploy(self) -> bool:
         return any(line.startswith(INSTEAD) for line in self.marker_lines())
+
+    @property
+    def fresh_clone(self) -> bool:
+        return any(line.startswith(FRESH_CLONE) for line in self.marker_lines())
 
     def __str__(self) -> str:
         return f"README.md line {self.line} ({self.section})"
@@ -209,6 +215,7 @@ def test_markers_are_read_from_the_first_comment_lines():
     assert block.example and block.needs == ("k3s", "usb") and not block.instead_of_deploy
     assert not Block("s", 1, "run # Example for other machines\n").example
     assert Block("s", 1, "# Instead of the quick start's deploy\nrun\n").instead_of_deploy
+    assert Block("s", 1, "# In a fresh clone\nrun\n").fresh_clone and not block.fresh_clone
 
 
 def test_only_pyinfra_commands_get_the_mirror_and_pins():
@@ -256,7 +263,9 @@ def test_the_prefetch_gets_the_mirror_and_a_pin_per_archive():
 
 def _requirements() -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return project["build-system"]["requires"] + project["project"]["dependencies"]
+    # The test extras too: the README's Tests section installs them in a fresh clone.
+    extras = project["project"]["optional-dependencies"]["test"]
+    return project["build-system"]["requires"] + project["project"]["dependencies"] + extras
 
 
 def wheels_for(python_tag: str, glibc_minor: int) -> Path:
@@ -417,7 +426,11 @@ def test_readme_section_runs_as_written(section, boot_hosts, mirror, installed_s
         blocks = deploy_blocks + blocks
     (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
     offer_wheels(host)
-    install(host, install_block, mirror, installed_snapshot, fresh=section == QUICK_START)
+    if any(block.fresh_clone for block in blocks):
+        blocks = SECTIONS[section]
+        copy_repository(host)
+    else:
+        install(host, install_block, mirror, installed_snapshot, fresh=section == QUICK_START)
     needs = [PROVIDERS[need] for block in blocks for need in block.needs]
     for provider in needs:
         provider.provide(host)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -230,6 +231,8 @@ def test_install_killed_during_the_moves_reports_the_old_version_and_rerun_conve
     killed = run_pyinfra(hosts, DEPLOY, data=upgrade)
 
     assert killed.returncode != 0
+    # Not only pyinfra's "executed 0 commands": what was killed, and what that left.
+    assert "the install into /usr/local/bin was killed by signal KILL: the files it had not moved yet" in killed.output
     assert host.run("cat /run/mv-calls").stdout == "3\n"
     assert host.run("/usr/local/bin/nerdctl --version").stdout == "nerdctl version 2.4.0\n"
     assert host.run("/usr/local/bin/buildkitd --version").stdout.split()[2] == "v0.12.5"
@@ -338,3 +341,111 @@ def test_removal_takes_everything_but_data_unless_purged(boot_hosts, mirror):
     purge = run_pyinfra(hosts, "pyinfra_nerdctl.deploys.remove_build_host", "purge=true")
     assert purge.returncode == 0, purge.output
     assert host.run("test -e /var/lib/buildkit", check=False).returncode == 1
+
+
+def test_a_full_bin_dir_is_one_line_naming_the_folder_and_the_room_before_unpacking(boot_hosts, mirror):
+    host, hosts = converged_host(boot_hosts, mirror)
+    host.run("mkdir -p /opt/small && mount -t tmpfs -o size=64k tmpfs /opt/small")
+    data = deploy_data(mirror, bin_dir="/opt/small/bin")
+
+    run = run_pyinfra(hosts, DEPLOY, data=data)
+
+    assert run.returncode != 0
+    (line,) = [line for line in run.output.splitlines() if "not enough room" in line]
+    assert re.search(
+        r"not enough room in /opt/small/bin to unpack \S+[.]tar[.]gz: it needs [0-9.]+ MB, "
+        r"0.[0-9] MB free; nothing was installed$",
+        line,
+    ), line
+    assert "No space left on device" not in run.output
+    assert host.run("ls -A /opt/small/bin").stdout == ""
+
+
+# What killed runs leave (a partial upload, a scratch folder, an unpack folder, a partial copy of the check).
+KILLED_RUN_LEFTOVERS = (
+    "/var/lib/pyinfra-nerdctl/uploads/" + "ab" * 32 + ".0123456789abcdef",
+    "/var/lib/pyinfra-nerdctl/work/Xy12Ab",
+    "/usr/local/bin/.pyinfra-nerdctl.Qw34Er",
+    "/var/lib/pyinfra-nerdctl/buildkit-good/_usr_local_bin_buildkitd.tmp",
+)
+
+
+def test_a_converged_rerun_removes_what_killed_runs_left_and_nothing_younger(boot_hosts, mirror):
+    host, hosts = converged_host(boot_hosts, mirror)
+    young = "/var/lib/pyinfra-nerdctl/uploads/" + "cd" * 32 + ".fedcba9876543210"  # another run's, waiting for the lock
+    host.run(
+        "mkdir -p /var/lib/pyinfra-nerdctl/work/Xy12Ab /usr/local/bin/.pyinfra-nerdctl.Qw34Er/bin "
+        "/var/lib/pyinfra-nerdctl/buildkit-good && "
+        f"head -c 10M /dev/zero > {KILLED_RUN_LEFTOVERS[0]} && head -c 1M /dev/zero > {KILLED_RUN_LEFTOVERS[3]} && "
+        f"touch /usr/local/bin/.pyinfra-nerdctl.Qw34Er/bin/nerdctl {young} && "
+        f"touch -d '2 hours ago' {' '.join(KILLED_RUN_LEFTOVERS)}"
+    )
+
+    planned = plan(hosts, {})
+    rerun = run_pyinfra(hosts, DEPLOY, as_json=True)
+
+    assert planned == {host.name: ["Install the nerdctl and BuildKit build host | Remove what killed runs left"]}
+    assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 1, rerun.output
+    left = host.run(f"ls -d {' '.join(KILLED_RUN_LEFTOVERS)} {young} 2>/dev/null || true").stdout.split()
+    assert left == [young]
+    again = run_pyinfra(hosts, DEPLOY, as_json=True)
+    assert again.returncode == 0 and again.json["results"]["totals"]["success"] == 0, again.output
+
+
+def test_a_copy_of_the_working_setup_cut_short_leaves_no_partial_file_and_the_run_succeeds(boot_hosts, mirror):
+    host, hosts = converged_host(boot_hosts, mirror)
+    good = "/var/lib/pyinfra-nerdctl/buildkit-good"
+    host.run(f"mount -t tmpfs -o size=12k tmpfs {good}")  # room for the small files, not for buildkitd
+
+    run = run_pyinfra(hosts, DEPLOY, data=deploy_data(mirror, buildkit_version="0.13.0"))
+
+    assert run.returncode == 0, run.output
+    kept = host.run(f"ls -A {good}").stdout.split()
+    host.run(f"umount {good}")
+    assert kept and not [name for name in kept if name.endswith(".tmp") or name.endswith("bin_buildkitd")], kept
+    (line,) = [line for line in run.output.splitlines() if "could not keep a copy" in line]
+    assert line.endswith(
+        f"{host.name}: could not keep a copy of /usr/local/bin/buildkitd in {good} (full?): "
+        "a later change BuildKit refuses cannot go back to it"
+    ), line
+
+
+def test_a_run_killed_during_a_controller_fetch_leaves_nothing_after_a_converged_rerun(boot_hosts, mirror, tmp_path):
+    cache = tmp_path / "cache"
+    host, hosts = converged_host(boot_hosts, mirror, download_on_controller=True, release_cache_dir=str(cache))
+    upgrade = deploy_data(mirror, nerdctl_version="2.4.1", buildkit_version="0.13.0")
+    mirror.fail("slow", "buildkit-v0.13.0")
+    command = [PYINFRA, "-y", str(write_inventory(tmp_path, hosts)), DEPLOY]
+    command[2:2] = [f"--data={key}={value}" for key, value in upgrade.items()]
+    seen = len(mirror.started)
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not list(cache.glob("*/.buildkit-v0.13.0.linux-amd64.tar.gz.*.partial")):
+        assert time.monotonic() < deadline and run.poll() is None, run.communicate()[0]
+        time.sleep(0.05)
+    assert any("buildkit-v0.13.0" in path for path in mirror.started[seen:])
+    run.kill()  # SIGKILL: no clean-up of its own
+    run.communicate(timeout=30)
+    mirror.heal()
+    (partial,) = cache.glob("*/.buildkit-v0.13.0.linux-amd64.tar.gz.*.partial")
+    assert partial.name.endswith(f".{run.pid}.partial")
+    uploads = host.run("ls /var/lib/pyinfra-nerdctl/uploads").stdout.split()
+    assert uploads, "the nerdctl archive was uploaded before the kill"
+    # A rerun at once keeps the controller's partial (a shared cache's other controller could be writing it).
+    stale = time.time() - 120
+    os.utime(partial, (stale, stale))
+    host.run("touch -d '2 hours ago' /var/lib/pyinfra-nerdctl/uploads/*")
+
+    rerun = run_pyinfra(hosts, DEPLOY, as_json=True)
+
+    assert rerun.returncode == 0, rerun.output
+    assert rerun.changes_made()[host.name] == [
+        "Install the nerdctl and BuildKit build host | Remove what killed runs left"
+    ]
+    assert host.run("ls -A /var/lib/pyinfra-nerdctl/uploads /var/lib/pyinfra-nerdctl/work").stdout.split() == [
+        "/var/lib/pyinfra-nerdctl/uploads:",
+        "/var/lib/pyinfra-nerdctl/work:",
+    ]
+    assert not list(cache.glob("*/.*.partial"))
+    again = run_pyinfra(hosts, DEPLOY, as_json=True)
+    assert again.returncode == 0 and again.json["results"]["totals"]["success"] == 0, again.output

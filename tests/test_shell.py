@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 from pyinfra_nerdctl.deploys.drain import drain_commands
-from pyinfra_nerdctl.deploys.operations import install_script, locked, removal_script
+from pyinfra_nerdctl.deploys.operations import (
+    install_script,
+    leftovers_script,
+    locked,
+    naming_a_kill,
+    remember_script,
+    removal_script,
+)
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL, resolve_download
 from pyinfra_nerdctl.deploys.rootless_plan import resolve_rootless_settings, user_check_body
 from pyinfra_nerdctl.deploys.settings import resolve_settings
@@ -43,10 +50,16 @@ COMPOSED = {
     "install": lambda: install_script(_downloads(), "/opt/a b/bin", retired=[NERDCTL_FULL]),
     "install from uploads": lambda: install_script(_downloads(), "/usr/local/bin", run_token="0123abcd"),
     "removal": lambda: removal_script(NERDCTL, "/usr/local/bin"),
+    "install, a kill named": lambda: naming_a_kill("true", "the install into /opt/a b/bin"),
+    "leftovers": lambda: leftovers_script(["/var/lib/pyinfra-nerdctl/work/a b", "/usr/local/bin/.pyinfra-nerdctl.x"]),
+    "record versions": lambda: remember_script(["/opt/a b/bin/buildkitd", "/usr/local/bin/nerdctl"]),
     "verify": lambda: verify_script(resolve_settings({}.get, {}), service_was_running=False),
     "drain": lambda: drain_commands("/opt/a b/buildctl", "/run/buildkit/buildkitd.sock", 600, "buildkit.service")[0],
     "drain as a user": lambda: drain_commands(
-        "/usr/local/bin/buildctl", "unix:///run/user/1000/buildkit/buildkitd.sock", 5, "buildkit.service",
+        "/usr/local/bin/buildctl",
+        "unix:///run/user/1000/buildkit/buildkitd.sock",
+        5,
+        "buildkit.service",
         "systemctl --user -M alice@",
     )[0],
     "BuildkitBuilds": lambda: builds_command("/opt/a b", "unix:///run/buildkit/buildkitd.sock"),

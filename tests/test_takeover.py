@@ -7,8 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import inventory
+from conftest import deploy_data, inventory
 from hostcheck import DEPLOY, plan, unit_state
+from hostcheck import boot_build_host as boot_standin_host
 from mirror import buildkit_path
 from pyinfra_cli import run_pyinfra
 from pyinfra_nerdctl import layout
@@ -17,7 +18,12 @@ from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL
 from pyinfra_nerdctl.deploys.settings import resolve_settings
 from pyinfra_nerdctl.deploys.takeover import ForeignSetupError, plan_takeover
 from pyinfra_nerdctl.facts import BuildHostState
-from pyinfra_nerdctl.facts.foreign import buildkitd_address, foreign_buildkit_command, parse_foreign_buildkit
+from pyinfra_nerdctl.facts.foreign import (
+    buildkitd_address,
+    foreign_buildkit_command,
+    is_one_shot,
+    parse_foreign_buildkit,
+)
 from states import converged_state
 from test_real_buildkit import DOCKERFILE, boot_build_host, real_data
 
@@ -152,6 +158,35 @@ def test_parsing_keeps_the_units_systemd_uses_and_root_processes():
 
 
 @pytest.mark.parametrize(
+    ("args", "one_shot"),
+    [
+        ("/usr/local/bin/buildkitd --version", True),
+        ("buildkitd -v", True),
+        ("buildkitd --debug --help", True),
+        ("buildkitd -version=true", True),
+        ("buildkitd help", True),
+        ("/bin/sh /usr/local/bin/buildkitd --version", True),  # a shell script named buildkitd, as the stand-in
+        ("", True),  # exited while the fact read it
+        ("/usr/local/bin/buildkitd --addr fd:// --config /etc/buildkit/buildkitd.toml", False),
+        (RECIPE_DAEMON, False),
+        ("buildkitd --root /var/lib/-v-builds --addr unix:///run/help.sock", False),
+    ],
+)
+def test_one_shot_invocations_are_told_from_daemons(args, one_shot):
+    assert is_one_shot(args) is one_shot
+
+
+def test_parsing_skips_one_shot_and_exited_buildkitd_processes():
+    lines = [
+        "foreign.process=241|ssh.service|/usr/local/bin/buildkitd --version ",
+        "foreign.process=242|cron.service|buildkitd --help ",
+        "foreign.process=243|ssh.service|",
+        "foreign.process=950|session-3.scope|buildkitd --addr unix:///run/mine.sock ",
+    ]
+    assert [process["pid"] for process in parse_foreign_buildkit(lines)["processes"]] == [950]
+
+
+@pytest.mark.parametrize(
     ("args", "address"),
     [
         (RECIPE_DAEMON, "/run/buildkit/buildkitd.sock"),
@@ -272,6 +307,12 @@ def test_a_buildkitd_left_over_from_an_older_definition_is_stopped():
     takeover = plan_takeover(state, allowed=True)
     assert takeover.commands == ("systemctl stop buildkit.service", RESET.format(""))
     assert not takeover.state["units"]["service"]["active"] and takeover.state["units"]["socket"]["stale"]
+
+
+def test_our_socket_activated_buildkitd_is_ours_even_when_no_longer_the_main_pid():
+    # A concurrent run's check stopped it between the fact's read of the process and of its unit.
+    state = _state(processes=[_process(900, "buildkit.service", main=False, fd=True)])
+    assert plan_takeover(state, allowed=False).commands == ()
 
 
 def test_a_buildkitd_that_is_not_the_main_process_of_its_unit_is_stopped_by_its_pid_not_its_unit():
@@ -436,3 +477,27 @@ def test_a_buildkitd_started_by_hand_is_refused_then_stopped_by_its_pid(boot_hos
     assert "namespace:\tdefault" in workers(host)
     rerun = run_pyinfra(hosts, DEPLOY, data=data, as_json=True)
     assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 0, rerun.output
+
+
+# A one-shot `buildkitd --version` that lingers (its stand-in is a shell script: the sleep keeps its name).
+LINGERING_VERSION = "#!/bin/sh\nsleep 600\n"
+
+
+@pytest.mark.hosts
+def test_buildkitd_version_runs_are_not_another_setup(boot_hosts, mirror):
+    """A monitoring loop of `buildkitd --version` (and a second deploy's version fact) is no other BuildKit setup."""
+    host = boot_standin_host(boot_hosts)
+    hosts = inventory([host], **deploy_data(mirror))
+    assert run_pyinfra(hosts, DEPLOY).returncode == 0
+    host.run(
+        "mkdir -p /opt/lingering; printf '" + LINGERING_VERSION + "' > /opt/lingering/buildkitd; "
+        "chmod 755 /opt/lingering/buildkitd; "
+        "setsid nohup /opt/lingering/buildkitd --version >/dev/null 2>&1 < /dev/null & "
+        "setsid nohup sh -c 'while :; do /usr/local/bin/buildkitd --version; done' >/dev/null 2>&1 < /dev/null &"
+    )
+    assert host.run("grep -s -l -x 'Name:.buildkitd' /proc/[0-9]*/status; true").stdout  # the lingering one at least
+
+    for takeover in ("false", "false", "false", "true"):
+        rerun = run_pyinfra(hosts, DEPLOY, data={"buildkit_takeover": takeover}, as_json=True)
+        assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 0, rerun.output
+    assert host.run("pgrep -f '^/bin/sh /opt/lingering/buildkitd --version'").stdout.strip()  # not stopped

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 
 import pytest
 import tomllib
@@ -47,6 +49,7 @@ from pyinfra_nerdctl.facts import (
     parse_systemd_timestamp,
     parse_unit_freshness,
 )
+from pyinfra_nerdctl.facts.state import leftovers_command
 from states import converged_state
 
 SHA = "a" * 64
@@ -492,7 +495,7 @@ def test_build_host_state_parsing():
         "path=/etc/nerdctl/nerdctl.toml|81a4|644|root|root",
         "path=/etc/nerdctl|41ed|755|root|root",
         f"{SHA}  /etc/nerdctl/nerdctl.toml",
-        "marked=/etc/nerdctl/nerdctl.toml",
+        f"/etc/nerdctl/nerdctl.toml:{layout.MARKER}",
         "group=yes",
         "unit.UnitFileState=enabled",
     ]
@@ -671,3 +674,21 @@ def test_host_lock_wait_is_a_whole_number_of_seconds():
     for bad in ("soon", "0", "-5", "1.5", True):
         with pytest.raises(SettingError, match="host_lock_wait=.* is not a whole number of seconds"):
             resolve_settings({}.get, {"host_lock_wait": bad})
+
+
+def test_leftovers_are_what_killed_runs_left_untouched_for_an_hour(tmp_path):
+    bin_dir = tmp_path / "b in"
+    (bin_dir / ".pyinfra-nerdctl.Old123" / "bin").mkdir(parents=True)
+    (bin_dir / ".pyinfra-nerdctl.New456").mkdir()  # another run's, unpacking now
+    (bin_dir / "nerdctl").write_text("")  # an old file of ours is no leftover
+    stale = time.time() - 2 * 3600
+    for path in (bin_dir / ".pyinfra-nerdctl.Old123", bin_dir / "nerdctl"):
+        os.utime(path, (stale, stale))
+
+    output = subprocess.run(
+        ["sh", "-c", leftovers_command((str(bin_dir), str(bin_dir)))], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+
+    assert output == [f"leftover={bin_dir}/.pyinfra-nerdctl.Old123"]
+    assert BuildHostState().process(output)["leftovers"] == [f"{bin_dir}/.pyinfra-nerdctl.Old123"]
+    assert BuildHostState().process([])["leftovers"] == []
