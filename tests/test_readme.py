@@ -1,6 +1,6 @@
 """The README and docs/*.md run as written: every shell block of them, in a fresh test host, section by section.
 
-Each ``## `` section of each of these files with runnable blocks gets its own trixie host (real systemd, a real containerd)
+Each ``## `` section (or ``# `` title) of each of these files with runnable blocks gets its own trixie host (real systemd, a real containerd)
 with the repository copied into a non-root user's home folder, as after cloning. The quick start's
 blocks run first (only its first block, the install, when a block of the section says it runs
 ``Instead of the quick start's deploy``), then the section's blocks in order, each as one bash
@@ -108,8 +108,8 @@ def readme_fences(text: str) -> list[tuple[str, str, int, str]]:
     fences, section, opened = [], "", None
     for number, line in enumerate(text.splitlines(), 1):
         if opened is None:
-            if line.startswith("## "):
-                section = line[3:].strip()
+            if line.startswith(("# ", "## ")):  # a page of docs/ with one section has it as its title
+                section = line.split(" ", 1)[1].strip()
             elif line.startswith("```"):
                 opened, body = (line[3:].strip(), number), []
         elif line.startswith("```"):
