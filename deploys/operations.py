@@ -302,7 +302,7 @@ def install_script(
 # Ciphers that carry their own integrity check. On the default aes128-ctr with hmac-sha2-256,
 # paramiko spends most of a large upload computing and checking one HMAC per 32 KB packet
 # (one Python process serves every host): 10 hosts x 64 MB took 25 s there and 11 s on
-# aes128-gcm, against 8-11 s for OpenSSH's own ssh (bench/fleet.py, README "Performance").
+# aes128-gcm, against 8-11 s for OpenSSH's own ssh (bench/fleet.py, docs/performance.md).
 AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 

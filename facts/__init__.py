@@ -6,7 +6,7 @@ installed, never an error. Usable from the CLI, e.g.
 
 The facts live in modules by domain (``versions``, ``units``, ``state``, ``rootless``;
 ``common`` holds what they share) and are all importable from here, under the names
-the README documents.
+docs/facts.md documents.
 """
 
 from __future__ import annotations

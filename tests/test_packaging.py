@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import email
+import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -36,6 +38,23 @@ def test_wheel_holds_only_the_pyinfra_nerdctl_package(tmp_path):
     assert "Operating System :: POSIX :: Linux" in metadata.get_all("Classifier")
     assert {url.split(",")[0] for url in metadata.get_all("Project-URL")} >= {"Homepage", "Issues", "Changelog"}
     assert any(requirement.startswith("pyinfra") for requirement in metadata.get_all("Requires-Dist"))
+
+
+def test_sdist_carries_the_docs_the_readme_links_to(tmp_path):
+    # From a copy without egg-info: setuptools keeps the files an earlier build's SOURCES.txt lists.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv*", "*.egg-info", "build", "dist"))
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    (sdist,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    docs = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md")}
+    assert docs and docs <= names, f"missing from the sdist: {sorted(docs - names)}"
+    assert "README.md" in names
 
 
 def test_changelog_starts_with_this_release():

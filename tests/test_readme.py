@@ -1,6 +1,6 @@
-"""The README runs as written: every shell block of it, in a fresh test host, section by section.
+"""The README and docs/*.md run as written: every shell block of them, in a fresh test host, section by section.
 
-Each ``## `` section with runnable blocks gets its own trixie host (real systemd, a real containerd)
+Each ``## `` section (or ``# `` title) of each of these files with runnable blocks gets its own trixie host (real systemd, a real containerd)
 with the repository copied into a non-root user's home folder, as after cloning. The quick start's
 blocks run first (only its first block, the install, when a block of the section says it runs
 ``Instead of the quick start's deploy``), then the section's blocks in order, each as one bash
@@ -10,7 +10,7 @@ SHA-256 pins of the stand-in archives, on every ``pyinfra`` command; ``--github-
 on the offline prefetch. The host's pip reads its packages from wheels built on the controller
 (``/etc/pip.conf``), because pip cannot reach the package index from a test host.
 
-The markers (first lines of a block, documented in the README's "Tests" section):
+The quick start is the README's. The markers (first lines of a block, documented in docs/testing.md):
 ``# Example for other machines``: not run; ``# Needs: THING, ...``: the test provides each thing
 (see PROVIDERS) or fails; ``# Instead of the quick start's deploy``: see above; ``# In a fresh clone``:
 the section runs in a copy of the repository without the quick start (nothing installed).
@@ -38,6 +38,7 @@ from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, default_version
 
 ROOT = testhosts.PROJECT_ROOT
 README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGUAGES = ("sh", "bash", "shell")
 QUICK_START = "Quick start"
 EXAMPLE = "# Example for other machines"
@@ -52,11 +53,16 @@ BLOCK_TIMEOUT = 600
 
 @dataclass(frozen=True)
 class Block:
-    """One fenced shell block of the README."""
+    """One fenced shell block of the README or of a file in docs/."""
 
     section: str
     line: int  # of the opening fence
     text: str
+    document: str = "README.md"  # relative to the repository
+
+    @property
+    def section_id(self) -> str:
+        return section_id(self.document, self.section)
 
     def marker_lines(self) -> list[str]:
         lines = []
@@ -86,7 +92,15 @@ class Block:
         return any(line.startswith(FRESH_CLONE) for line in self.marker_lines())
 
     def __str__(self) -> str:
-        return f"README.md line {self.line} ({self.section})"
+        return f"{self.document} line {self.line} ({self.section})"
+
+
+def section_id(document: str, section: str) -> str:
+    """The test id of one ``## `` section of one file: ``docs/rootless.md::Rootless``."""
+    return f"{document}::{section}"
+
+
+QUICK_START_ID = section_id("README.md", QUICK_START)
 
 
 def readme_fences(text: str) -> list[tuple[str, str, int, str]]:
@@ -94,8 +108,8 @@ def readme_fences(text: str) -> list[tuple[str, str, int, str]]:
     fences, section, opened = [], "", None
     for number, line in enumerate(text.splitlines(), 1):
         if opened is None:
-            if line.startswith("## "):
-                section = line[3:].strip()
+            if line.startswith(("# ", "## ")):  # a page of docs/ with one section has it as its title
+                section = line.split(" ", 1)[1].strip()
             elif line.startswith("```"):
                 opened, body = (line[3:].strip(), number), []
         elif line.startswith("```"):
@@ -106,15 +120,26 @@ def readme_fences(text: str) -> list[tuple[str, str, int, str]]:
     return fences
 
 
-def readme_blocks(text: str) -> list[Block]:
-    return [Block(s, line, body) for s, language, line, body in readme_fences(text) if language in SHELL_LANGUAGES]
+def readme_blocks(text: str, document: str = "README.md") -> list[Block]:
+    fences = readme_fences(text)
+    return [Block(s, line, body, document) for s, language, line, body in fences if language in SHELL_LANGUAGES]
+
+
+def document_name(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def documented_blocks() -> list[Block]:
+    """The shell blocks of the README, then of each file in docs/, in order."""
+    return [block for path in DOCUMENTS for block in readme_blocks(path.read_text(), document_name(path))]
 
 
 def blocks_by_section(blocks: list[Block]) -> dict[str, list[Block]]:
+    """The runnable blocks of each section, by the section's test id."""
     sections: dict[str, list[Block]] = {}
     for block in blocks:
         if not block.example:
-            sections.setdefault(block.section, []).append(block)
+            sections.setdefault(block.section_id, []).append(block)
     return sections
 
 
@@ -192,12 +217,18 @@ def for_test_host(script: str, mirror_url: str) -> str:
 
 
 def test_every_fenced_block_names_its_language():
-    untagged = [line for _, language, line, _ in readme_fences(README.read_text()) if not language]
-    assert untagged == [], f"README.md fences without a language (a shell block must say sh): lines {untagged}"
+    for path in DOCUMENTS:
+        untagged = [line for _, language, line, _ in readme_fences(path.read_text()) if not language]
+        assert untagged == [], f"{document_name(path)}: fences without a language (a shell block says sh): {untagged}"
+
+
+def test_the_docs_folder_is_read():
+    assert len(DOCUMENTS) > 1 and all(path.suffix == ".md" for path in DOCUMENTS)
+    assert any(block.document.startswith("docs/") and not block.example for block in documented_blocks())
 
 
 def test_every_need_of_a_readme_block_is_one_the_test_provides():
-    for block in readme_blocks(README.read_text()):
+    for block in documented_blocks():
         unknown = [need for need in block.needs if need not in PROVIDERS]
         assert not unknown, (
             f"{block} needs {unknown}: provide it in tests/test_readme.py PROVIDERS, or mark it {EXAMPLE!r}"
@@ -205,9 +236,84 @@ def test_every_need_of_a_readme_block_is_one_the_test_provides():
 
 
 def test_the_quick_start_installs_then_deploys_to_this_machine():
-    quick_start = blocks_by_section(readme_blocks(README.read_text()))[QUICK_START]
+    quick_start = blocks_by_section(readme_blocks(README.read_text()))[QUICK_START_ID]
     assert "pip install ." in quick_start[0].text
     assert "@local" in quick_start[1].text and "install_build_host" in quick_start[1].text
+
+
+def test_blocks_are_grouped_by_file_and_section():
+    blocks = [Block("Flavors", 3, "run\n", "docs/a.md"), Block("Flavors", 9, "run\n"), Block("Flavors", 12, "more\n")]
+    assert {key: [block.line for block in group] for key, group in blocks_by_section(blocks).items()} == {
+        "docs/a.md::Flavors": [3],
+        "README.md::Flavors": [9, 12],
+    }
+    assert str(blocks[0]) == "docs/a.md line 3 (Flavors)"
+
+
+# --- links between the README and docs/ -----------------------------------------------------------
+
+MARKDOWN_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def heading_anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors of a Markdown file's headings (outside fences); a repeated heading gets ``-1``, ``-2``, ..."""
+    found: set[str] = set()
+    fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (match := re.match(r"#{1,6} (.+)", line)):
+            anchor = base = heading_anchor(match.group(1))
+            repeat = 0
+            while anchor in found:
+                repeat += 1
+                anchor = f"{base}-{repeat}"
+            found.add(anchor)
+    return found
+
+
+def broken_links(path: Path) -> list[str]:
+    """Each relative link of ``path`` whose file, or heading in it, does not exist."""
+    broken = []
+    for target in MARKDOWN_LINK.findall(path.read_text()):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):
+            continue  # https:, mailto:
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists():
+            broken.append(f"{target}: no file {linked}")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text()):
+            broken.append(f"{target}: no heading #{anchor} in {linked.name}")
+    return broken
+
+
+def test_heading_anchors_are_githubs():
+    text = "# A: b's `c`\n```sh\n# not a heading\n```\n## Two\n## Two\n## The units, and why\n"
+    assert anchors(text) == {"a-bs-c", "two", "two-1", "the-units-and-why"}
+
+
+def test_every_relative_link_points_at_a_file_and_heading_that_exist():
+    for path in DOCUMENTS:
+        assert broken_links(path) == [], document_name(path)
+
+
+def test_a_broken_link_is_found(tmp_path):
+    (tmp_path / "other.md").write_text("# Other\n## Known heading\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[ok](other.md#known-heading) [ok](#here) [web](https://example.com/x.md)\n# Here\n"
+        "[gone](missing.md) [no heading](other.md#unknown) [no local](#nowhere)\n"
+    )
+    assert [problem.split(":")[0] for problem in broken_links(page)] == [
+        "missing.md",
+        "other.md#unknown",
+        "#nowhere",
+    ]
 
 
 def test_markers_are_read_from_the_first_comment_lines():
@@ -406,8 +512,8 @@ def install(host: testhosts.TestHost, block: Block, mirror: mirror_module.Mirror
         assert restored.returncode == 0, restored.stderr
 
 
-SECTIONS = blocks_by_section(readme_blocks(README.read_text()))
-EXAMPLES = [block for block in readme_blocks(README.read_text()) if block.example]
+SECTIONS = blocks_by_section(documented_blocks())
+EXAMPLES = [block for block in documented_blocks() if block.example]
 
 
 @pytest.fixture(scope="session")
@@ -418,9 +524,9 @@ def installed_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.hosts
 @pytest.mark.parametrize("section", list(SECTIONS))
 def test_readme_section_runs_as_written(section, boot_hosts, mirror, installed_snapshot):
-    install_block, *deploy_blocks = SECTIONS[QUICK_START]
+    install_block, *deploy_blocks = SECTIONS[QUICK_START_ID]
     blocks = SECTIONS[section]
-    if section == QUICK_START:
+    if section == QUICK_START_ID:
         blocks = deploy_blocks
     elif not any(block.instead_of_deploy for block in blocks):
         blocks = deploy_blocks + blocks
@@ -430,7 +536,7 @@ def test_readme_section_runs_as_written(section, boot_hosts, mirror, installed_s
         blocks = SECTIONS[section]
         copy_repository(host)
     else:
-        install(host, install_block, mirror, installed_snapshot, fresh=section == QUICK_START)
+        install(host, install_block, mirror, installed_snapshot, fresh=section == QUICK_START_ID)
     needs = [PROVIDERS[need] for block in blocks for need in block.needs]
     for provider in needs:
         provider.provide(host)

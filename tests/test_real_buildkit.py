@@ -18,7 +18,7 @@ from pyinfra_cli import run_pyinfra
 pytestmark = pytest.mark.hosts
 
 BIN_DIR = "/opt/buildkit/bin"
-# Every capability of buildkitd_config the README promises, applied at once to the real daemon.
+# Every capability of buildkitd_config docs/configuration.md promises, applied at once to the real daemon.
 EVERY_CAPABILITY = {
     "insecure-entitlements": ["network.host", "security.insecure"],
     "log": {"level": "debug", "format": "text"},

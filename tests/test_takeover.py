@@ -338,7 +338,7 @@ def test_a_buildkitd_started_by_hand_is_stopped_by_its_pid():
 # (unit folder, service name) as the recipe is copied: at our own unit paths, or as buildkitd.service under /lib.
 RECIPE_PLACES = {"buildkit.service": "/etc/systemd/system", "buildkitd.service": "/lib/systemd/system"}
 NAMESPACE = "builds"
-# The README's command that moves the recipe's images into the configured namespace.
+# The command in docs/units.md that moves the recipe's images into the configured namespace.
 MOVE_IMAGES = (
     "for image in $(ctr -n buildkit images ls -q); do "
     'ctr -n buildkit images export - "$image" | ctr -n {namespace} images import -; done'
@@ -441,7 +441,7 @@ def test_a_host_set_up_by_the_recipe_is_refused_then_taken_over(service, boot_ho
     assert f"org.mobyproject.buildkit.worker.containerd.namespace:\t{NAMESPACE}" in workers(host)
     build(host, "docker.io/library/taken-over:1")
     assert "docker.io/library/taken-over:1" in images(host, NAMESPACE)
-    # What the recipe built stays in its namespace until moved, as the README says.
+    # What the recipe built stays in its namespace until moved, as docs/units.md says.
     assert images(host, "buildkit") == ["docker.io/library/from-the-recipe:1"]
     host.run(MOVE_IMAGES.format(namespace=NAMESPACE))
     assert "docker.io/library/from-the-recipe:1" in images(host, NAMESPACE)
