@@ -26,7 +26,7 @@ try:
 except ImportError:  # older pyinfra 3.x: a plain unified diff
     from difflib import unified_diff
 
-    def generate_color_diff(current_lines: list[str], desired_lines: list[str]):  # type: ignore[misc]
+    def generate_color_diff(current_lines: list[str], desired_lines: list[str]) -> Generator[str, None, None]:
         return (line.rstrip("\n") for line in unified_diff(current_lines, desired_lines))
 
 
@@ -258,7 +258,7 @@ def removal_script(release: Release, dest: str, lock_wait: int = 600) -> str:
 
 @operation()
 def remove_release_files(
-    release: Release, dest: str, installed_files: Sequence[str], lock_wait: int = 600
+    release: Release, dest: str, installed_files: list[str], lock_wait: int = 600
 ) -> Generator[str, None, None]:
     """Remove the files of ``release`` from under ``dest``.
 

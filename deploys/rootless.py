@@ -11,7 +11,7 @@ import secrets
 import shlex
 from collections.abc import Generator
 from io import StringIO
-from typing import Any
+from typing import Any, cast
 
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, deploy, operation
@@ -19,6 +19,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt
 
 from ..facts.rootless import ROOTLESS_STATE_DIR, USER_UNITS, RootlessState, marker_path, user_runtime_env
+from ..facts.types import RootlessStateDict
 from .build_host import host_settings
 from .operations import TEMP_PREFIX, UPLOAD_DIR, private_dirs_command, run_commands
 from .rootless_plan import (
@@ -49,7 +50,7 @@ def _settings(overrides: dict[str, Any]) -> tuple[Settings, RootlessSettings]:
         raise _fail(str(error)) from error
 
 
-def _state(settings: Settings, rootless: RootlessSettings) -> dict | None:
+def _state(settings: Settings, rootless: RootlessSettings) -> RootlessStateDict | None:
     """The one ``RootlessState`` fact; None when it could not be read (pyinfra has then failed this host)."""
     state = host.get_fact(
         RootlessState,
@@ -118,12 +119,15 @@ def _no_packages(packages: list[str], update: bool, cache_time: int, no_recommen
     yield from ()
 
 
-def _apply(changes: RootlessChanges, rootless: RootlessSettings, state: dict, wanted: tuple[str, ...]) -> None:
+def _apply(
+    changes: RootlessChanges, rootless: RootlessSettings, state: RootlessStateDict, wanted: tuple[str, ...]
+) -> None:
     """One operation per step, in one order on every host; a step with nothing to do is a no-op there.
 
     ``wanted`` are the user's file slots (paths relative to the home folder).
     """
     user, uid, home = rootless.user, state["uid"], state["home"]
+    assert uid is not None and home is not None  # plan_rootless refused a user that does not exist
     quoted = shlex.quote(user)
     _packages(changes)
     added = "-".join(map(str, changes.add_subuids or changes.add_subgids or ()))
@@ -209,7 +213,9 @@ def install_rootless(**settings: Any) -> None:
         changes = plan_rootless(resolved, rootless, state)
     except RootlessError as error:
         raise _fail(str(error)) from error
-    _apply(changes, rootless, state, tuple(file.path for file in user_files(resolved, rootless, state["home"])))
+    home = state["home"]
+    assert home is not None  # plan_rootless refused a user that does not exist
+    _apply(changes, rootless, state, tuple(file.path for file in user_files(resolved, rootless, home)))
 
 
 @deploy("Remove rootless containerd and BuildKit of a user")
@@ -229,7 +235,8 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
         return
     user = rootless.user
     exists = state["exists"] and state["uid"] != 0
-    uid, home, quoted = state["uid"], state["home"], shlex.quote(user)
+    # Both None for a user that does not exist: then no command that reads them runs.
+    uid, home, quoted = cast(int, state["uid"]), cast(str, state["home"]), shlex.quote(user)
     manager = exists and state["manager"]
     units = [unit for unit in USER_UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
     present = [relative for relative in (*UNIT_FILES, BUILDKIT_CONFIG, NERDCTL_CONFIG) if relative in state["files"]]
@@ -272,8 +279,8 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
     ranges = (
         [
             f"--del-sub{kind}s {added[0]}-{added[0] + added[1] - 1}"
-            for kind in ("uid", "gid")
-            if added in state[f"sub{kind}"]
+            for kind, listed in (("uid", state["subuid"]), ("gid", state["subgid"]))
+            if added in listed
         ]
         if added
         else []

@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 
 from .. import layout
+from ..facts.types import BuildHostStateDict
 
 OUR_UNIT_PATHS = {layout.SOCKET_PATH: "socket", layout.SERVICE_PATH: "service"}
 OUR_UNITS = {layout.SOCKET_UNIT: "socket", layout.SERVICE_UNIT: "service"}
@@ -51,7 +52,7 @@ def _stop_process_command(pid: int) -> str:
     )
 
 
-def foreign_setups(state: dict) -> tuple[ForeignSetup, ...]:
+def foreign_setups(state: BuildHostStateDict) -> tuple[ForeignSetup, ...]:
     """What else runs BuildKit on a host whose ``BuildHostState`` is ``state``.
 
     A unit counts when it is enabled or active; a file at our unit paths without our marker
@@ -92,24 +93,25 @@ def foreign_setups(state: dict) -> tuple[ForeignSetup, ...]:
             )
         )
     for process in foreign["processes"]:
-        unit = process["unit"]
-        ours = unit == layout.SERVICE_UNIT and process["main"] and process["socket_activated"]
-        if ours or unit in covered:
+        process_unit = process["unit"]
+        our_service = process_unit == layout.SERVICE_UNIT and process["main"] and process["socket_activated"]
+        if our_service or process_unit in covered:
             continue
-        if process["main"] and unit.endswith(".service"):
-            covered.add(unit)
-            older = " from an older definition" if unit == layout.SERVICE_UNIT else ""
+        # A main process always has its unit (``ForeignProcessDict``).
+        if process["main"] and process_unit is not None and process_unit.endswith(".service"):
+            covered.add(process_unit)
+            older = " from an older definition" if process_unit == layout.SERVICE_UNIT else ""
             setups.append(
                 ForeignSetup(
-                    f"buildkitd process {process['pid']} of {unit}{older} (socket {process['socket']})",
-                    _unit_commands(unit, process["enabled"], True),
-                    (unit,),
+                    f"buildkitd process {process['pid']} of {process_unit}{older} (socket {process['socket']})",
+                    _unit_commands(process_unit, process["enabled"], True),
+                    (process_unit,),
                 )
             )
         else:
             setups.append(
                 ForeignSetup(
-                    f"buildkitd process {process['pid']} ({unit or 'no unit'}, socket {process['socket']})",
+                    f"buildkitd process {process['pid']} ({process_unit or 'no unit'}, socket {process['socket']})",
                     (_stop_process_command(process["pid"]),),
                 )
             )
@@ -130,10 +132,10 @@ class Takeover:
     """The commands that stop what else runs BuildKit, and the host's state once they ran."""
 
     commands: tuple[str, ...]
-    state: dict
+    state: BuildHostStateDict
 
 
-def plan_takeover(state: dict, allowed: bool) -> Takeover:
+def plan_takeover(state: BuildHostStateDict, allowed: bool) -> Takeover:
     """Refuse (``ForeignSetupError``) a host with another BuildKit setup unless ``allowed``; else take it over.
 
     Our units that the takeover stops count as disabled and inactive afterwards, and our socket,
@@ -149,7 +151,7 @@ def plan_takeover(state: dict, allowed: bool) -> Takeover:
     after = copy.deepcopy(state)
     for name, key in OUR_UNITS.items():
         if name in stopped:
-            after["units"][key].update(enabled=False, active=False, stale=False)
+            after["units"][key].update({"enabled": False, "active": False, "stale": False})
     socket = after["units"]["socket"]
     socket["stale"] = socket["active"]
     # buildkitd exits 1 when it is stopped, which leaves its unit failed; and ours may have failed

@@ -19,6 +19,7 @@ from pyinfra import host, logger
 from pyinfra.api import operation
 
 from .. import layout
+from ..facts.types import BuildHostStateDict
 from .changes import Changes, has_buildkit
 from .operations import lock_commands
 from .releases import BUILDKIT, NERDCTL_FULL, Release
@@ -46,7 +47,7 @@ def buildkit_inputs_changed(changes: Changes) -> bool:
     )
 
 
-def containerd_missing_warning(settings: Settings, state: dict) -> str | None:
+def containerd_missing_warning(settings: Settings, state: BuildHostStateDict) -> str | None:
     """The preflight warning for a minimal-flavor host whose containerd socket is not there (from ``BuildHostState``)."""
     if settings.full or settings.containerd_socket in state["paths"]:
         return None
@@ -99,7 +100,11 @@ def check_paths(settings: Settings, possible: tuple[Release, ...]) -> tuple[str,
 
 
 def check_build_path(
-    settings: Settings, state: dict, changes: Changes, releases: Sequence[Release], possible: tuple[Release, ...]
+    settings: Settings,
+    state: BuildHostStateDict,
+    changes: Changes,
+    releases: Sequence[Release],
+    possible: tuple[Release, ...],
 ) -> None:
     """Warn when containerd is missing; then prove, after a change, that BuildKit answers (``buildkit_verify``).
 

@@ -16,6 +16,7 @@ from pyinfra.api import FactBase
 from ..layout import DEFAULT_BIN_DIR, DEFAULT_FULL_PREFIX, STATE_DIR
 from .common import PLATFORM_COMMAND, STAT_FIELDS, file_kind, in_c_locale, parse_key_values, platform_from
 from .state import parse_managed_paths
+from .types import AccountDict, RootlessStateDict, UnitStateDict
 from .units import UNITS, parse_unit_freshness
 
 ROOTLESS_STATE_DIR = f"{STATE_DIR}/rootless"
@@ -28,7 +29,7 @@ PROGRAMS = ("newuidmap", "newgidmap", "rootlesskit", "slirp4netns", "containerd"
 # Programs the system install puts into bin_dir.
 INSTALLED = ("nerdctl", "containerd-rootless.sh", "containerd-rootless-setuptool.sh", "buildkitd", "buildctl")
 USER_DBUS_SOCKET = "/usr/lib/systemd/user/dbus.socket"
-NO_UNIT = {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False}
+NO_UNIT: UnitStateDict = {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False}
 
 
 def marker_path(user: str, what: str) -> str:
@@ -52,7 +53,7 @@ def data_folders(namespace: str) -> tuple[str, ...]:
     return (f"{share}/containerd", f"{share}/buildkit-{namespace}", f"{share}/nerdctl", f"{share}/cni")
 
 
-def parse_passwd(line: str | None) -> dict | None:
+def parse_passwd(line: str | None) -> AccountDict | None:
     """A ``getent passwd`` line to ``{"uid", "gid", "home"}``; None when absent or malformed.
 
     >>> parse_passwd("alice:x:1001:1001:Alice:/home/alice:/bin/bash")
@@ -156,7 +157,7 @@ def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix:
     )
 
 
-def parse_rootless_state(lines: list[str]) -> dict:
+def parse_rootless_state(lines: list[str]) -> RootlessStateDict:
     """Lines of ``rootless_state_command`` to the ``RootlessState`` shape."""
     values = parse_key_values(lines)
     account = parse_passwd(values.get("passwd"))
@@ -196,7 +197,7 @@ def parse_rootless_state(lines: list[str]) -> dict:
     }
 
 
-class RootlessState(FactBase[dict]):
+class RootlessState(FactBase[RootlessStateDict | None]):
     """One user's rootless containerd and BuildKit, and what the host offers for them.
 
     ``files`` are the user's managed files, relative to the home folder; ``units`` the
@@ -221,7 +222,7 @@ class RootlessState(FactBase[dict]):
     ) -> str:
         return in_c_locale(rootless_state_command(user, bin_dir, namespace, full_prefix))
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> RootlessStateDict:
         return parse_rootless_state(output)
 
     @staticmethod

@@ -25,6 +25,7 @@ from .common import (
     shell_glob,
 )
 from .foreign import foreign_buildkit_command, parse_foreign_buildkit
+from .types import BuildHostStateDict, ManagedPathDict, PlatformDict, StatDict
 from .units import parse_unit_freshness, unit_state_command
 from .versions import (
     buildkit_version_command,
@@ -36,7 +37,7 @@ from .versions import (
 )
 
 
-class BuildHostPlatform(FactBase[dict]):
+class BuildHostPlatform(FactBase[PlatformDict | None]):
     """The machine architecture (``uname -m``) and whether systemd is the running init.
 
     .. code:: python
@@ -44,9 +45,10 @@ class BuildHostPlatform(FactBase[dict]):
         {"machine": "x86_64", "systemd": True}
     """
 
-    command = in_c_locale(PLATFORM_COMMAND)
+    # pyinfra runs a string command as it is; FactBase declares only the method form.
+    command = in_c_locale(PLATFORM_COMMAND)  # type: ignore[assignment]
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> PlatformDict:
         return platform_from(parse_key_values(output))
 
     @staticmethod
@@ -80,7 +82,7 @@ def created_folders_command(listing: str = CREATED_FOLDERS) -> str:
     )
 
 
-def parse_stat_line(line: str, prefix: str) -> tuple[str, dict] | None:
+def parse_stat_line(line: str, prefix: str) -> tuple[str, StatDict] | None:
     """A ``PREFIX=PATH|raw mode|mode|user|group`` line to ``(path, {"kind", "mode", "user", "group"})``."""
     if not line.startswith(prefix):
         return None
@@ -88,14 +90,14 @@ def parse_stat_line(line: str, prefix: str) -> tuple[str, dict] | None:
     return path, {"kind": file_kind(raw_mode), "mode": mode, "user": user, "group": group}
 
 
-def parse_created_folders(lines: list[str]) -> dict[str, dict]:
+def parse_created_folders(lines: list[str]) -> dict[str, StatDict]:
     """Lines of ``created_folders_command`` to ``{path: {"kind", "mode", "user", "group"}}``."""
     return dict(found for found in (parse_stat_line(line, "folder=") for line in lines) if found)
 
 
-def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
+def parse_managed_paths(lines: list[str]) -> dict[str, ManagedPathDict]:
     """Lines of ``managed_paths_command`` to ``{path: {"kind", "mode", "user", "group", "sha256", "ours"}}``."""
-    paths: dict[str, dict] = {}
+    paths: dict[str, ManagedPathDict] = {}
     digests = {}
     marked = set()
     for line in lines:
@@ -117,7 +119,7 @@ def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
     return paths
 
 
-class BuildHostState(FactBase[dict]):
+class BuildHostState(FactBase[BuildHostStateDict | None]):
     """Everything the build-host deploys decide from, in one remote command.
 
     The platform, the installed versions, the managed files and folders (mode,
@@ -161,7 +163,7 @@ class BuildHostState(FactBase[dict]):
             parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
         return in_c_locale("; ".join(parts))
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> BuildHostStateDict:
         values = parse_key_values(output)
         return {
             **platform_from(values),
