@@ -134,7 +134,7 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
          "paths": {"/etc/nerdctl/nerdctl.toml": {"kind": "file", "mode": "644", ...}},
          "created_dirs": {"/opt/tools": {"kind": "dir", "mode": "755", "user": "root", "group": "root"}},
          "group_exists": True, "units": {"socket": {...}, "service": {...}, "containerd": {...}},
-         "full": {"version": None, "components": {}},
+         "full": {"version": None, "components": {}, "managed": False},
          "foreign_buildkit": {"units": [], "processes": []}}
     """
 
