@@ -152,7 +152,7 @@ def wanted_version(release: Release, settings: Settings) -> str:
 
 def _ours(paths: dict[str, ManagedPathDict], path: str) -> bool:
     """Whether ``path`` exists and carries this package's marker: the only proof that it is ours."""
-    return path in paths and paths[path]["ours"]
+    return bool(path in paths and paths[path].get("ours"))
 
 
 def _wrong(found: StatDict | None, kind: str, mode: str) -> bool:
