@@ -128,7 +128,7 @@ CAPTURED: dict[str, tuple[type[FactBase[Any]], list[str]]] = {
 
 def payload_type(fact: type[FactBase[Any]]) -> Any:
     """The ``T`` of ``FactBase[T]`` that ``fact`` declares."""
-    (base,) = (base for base in fact.__orig_bases__ if get_origin(base) is FactBase)  # type: ignore[attr-defined]
+    (base,) = (base for base in fact.__orig_bases__ if get_origin(base) is FactBase)
     return get_args(base)[0]
 
 
@@ -227,9 +227,9 @@ def test_docstring_example_has_the_declared_keys(name: str) -> None:
 
 def test_mismatches_names_a_missing_key_an_unknown_key_and_a_wrong_type() -> None:
     state = facts.BuildHostState().process(CAPTURED["BuildHostState"][1])
-    del state["full"]["managed"]  # type: ignore[misc]
-    state["units"]["socket"]["stale"] = "no"  # type: ignore[typeddict-item]
-    state["extra"] = 1  # type: ignore[typeddict-unknown-key]
+    del state["full"]["managed"]
+    state["units"]["socket"]["stale"] = "no"
+    state["extra"] = 1
     assert mismatches(state, payload_type(facts.BuildHostState), "state") == [
         "state: unknown key 'extra'",
         "state['full']: missing key 'managed'",
