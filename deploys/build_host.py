@@ -11,6 +11,7 @@ from pyinfra.api.exceptions import DeployError
 
 from .. import layout
 from ..facts import BuildHostState, ReleaseFiles, manifest_glob, manifest_path
+from ..facts.types import BuildHostStateDict, PlatformDict
 from .changes import (
     DIR_MODE,
     Changes,
@@ -74,7 +75,7 @@ def host_settings(overrides: dict[str, Any]) -> Settings:
     return settings
 
 
-def _require_systemd(platform: dict) -> str:
+def _require_systemd(platform: PlatformDict) -> str:
     """The host's ``uname -m``, once systemd is known to be its init system."""
     if not platform["systemd"]:
         raise _fail("systemd is not the running init system; pyinfra-nerdctl needs a systemd host")
@@ -97,7 +98,7 @@ def _names(releases: tuple[Release, ...], settings: Settings) -> str:
 
 
 def _install_releases(
-    changes: Changes, settings: Settings, releases: tuple[Release, ...], machine: str, retired
+    changes: Changes, settings: Settings, releases: tuple[Release, ...], machine: str, retired: tuple[Release, ...]
 ) -> None:
     """One verified install step for the outdated archives, named after what it installs on this host."""
     downloads = [_download(release, settings, machine) for release in changes.outdated]
@@ -237,7 +238,7 @@ def _unit_control(unit: str, enable: bool, start: bool, restart: bool) -> None:
     )
 
 
-def _remove_leftovers(state: dict) -> None:
+def _remove_leftovers(state: BuildHostStateDict) -> None:
     """One step on every host, first: what killed runs left (uploads, scratch and unpack folders, partial copies)."""
     run_commands(
         name="Remove what killed runs left",
@@ -246,7 +247,7 @@ def _remove_leftovers(state: dict) -> None:
     )
 
 
-def _host_state(settings: Settings, possible: tuple[Release, ...]) -> dict | None:
+def _host_state(settings: Settings, possible: tuple[Release, ...]) -> BuildHostStateDict | None:
     """The one ``BuildHostState`` fact; None when it could not be read (pyinfra has then failed this host)."""
     state = host.get_fact(
         BuildHostState,
@@ -298,7 +299,7 @@ def _install(
         check_build_path(settings, takeover.state, changes, releases, possible)
 
 
-def _takeover(settings: Settings, state: dict, releases: tuple[Release, ...]) -> Takeover:
+def _takeover(settings: Settings, state: BuildHostStateDict, releases: tuple[Release, ...]) -> Takeover:
     """What takes over another BuildKit setup on this host; refused, with nothing changed, without buildkit_takeover."""
     if not has_buildkit(releases):
         return Takeover((), state)

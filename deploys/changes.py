@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from .. import layout
 from ..facts import UNITS
+from ..facts.types import BuildHostStateDict, ManagedPathDict, StatDict
 from . import rendering
 from .releases import BUILDKIT, NERDCTL, NERDCTL_FULL, Release
 from .settings import Settings
@@ -132,7 +133,7 @@ class Changes:
     wait_for_builds: bool = False
 
 
-def installed_version(release: Release, state: dict) -> str | None:
+def installed_version(release: Release, state: BuildHostStateDict) -> str | None:
     """What the host runs; for BuildKit, None unless buildkitd and buildctl agree.
 
     A minimal release counts as absent while a full archive installed by these deploys
@@ -152,16 +153,16 @@ def wanted_version(release: Release, settings: Settings) -> str:
     return settings.buildkit_version if release is BUILDKIT else settings.nerdctl_version
 
 
-def _ours(paths: dict[str, dict], path: str) -> bool:
+def _ours(paths: dict[str, ManagedPathDict], path: str) -> bool:
     """Whether ``path`` exists and carries this package's marker: the only proof that it is ours."""
-    return bool(paths.get(path, {}).get("ours"))
+    return bool(path in paths and paths[path].get("ours"))
 
 
-def _wrong(found: dict | None, kind: str, mode: str) -> bool:
+def _wrong(found: StatDict | None, kind: str, mode: str) -> bool:
     return found is None or found["kind"] != kind or found["mode"] != mode or (found["user"], found["group"]) != OWNER
 
 
-def created_dirs_to_fix(state: dict) -> tuple[str, ...]:
+def created_dirs_to_fix(state: BuildHostStateDict) -> tuple[str, ...]:
     """Folders the install made whose mode or owner is no longer ``root:root 0755``.
 
     The install sets them whatever the umask; this repairs folders made by a run before
@@ -172,7 +173,7 @@ def created_dirs_to_fix(state: dict) -> tuple[str, ...]:
     )
 
 
-def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...]) -> Changes:
+def plan_changes(settings: Settings, state: BuildHostStateDict, releases: tuple[Release, ...]) -> Changes:
     """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state``.
 
     A unit file change means one daemon-reload (the one ``systemctl enable`` makes, where a
@@ -202,7 +203,9 @@ def plan_changes(settings: Settings, state: dict, releases: tuple[Release, ...])
     return _plan_units(changes, settings, state, releases) if has_buildkit(releases) else changes
 
 
-def _plan_units(changes: Changes, settings: Settings, state: dict, releases: tuple[Release, ...]) -> Changes:
+def _plan_units(
+    changes: Changes, settings: Settings, state: BuildHostStateDict, releases: tuple[Release, ...]
+) -> Changes:
     changed = {file.path for file in changes.files}
     units = state["units"]
     socket, service, containerd = units["socket"], units["service"], units["containerd"]
@@ -247,7 +250,7 @@ class Removal:
     daemon_reload: bool = False
 
 
-def plan_removal(state: dict, possible: tuple[Release, ...]) -> Removal:
+def plan_removal(state: BuildHostStateDict, possible: tuple[Release, ...]) -> Removal:
     """What removing ``possible`` takes away on a host whose ``BuildHostState`` is ``state``.
 
     A unit is stopped and disabled only when its file is ours; a folder goes only when

@@ -209,7 +209,10 @@ BUILDKITD_OWNED = {
     ("grpc", "uid"): SOCKET_IS_SYSTEMDS,
     ("grpc", "gid"): SOCKET_IS_SYSTEMDS,
 }
-NERDCTL_OWNED = {("address",): "use containerd_address", ("namespace",): "use containerd_namespace"}
+NERDCTL_OWNED: dict[tuple[str, ...], str] = {
+    ("address",): "use containerd_address",
+    ("namespace",): "use containerd_namespace",
+}
 NERDCTL_FULL_OWNED = {**NERDCTL_OWNED, ("cni_path",): "the full flavor sets it from full_prefix"}
 
 
@@ -228,7 +231,9 @@ def check_nerdctl_config(config: Mapping[str, Any], full: bool = False) -> list[
     return _check("nerdctl_config", config, NERDCTL, owned, "nerdctl refuses keys it does not know")
 
 
-def _check(setting: str, config: Mapping[str, Any], schema: Schema, owned: dict, unknown_effect: str) -> list[str]:
+def _check(
+    setting: str, config: Mapping[str, Any], schema: Schema, owned: Mapping[tuple[str, ...], str], unknown_effect: str
+) -> list[str]:
     warnings: list[str] = []
 
     def walk(table: Mapping[str, Any], schema: Schema | None, path: tuple[str, ...]) -> None:

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from functools import wraps
 from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, cast
 
 import pyinfra
 from pyinfra import host, logger
@@ -38,12 +38,15 @@ from ..layout import BINARY_VERSIONS, CREATED_FOLDERS, STALE_MINUTES, STATE_DIR,
 from .controller import cache_path, cached_archive
 from .releases import Download, Release, ReleaseError
 
+if TYPE_CHECKING:
+    from pyinfra.api.arguments_typed import PyinfraOperation
+
 try:
     from pyinfra.operations.util.files import generate_color_diff
 except ImportError:  # older pyinfra 3.x: a plain unified diff
     from difflib import unified_diff
 
-    def generate_color_diff(current_lines: list[str], desired_lines: list[str]):  # type: ignore[misc]
+    def generate_color_diff(current_lines: list[str], desired_lines: list[str]) -> Generator[str, None, None]:
         return (line.rstrip("\n") for line in unified_diff(current_lines, desired_lines))
 
 
@@ -77,14 +80,19 @@ def fixed_steps() -> Iterator[None]:
             _step_positions[host.name] = outer
 
 
-def _arguments(signature: inspect.Signature, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _arguments(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The operation's own arguments by name, defaults applied (pyinfra's global ones, like ``name``, left out)."""
     bound = signature.bind(*args, **{key: value for key, value in kwargs.items() if key in signature.parameters})
     bound.apply_defaults()
     return bound.arguments
 
 
-def step_operation(idle: Callable[..., str | None]):
+P = ParamSpec("P")
+
+
+def step_operation(
+    idle: Callable[..., str | None],
+) -> Callable[[Callable[P, Generator[Any, None, None]]], PyinfraOperation[P]]:
     """An operation that is one step of a fixed sequence; ``idle(**arguments)`` is why it has nothing to do, or None.
 
     Outside ``fixed_steps`` it is a plain pyinfra operation, a no-op saying why when idle.
@@ -95,12 +103,12 @@ def step_operation(idle: Callable[..., str | None]):
     many a host has called, so there every step is called, a no-op where idle.
     """
 
-    def decorator(body: Callable[..., Generator]) -> Callable[..., Any]:
+    def decorator(body: Callable[P, Generator[Any, None, None]]) -> PyinfraOperation[P]:
         signature = inspect.signature(body)
 
         @operation()
         @wraps(body)
-        def as_operation(*args: Any, **kwargs: Any) -> Generator:
+        def as_operation(*args: Any, **kwargs: Any) -> Generator[Any, None, None]:
             reason = idle(**_arguments(signature, args, kwargs))
             if reason is not None:
                 host.noop(reason)
@@ -120,7 +128,8 @@ def step_operation(idle: Callable[..., str | None]):
                     return None
             return as_operation(*args, **kwargs)
 
-        return step
+        # Called as pyinfra's operation is: the body's arguments and pyinfra's global ones (``name``).
+        return cast("PyinfraOperation[P]", step)
 
     return decorator
 
@@ -414,7 +423,7 @@ def removal_script(release: Release, dest: str, lock_wait: int = 600) -> str:
     )
 )
 def remove_release_files(
-    release: Release, dest: str, installed_files: Sequence[str], lock_wait: int = 600
+    release: Release, dest: str, installed_files: list[str], lock_wait: int = 600
 ) -> Generator[str, None, None]:
     """Remove the files of ``release`` from under ``dest``.
 
@@ -452,6 +461,7 @@ def write_file(path: str, content: str | None, mode: str = "644") -> Generator[s
 
         write_file(path="/etc/nerdctl/nerdctl.toml", content='namespace = "default"\\n')
     """
+    assert content is not None  # idle otherwise: step_operation does not run the body
     if diff_wanted():
         # Imported here: pyinfra before 3.5 has neither FileContents nor --diff, and must still load this module.
         from pyinfra.facts.files import FileContents

@@ -156,8 +156,9 @@ def normalise_sha256(value: object, key: str) -> str | None:
 
 
 @cache
-def _shipped_pins() -> dict:
-    return json.loads(CHECKSUM_TABLE.read_text())
+def _shipped_pins() -> dict[str, Any]:
+    pins: dict[str, Any] = json.loads(CHECKSUM_TABLE.read_text())
+    return pins
 
 
 @cache
@@ -217,8 +218,8 @@ def once_per_run(function: Callable[..., T]) -> Callable[..., T]:
     pyinfra prepares hosts concurrently (gevent patches ``threading``), so without the
     per-key lock every host would fetch the same file. Failures are not cached.
     """
-    results: dict[tuple, T] = {}
-    locks: dict[tuple, threading.Lock] = defaultdict(threading.Lock)
+    results: dict[tuple[Any, ...], T] = {}
+    locks: dict[tuple[Any, ...], threading.Lock] = defaultdict(threading.Lock)
 
     @wraps(function)
     def call(*args: Any) -> T:
@@ -235,7 +236,8 @@ def fetch_text(url: str, timeout: float = 20) -> str:
     """GET ``url`` from the controller, once per run; a ReleaseError says why it failed."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.read().decode()
+            text: str = response.read().decode()
+            return text
     except urllib.error.HTTPError as error:
         raise ReleaseError(f"{url} answered HTTP {error.code}") from error
     except (urllib.error.URLError, OSError, UnicodeDecodeError) as error:

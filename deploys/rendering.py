@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from ..layout import BUILDKIT_CONFIG, MARKER, SOCKET_UNIT
 from .settings import Settings
@@ -63,7 +64,7 @@ def containerd_toml(settings: Settings) -> str:
     return HEADER + toml_document(settings.containerd_config or {})
 
 
-def toml_document(data: dict, table: tuple[str, ...] = ()) -> str:
+def toml_document(data: dict[str, Any], table: tuple[str, ...] = ()) -> str:
     """A dict of scalars, lists, nested dicts and lists of dicts as TOML.
 
     The plain values first, then one ``[table]`` per dict and one ``[[table]]`` per

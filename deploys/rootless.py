@@ -11,7 +11,7 @@ import secrets
 import shlex
 from collections.abc import Generator
 from io import StringIO
-from typing import Any
+from typing import Any, cast
 
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, deploy, operation
@@ -28,6 +28,7 @@ from ..facts.rootless import (
     socket_path,
     user_runtime_env,
 )
+from ..facts.types import RootlessStateDict
 from ..layout import (
     TEMP_PREFIX,
     UPLOAD_DIR,
@@ -68,7 +69,7 @@ def _settings(overrides: dict[str, Any]) -> tuple[Settings, RootlessSettings]:
         raise _fail(str(error)) from error
 
 
-def _state(settings: Settings, rootless: RootlessSettings) -> dict | None:
+def _state(settings: Settings, rootless: RootlessSettings) -> RootlessStateDict | None:
     """The one ``RootlessState`` fact; None when it could not be read (pyinfra has then failed this host)."""
     state = host.get_fact(
         RootlessState,
@@ -147,7 +148,11 @@ def _no_packages(packages: list[str], update: bool, cache_time: int, no_recommen
 
 
 def _apply(
-    changes: RootlessChanges, settings: Settings, rootless: RootlessSettings, state: dict, wanted: tuple[str, ...]
+    changes: RootlessChanges,
+    settings: Settings,
+    rootless: RootlessSettings,
+    state: RootlessStateDict,
+    wanted: tuple[str, ...],
 ) -> None:
     """One operation per step, in one order on every host; a step with nothing to do is a no-op there.
 
@@ -155,6 +160,7 @@ def _apply(
     changes the host holds the host's lock, as the build host's install does.
     """
     user, uid, home, wait = rootless.user, state["uid"], state["home"], settings.host_lock_wait
+    assert uid is not None and home is not None  # plan_rootless refused a user that does not exist
     quoted = shlex.quote(user)
     _packages(changes)
     added = "-".join(map(str, changes.add_subuids or changes.add_subgids or ()))
@@ -245,14 +251,16 @@ def _apply(
     )
 
 
-def _wait_for_builds(settings: Settings, rootless: RootlessSettings, state: dict) -> list[str]:
+def _wait_for_builds(settings: Settings, rootless: RootlessSettings, state: RootlessStateDict) -> list[str]:
     """As the user: wait, up to ``buildkit_drain_timeout``, until the user's BuildKit runs no build (``drain``).
 
     Asked where the running socket listens: after a change of ``rootless_namespace`` that is still the old one.
     """
-    address = state["socket"]["listening"] or socket_path(state["uid"], rootless.namespace)
+    uid = state["uid"]
+    assert uid is not None  # only a user with a running manager has builds to wait for
+    address = state["socket"]["listening"] or socket_path(uid, rootless.namespace)
     return [
-        as_user(rootless.user, state["uid"], command)
+        as_user(rootless.user, uid, command)
         for command in drain_commands(
             f"{settings.bin_dir}/buildctl",
             address,
@@ -298,9 +306,9 @@ def install_rootless(**settings: Any) -> None:
         changes = plan_rootless(resolved, rootless, state)
     except RootlessError as error:
         raise _fail(str(error)) from error
-    _apply(
-        changes, resolved, rootless, state, tuple(file.path for file in user_files(resolved, rootless, state["home"]))
-    )
+    home = state["home"]
+    assert home is not None  # plan_rootless refused a user that does not exist
+    _apply(changes, resolved, rootless, state, tuple(file.path for file in user_files(resolved, rootless, home)))
 
 
 @deploy("Remove rootless containerd and BuildKit of a user")
@@ -320,7 +328,8 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
         return
     user = rootless.user
     exists = state["exists"] and state["uid"] != 0
-    uid, home, quoted = state["uid"], state["home"], shlex.quote(user)
+    # Both None for a user that does not exist: then no command that reads them runs.
+    uid, home, quoted = cast(int, state["uid"]), cast(str, state["home"]), shlex.quote(user)
     manager = exists and state["manager"]
     units = [unit for unit in USER_UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
     present = [
@@ -387,8 +396,8 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
     ranges = (
         [
             f"--del-sub{kind}s {added[0]}-{added[0] + added[1] - 1}"
-            for kind in ("uid", "gid")
-            if added in state[f"sub{kind}"]
+            for kind, listed in (("uid", state["subuid"]), ("gid", state["subgid"]))
+            if added in listed
         ]
         if added
         else []

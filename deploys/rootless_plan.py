@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import layout
 from ..facts.rootless import INSTALLED, socket_path
+from ..facts.types import ManagedPathDict, RootlessStateDict
 from ..layout import (
     USER_BUILDKIT_CONFIG,
     USER_CONTAINERD_FILE,
@@ -243,12 +244,12 @@ class RootlessError(ValueError):
     """A host that cannot run rootless BuildKit for the user; the message says what is missing."""
 
 
-def _programs_missing(rootless: RootlessSettings, state: dict) -> list[str]:
+def _programs_missing(rootless: RootlessSettings, state: RootlessStateDict) -> list[str]:
     wanted = ["newuidmap", "newgidmap", "rootlesskit"] + (["slirp4netns"] if rootless.network == "slirp4netns" else [])
     return [program for program in wanted if program not in state["programs"]]
 
 
-def check_prerequisites(settings: Settings, rootless: RootlessSettings, state: dict) -> None:
+def check_prerequisites(settings: Settings, rootless: RootlessSettings, state: RootlessStateDict) -> None:
     """Raise a ``RootlessError`` for the first thing the host lacks; nothing has changed yet."""
     user = rootless.user
     if not state["systemd"]:
@@ -287,7 +288,9 @@ def check_prerequisites(settings: Settings, rootless: RootlessSettings, state: d
         )
 
 
-def plan_subids(rootless: RootlessSettings, state: dict) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+def plan_subids(
+    rootless: RootlessSettings, state: RootlessStateDict
+) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
     """``(subuid range, subgid range)`` to add (``(first, last)``), None for a kind the user has."""
     if state["subuid"] and state["subgid"]:
         return None, None
@@ -301,7 +304,7 @@ def plan_subids(rootless: RootlessSettings, state: dict) -> tuple[tuple[int, int
     return (None if state["subuid"] else wanted), (None if state["subgid"] else wanted)
 
 
-def _wrong(found: dict | None, file: ManagedFile, user: str) -> bool:
+def _wrong(found: ManagedPathDict | None, file: ManagedFile, user: str) -> bool:
     return (
         found is None
         or found["kind"] != "file"
@@ -311,7 +314,7 @@ def _wrong(found: dict | None, file: ManagedFile, user: str) -> bool:
     )
 
 
-def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -> RootlessChanges:
+def plan_rootless(settings: Settings, rootless: RootlessSettings, state: RootlessStateDict) -> RootlessChanges:
     """The changes the user's rootless BuildKit needs on a host whose ``RootlessState`` is ``state``.
 
     Checks every prerequisite first. A changed containerd unit restarts containerd (and
@@ -323,7 +326,9 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
     subuids, subgids = plan_subids(rootless, state)
     missing = _programs_missing(rootless, state)
     packages = [PACKAGES[program] for program in missing] + ([] if state["user_dbus"] else [USER_DBUS_PACKAGE])
-    wanted = user_files(settings, rootless, state["home"])
+    home = state["home"]
+    assert home is not None  # check_prerequisites refused a user that does not exist
+    wanted = user_files(settings, rootless, home)
     files = tuple(file for file in wanted if _wrong(state["files"].get(file.path), file, rootless.user))
     changed = {file.path for file in files}
     units = state["units"]
@@ -368,16 +373,17 @@ def check_skip_reason(settings: Settings, changes: RootlessChanges) -> str | Non
     return None
 
 
-def user_check_body(settings: Settings, rootless: RootlessSettings, state: dict) -> str:
+def user_check_body(settings: Settings, rootless: RootlessSettings, state: RootlessStateDict) -> str:
     """``verify.sh`` for the user's BuildKit, to run as the user: the user's units, socket and files.
 
     No containerd socket to wait for: the user's containerd is a unit BuildKit requires.
     The binary is root's (the build host's), not the user's to put back.
     """
-    home = state["home"]
+    uid, home = state["uid"], state["home"]
+    assert uid is not None  # plan_rootless refused a user that does not exist
     values = check_values(
         settings,
-        buildkit_socket=socket_path(state["uid"], rootless.namespace),
+        buildkit_socket=socket_path(uid, rootless.namespace),
         containerd_socket="",
         namespace=rootless.namespace,
         good_dir=f"{home}/{USER_GOOD_DIR}",

@@ -79,10 +79,10 @@ class Settings:
     release_cache_dir: str
     nerdctl_flavor: str
     full_prefix: str
-    containerd_config: dict | None
+    containerd_config: dict[str, Any] | None
     host_lock_wait: int
-    buildkitd_config: dict
-    nerdctl_config: dict
+    buildkitd_config: dict[str, Any]
+    nerdctl_config: dict[str, Any]
     buildkit_verify: bool
     buildkit_takeover: bool
     buildkit_drain_timeout: int
@@ -174,12 +174,12 @@ def _unknown_key_message(key: str) -> str:
     return f"unknown setting {key!r}{hint}"
 
 
-def _containerd_config(value: Any) -> dict | None:
+def _containerd_config(value: Any) -> dict[str, Any] | None:
     """A dict rendered to /etc/containerd/config.toml (``--data`` may pass it as JSON)."""
     return _config_dict(value, "containerd_config") or None
 
 
-def _config_dict(value: Any, key: str) -> dict:
+def _config_dict(value: Any, key: str) -> dict[str, Any]:
     """A dict of TOML settings, or JSON of one (as ``--data`` passes it); empty when unset."""
     if value in (None, "", {}):
         return {}
@@ -193,7 +193,7 @@ def _config_dict(value: Any, key: str) -> dict:
     return value
 
 
-def _checked_config(value: Any, key: str, full: bool) -> dict:
+def _checked_config(value: Any, key: str, full: bool) -> dict[str, Any]:
     """``buildkitd_config`` or ``nerdctl_config``: types and owned keys checked (unknown keys warn later)."""
     config = _config_dict(value, key)
     try:
@@ -203,7 +203,7 @@ def _checked_config(value: Any, key: str, full: bool) -> dict:
     return config
 
 
-def config_warnings(key: str, config: dict, full: bool) -> list[str]:
+def config_warnings(key: str, config: dict[str, Any], full: bool) -> list[str]:
     """Warnings for keys of ``buildkitd_config`` or ``nerdctl_config`` that upstream does not know."""
     if key == "buildkitd_config":
         return check_buildkitd_config(config)

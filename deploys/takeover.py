@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .. import layout
 from ..facts.foreign import DEFAULT_ADDRESS
+from ..facts.types import BuildHostStateDict, ForeignProcessDict, ForeignUnitDict
 
 OUR_UNIT_PATHS = {layout.SOCKET_PATH: "socket", layout.SERVICE_PATH: "service"}
 OUR_UNITS = {layout.SOCKET_UNIT: "socket", layout.SERVICE_UNIT: "service"}
@@ -52,7 +53,7 @@ def _stop_process_command(pid: int) -> str:
     )
 
 
-def foreign_setups(state: dict) -> tuple[ForeignSetup, ...]:
+def foreign_setups(state: BuildHostStateDict) -> tuple[ForeignSetup, ...]:
     """What else runs BuildKit on a host whose ``BuildHostState`` is ``state``.
 
     A unit counts when it is enabled or active; a file at our unit paths without our marker
@@ -93,26 +94,27 @@ def foreign_setups(state: dict) -> tuple[ForeignSetup, ...]:
             )
         )
     for process in foreign["processes"]:
-        unit = process["unit"]
+        process_unit = process["unit"]
         # Socket-activated in our unit is ours, MainPID or not: a concurrent run's check may stop it
         # between the fact's read of the process and of its unit.
-        ours = unit == layout.SERVICE_UNIT and process["socket_activated"]
-        if ours or unit in covered:
+        our_service = process_unit == layout.SERVICE_UNIT and process["socket_activated"]
+        if our_service or process_unit in covered:
             continue
-        if process["main"] and unit.endswith(".service"):
-            covered.add(unit)
-            older = " from an older definition" if unit == layout.SERVICE_UNIT else ""
+        # A main process always has its unit (``ForeignProcessDict``).
+        if process["main"] and process_unit is not None and process_unit.endswith(".service"):
+            covered.add(process_unit)
+            older = " from an older definition" if process_unit == layout.SERVICE_UNIT else ""
             setups.append(
                 ForeignSetup(
-                    f"buildkitd process {process['pid']} of {unit}{older} (socket {process['socket']})",
-                    _unit_commands(unit, process["enabled"], True),
-                    (unit,),
+                    f"buildkitd process {process['pid']} of {process_unit}{older} (socket {process['socket']})",
+                    _unit_commands(process_unit, process["enabled"], True),
+                    (process_unit,),
                 )
             )
         else:
             setups.append(
                 ForeignSetup(
-                    f"buildkitd process {process['pid']} ({unit or 'no unit'}, socket {process['socket']})",
+                    f"buildkitd process {process['pid']} ({process_unit or 'no unit'}, socket {process['socket']})",
                     (_stop_process_command(process["pid"]),),
                 )
             )
@@ -137,11 +139,11 @@ class Takeover:
     """
 
     commands: tuple[str, ...]
-    state: dict
+    state: BuildHostStateDict
     busy_sockets: tuple[str, ...] = ()
 
 
-def _process_socket(process: dict, units: list[dict]) -> str:
+def _process_socket(process: ForeignProcessDict, units: list[ForeignUnitDict]) -> str:
     """Where a buildkitd takes clients: its ``--addr``, or for ``fd://`` its unit's socket (the usual path else)."""
     if process["socket"] != "fd://":
         return process["socket"]
@@ -150,7 +152,7 @@ def _process_socket(process: dict, units: list[dict]) -> str:
     return sockets[0] if sockets else DEFAULT_ADDRESS
 
 
-def busy_sockets(state: dict, stopped: tuple[str, ...]) -> tuple[str, ...]:
+def busy_sockets(state: BuildHostStateDict, stopped: tuple[str, ...]) -> tuple[str, ...]:
     """The sockets of the running buildkitd processes that taking over stops."""
     foreign = state["foreign_buildkit"]
     found = []
@@ -161,7 +163,7 @@ def busy_sockets(state: dict, stopped: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def plan_takeover(state: dict, allowed: bool) -> Takeover:
+def plan_takeover(state: BuildHostStateDict, allowed: bool) -> Takeover:
     """Refuse (``ForeignSetupError``) a host with another BuildKit setup unless ``allowed``; else take it over.
 
     Our units that the takeover stops count as disabled and inactive afterwards, and our socket,
@@ -177,7 +179,7 @@ def plan_takeover(state: dict, allowed: bool) -> Takeover:
     after = copy.deepcopy(state)
     for name, key in OUR_UNITS.items():
         if name in stopped:
-            after["units"][key].update(enabled=False, active=False, stale=False)
+            after["units"][key].update({"enabled": False, "active": False, "stale": False})
     socket = after["units"]["socket"]
     socket["stale"] = socket["active"]
     # buildkitd exits 1 when it is stopped, which leaves its unit failed; and ours may have failed

@@ -18,16 +18,23 @@ from __future__ import annotations
 import shlex
 from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyinfra import host, logger
 from pyinfra.api import StringCommand
 
 from .. import layout
 from ..facts.builds import RUNNING_BUILDS_FUNCTION
+from ..facts.types import BuildHostStateDict
 from .changes import Changes, has_buildkit
 from .operations import lock_commands, step_operation
 from .releases import BUILDKIT, NERDCTL_FULL, Release
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from pyinfra.api import Host, State
+    from pyinfra.api.arguments import ConnectorArguments
+    from pyinfra.connectors.util import CommandOutput
 
 GOOD_DIR = layout.BUILDKIT_GOOD_DIR
 # For a user's BuildKit: every systemctl and journalctl in verify.sh talks to the user's own manager.
@@ -52,7 +59,7 @@ def buildkit_inputs_changed(changes: Changes) -> bool:
     )
 
 
-def containerd_missing_warning(settings: Settings, state: dict) -> str | None:
+def containerd_missing_warning(settings: Settings, state: BuildHostStateDict) -> str | None:
     """The preflight warning for a minimal-flavor host whose containerd socket is not there (from ``BuildHostState``)."""
     if settings.full or settings.containerd_socket in state["paths"]:
         return None
@@ -121,7 +128,7 @@ WARNING = "warning: "
 class CheckCommand(StringCommand):
     """The check, whose ``warning:`` lines pyinfra shows as warnings even when the check succeeds."""
 
-    def execute(self, state, host, connector_arguments):
+    def execute(self, state: State, host: Host, connector_arguments: ConnectorArguments) -> tuple[bool, CommandOutput]:
         status, output = super().execute(state, host, connector_arguments)
         for line in output.stdout_lines:
             if line.startswith(WARNING):
@@ -130,7 +137,7 @@ class CheckCommand(StringCommand):
 
 
 @step_operation(lambda script, skip_reason: skip_reason)
-def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[str, None, None]:
+def buildkit_answers(script: str, skip_reason: str | None = None) -> Generator[CheckCommand, None, None]:
     """Run ``script`` (``verify_script``), unless there is a ``skip_reason`` (then nothing, saying why).
 
     + script: the check, rendered for this host
@@ -151,7 +158,11 @@ def check_paths(settings: Settings, possible: tuple[Release, ...]) -> tuple[str,
 
 
 def check_build_path(
-    settings: Settings, state: dict, changes: Changes, releases: Sequence[Release], possible: tuple[Release, ...]
+    settings: Settings,
+    state: BuildHostStateDict,
+    changes: Changes,
+    releases: Sequence[Release],
+    possible: tuple[Release, ...],
 ) -> None:
     """Warn when containerd is missing; then prove, after a change, that BuildKit answers (``buildkit_verify``).
 

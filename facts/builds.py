@@ -14,6 +14,7 @@ from pyinfra.api import FactBase
 
 from ..layout import BUILDKIT_ADDRESS, DEFAULT_BIN_DIR, SERVICE_UNIT
 from .common import in_c_locale
+from .types import BuildDict
 
 ASK_SECONDS = 20
 UNANSWERED = "builds.unanswered="
@@ -46,7 +47,7 @@ def builds_command(
     )
 
 
-def parse_builds(lines: list[str]) -> list[dict] | None:
+def parse_builds(lines: list[str]) -> list[BuildDict] | None:
     """Lines of ``builds_command`` to ``[{"ref", "started"}]``; None when BuildKit runs but did not answer.
 
     >>> parse_builds(["build=k3v1 2026-11-30T19:02:03Z"])
@@ -54,7 +55,7 @@ def parse_builds(lines: list[str]) -> list[dict] | None:
     """
     if any(line.startswith(UNANSWERED) for line in lines):
         return None
-    builds = []
+    builds: list[BuildDict] = []
     for line in lines:
         if line.startswith("build="):
             ref, _, started = line[len("build=") :].partition(" ")
@@ -62,7 +63,7 @@ def parse_builds(lines: list[str]) -> list[dict] | None:
     return builds
 
 
-class BuildkitBuilds(FactBase):
+class BuildkitBuilds(FactBase[list[BuildDict] | None]):
     """The builds ``buildkit.service`` runs now, each with its ref and when it started (RFC 3339).
 
     Empty when the service is not running (the socket-activated daemon is not started to ask);
@@ -82,9 +83,9 @@ class BuildkitBuilds(FactBase):
     ) -> str:
         return builds_command(bin_dir, address, unit, systemctl)
 
-    def process(self, output: list[str]) -> list[dict] | None:
+    def process(self, output: list[str]) -> list[BuildDict] | None:
         return parse_builds(output)
 
     @staticmethod
-    def default() -> list:
+    def default() -> list[BuildDict]:
         return []

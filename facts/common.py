@@ -9,6 +9,7 @@ import stat
 from ..layout import (
     STATE_DIR,
 )
+from .types import PlatformDict, SocketFileDict
 
 SHA256_LINE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -72,7 +73,7 @@ def stat_command(path: str) -> str:
     return f"stat -c 'stat={STAT_FIELDS}' {path} 2>/dev/null || true"
 
 
-def parse_stat(value: str | None) -> dict:
+def parse_stat(value: str | None) -> SocketFileDict:
     if not value:
         return {"exists": False, "is_socket": False, "mode": None, "user": None, "group": None}
     raw_mode, mode, user, group = value.split("|")
@@ -82,6 +83,6 @@ def parse_stat(value: str | None) -> dict:
 PLATFORM_COMMAND = 'echo "machine=$(uname -m)"; if [ -d /run/systemd/system ]; then echo systemd=yes; fi'
 
 
-def platform_from(values: dict[str, str]) -> dict:
+def platform_from(values: dict[str, str]) -> PlatformDict:
     """The ``PLATFORM_COMMAND`` keys of parsed ``key=value`` output."""
     return {"machine": values.get("machine", ""), "systemd": values.get("systemd") == "yes"}

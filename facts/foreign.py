@@ -9,6 +9,7 @@ import re
 import shlex
 
 from ..layout import MARKER, SERVICE_UNIT
+from .types import ForeignBuildkitDict, ForeignProcessDict, ForeignUnitDict
 
 # systemd's search path for system units, most important first; /lib is /usr/lib on merged-/usr hosts.
 UNIT_SEARCH_DIRS = (
@@ -128,7 +129,7 @@ def _unit_socket(values: dict[str, str]) -> str:
     return buildkitd_address(values.get("ExecStart", ""))
 
 
-def parse_foreign_buildkit(lines: list[str]) -> dict:
+def parse_foreign_buildkit(lines: list[str]) -> ForeignBuildkitDict:
     """Lines of ``foreign_buildkit_command`` to what else runs BuildKit.
 
     ``units``: unit files without this package's marker that systemd uses for their unit (a file
@@ -146,7 +147,7 @@ def parse_foreign_buildkit(lines: list[str]) -> dict:
                         "main": True, "socket_activated": False, "enabled": True}]}
     """
     states = _unit_blocks(lines)
-    units = []
+    units: list[ForeignUnitDict] = []
     for path, values in _unit_files(lines).items():
         name = path.rsplit("/", 1)[1]
         state = states.get(name, {})
@@ -161,7 +162,7 @@ def parse_foreign_buildkit(lines: list[str]) -> dict:
                 "active": state.get("ActiveState") in ACTIVE_STATES,
             }
         )
-    processes = []
+    processes: list[ForeignProcessDict] = []
     for line in lines:
         if not line.startswith("foreign.process="):
             continue

@@ -27,6 +27,7 @@ from ..layout import (
 )
 from .common import PLATFORM_COMMAND, STAT_FIELDS, file_kind, in_c_locale, parse_key_values, platform_from
 from .state import parse_managed_paths
+from .types import AccountDict, RootlessStateDict, UnitStateDict
 from .units import UNITS, parse_unit_freshness
 
 ROOTLESS_STATE_DIR = f"{STATE_DIR}/rootless"
@@ -38,7 +39,7 @@ PROGRAMS = ("newuidmap", "newgidmap", "rootlesskit", "slirp4netns", "containerd"
 # Programs the system install puts into bin_dir.
 INSTALLED = ("nerdctl", "containerd-rootless.sh", "containerd-rootless-setuptool.sh", "buildkitd", "buildctl")
 USER_DBUS_SOCKET = "/usr/lib/systemd/user/dbus.socket"
-NO_UNIT = {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False}
+NO_UNIT: UnitStateDict = {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False}
 
 
 def marker_path(user: str, what: str) -> str:
@@ -62,7 +63,7 @@ def data_folders(namespace: str) -> tuple[str, ...]:
     return (f"{share}/containerd", f"{share}/buildkit-{namespace}", f"{share}/nerdctl", f"{share}/cni")
 
 
-def parse_passwd(line: str | None) -> dict | None:
+def parse_passwd(line: str | None) -> AccountDict | None:
     """A ``getent passwd`` line to ``{"uid", "gid", "home"}``; None when absent or malformed.
 
     >>> parse_passwd("alice:x:1001:1001:Alice:/home/alice:/bin/bash")
@@ -176,7 +177,7 @@ def _listening(listen: str | None) -> str | None:
     return path if path.startswith("/") else None
 
 
-def parse_rootless_state(lines: list[str]) -> dict:
+def parse_rootless_state(lines: list[str]) -> RootlessStateDict:
     """Lines of ``rootless_state_command`` to the ``RootlessState`` shape."""
     values = parse_key_values(lines)
     account = parse_passwd(values.get("passwd"))
@@ -221,7 +222,7 @@ def parse_rootless_state(lines: list[str]) -> dict:
     }
 
 
-class RootlessState(FactBase[dict]):
+class RootlessState(FactBase[RootlessStateDict | None]):
     """One user's rootless containerd and BuildKit, and what the host offers for them.
 
     ``files`` are the user's managed files, relative to the home folder; ``units`` the
@@ -248,7 +249,7 @@ class RootlessState(FactBase[dict]):
     ) -> str:
         return in_c_locale(rootless_state_command(user, bin_dir, namespace, full_prefix))
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> RootlessStateDict:
         return parse_rootless_state(output)
 
     @staticmethod
@@ -257,10 +258,14 @@ class RootlessState(FactBase[dict]):
         return None
 
 
-class UserFileContents(FactBase):
+class UserFileContents(FactBase[list[str] | None]):
     """The lines of ``path``, read as ``user`` (a link the user planted cannot make root read another file); None: none.
 
     Read only for ``--diff``.
+
+    .. code:: python
+
+        ['namespace = "default"', 'address = "/run/user/1001/containerd/containerd.sock"']  # None: no such file
     """
 
     missing = "pyinfra-nerdctl: no such file"

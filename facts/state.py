@@ -30,6 +30,7 @@ from .common import (
     shell_glob,
 )
 from .foreign import foreign_buildkit_command, parse_foreign_buildkit
+from .types import BuildHostStateDict, ManagedPathDict, PlatformDict, StatDict
 from .units import parse_unit_freshness, unit_state_command
 from .versions import (
     VERSIONED_BINARIES,
@@ -42,7 +43,7 @@ from .versions import (
 )
 
 
-class BuildHostPlatform(FactBase[dict]):
+class BuildHostPlatform(FactBase[PlatformDict | None]):
     """The machine architecture (``uname -m``) and whether systemd is the running init.
 
     .. code:: python
@@ -50,9 +51,10 @@ class BuildHostPlatform(FactBase[dict]):
         {"machine": "x86_64", "systemd": True}
     """
 
-    command = in_c_locale(PLATFORM_COMMAND)
+    # pyinfra runs a string command as it is; FactBase declares only the method form.
+    command = in_c_locale(PLATFORM_COMMAND)  # type: ignore[assignment]
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> PlatformDict:
         return platform_from(parse_key_values(output))
 
     @staticmethod
@@ -103,7 +105,7 @@ def leftovers_command(destinations: tuple[str, ...]) -> str:
     )
 
 
-def parse_stat_line(line: str, prefix: str) -> tuple[str, dict] | None:
+def parse_stat_line(line: str, prefix: str) -> tuple[str, StatDict] | None:
     """A ``PREFIX=PATH|raw mode|mode|user|group`` line to ``(path, {"kind", "mode", "user", "group"})``."""
     if not line.startswith(prefix):
         return None
@@ -111,7 +113,7 @@ def parse_stat_line(line: str, prefix: str) -> tuple[str, dict] | None:
     return path, {"kind": file_kind(raw_mode), "mode": mode, "user": user, "group": group}
 
 
-def parse_created_folders(lines: list[str]) -> dict[str, dict]:
+def parse_created_folders(lines: list[str]) -> dict[str, StatDict]:
     """Lines of ``created_folders_command`` to ``{path: {"kind", "mode", "user", "group"}}``."""
     return dict(found for found in (parse_stat_line(line, "folder=") for line in lines) if found)
 
@@ -119,9 +121,9 @@ def parse_created_folders(lines: list[str]) -> dict[str, dict]:
 MARKED = f":{MARKER}"  # after the path, in grep -H's output
 
 
-def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
+def parse_managed_paths(lines: list[str]) -> dict[str, ManagedPathDict]:
     """Lines of ``managed_paths_command`` to ``{path: {"kind", "mode", "user", "group", "sha256", "ours"}}``."""
-    paths: dict[str, dict] = {}
+    paths: dict[str, ManagedPathDict] = {}
     digests = {}
     marked = set()
     for line in lines:
@@ -143,7 +145,7 @@ def parse_managed_paths(lines: list[str]) -> dict[str, dict]:
     return paths
 
 
-class BuildHostState(FactBase[dict]):
+class BuildHostState(FactBase[BuildHostStateDict | None]):
     """Everything the build-host deploys decide from, in one remote command.
 
     The platform, the installed versions, the managed files and folders (mode,
@@ -190,7 +192,7 @@ class BuildHostState(FactBase[dict]):
             parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
         return in_c_locale("; ".join(parts))
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> BuildHostStateDict:
         values = parse_key_values(output)
         return {
             **platform_from(values),

@@ -11,7 +11,7 @@ from pyinfra.api import FactBase
 try:
     from pyinfra.api import FactProcessError
 except ImportError:  # pyinfra before 3.6: any error in a fact's process() stops the run, whatever its class
-    from pyinfra.api.exceptions import FactError as FactProcessError
+    from pyinfra.api.exceptions import FactError as FactProcessError  # type: ignore[assignment]
 
 from ..layout import (
     BUILDKIT_ADDRESS,
@@ -25,9 +25,10 @@ from ..layout import (
     UNIT_DIR,
 )
 from .common import in_c_locale, parse_key_values, parse_stat, stat_command
+from .types import BuildkitSocketDict, ContainerdSocketDict, UnitsDict, UnitStateDict, WorkerDict
 
 
-def parse_socket_unit(lines: list[str]) -> dict:
+def parse_socket_unit(lines: list[str]) -> BuildkitSocketDict:
     values = parse_key_values(lines)
     listen = values.get("Listen", "").split(" (")[0] or None
     return {
@@ -38,7 +39,7 @@ def parse_socket_unit(lines: list[str]) -> dict:
     }
 
 
-class BuildkitSocket(FactBase[dict]):
+class BuildkitSocket(FactBase[BuildkitSocketDict]):
     """The BuildKit socket unit's state and the file it listens on.
 
     .. code:: python
@@ -55,15 +56,15 @@ class BuildkitSocket(FactBase[dict]):
             f'if [ -n "$listen" ]; then {stat_command(chr(34) + "$listen" + chr(34))}; fi'
         )
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> BuildkitSocketDict:
         return parse_socket_unit(output)
 
     @staticmethod
-    def default() -> dict:
+    def default() -> BuildkitSocketDict:
         return parse_socket_unit([])
 
 
-class ContainerdSocket(FactBase[dict]):
+class ContainerdSocket(FactBase[ContainerdSocketDict]):
     """Whether the containerd socket exists and is a socket (``unix://`` prefix accepted).
 
     .. code:: python
@@ -75,13 +76,13 @@ class ContainerdSocket(FactBase[dict]):
         path = shlex.quote(address.removeprefix("unix://"))
         return in_c_locale(f"echo path={path}; {stat_command(path)}")
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> ContainerdSocketDict:
         values = parse_key_values(output)
         found = parse_stat(values.get("stat"))
         return {"path": values.get("path"), "exists": found["exists"], "is_socket": found["is_socket"]}
 
     @staticmethod
-    def default() -> dict:
+    def default() -> ContainerdSocketDict:
         return {"path": None, "exists": False, "is_socket": False}
 
 
@@ -123,7 +124,7 @@ def started_before(started: str | None, changed: datetime | None) -> bool:
     False
     """
     moment = parse_systemd_timestamp(started)
-    if moment is None or changed is None:
+    if started is None or moment is None or changed is None:
         return False
     if "." not in started:
         changed = changed.replace(microsecond=0)
@@ -163,7 +164,7 @@ def unit_state_command(bin_dir: str, unit_dir: str, full_prefix: str = DEFAULT_F
     )
 
 
-def parse_unit_freshness(lines: list[str]) -> dict:
+def parse_unit_freshness(lines: list[str]) -> UnitsDict:
     """Lines of ``unit_state_command`` to ``{"socket": {...}, "service": {...}, "containerd": {...}}``."""
     blocks: list[dict[str, str]] = [{} for _ in UNITS]
     index = 0
@@ -179,7 +180,7 @@ def parse_unit_freshness(lines: list[str]) -> dict:
             unit, _, changed = line[len("ctime.") :].partition("=")
             if unit in ctimes and changed:
                 ctimes[unit].append(parse_stat_time(changed))
-    state = {}
+    state: dict[str, UnitStateDict] = {}
     for unit, values in zip(UNITS, blocks, strict=True):
         active = values.get("ActiveState") == "active"
         state[unit] = {
@@ -191,7 +192,7 @@ def parse_unit_freshness(lines: list[str]) -> dict:
     return state
 
 
-class BuildkitUnitFreshness(FactBase[dict]):
+class BuildkitUnitFreshness(FactBase[UnitsDict]):
     """The BuildKit units' (and containerd's) state, and whether they run what is on disk.
 
     A unit is stale when it is active and became active before its inputs last
@@ -210,25 +211,25 @@ class BuildkitUnitFreshness(FactBase[dict]):
     ) -> str:
         return in_c_locale(unit_state_command(bin_dir, unit_dir, full_prefix))
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> UnitsDict:
         return parse_unit_freshness(output)
 
     @staticmethod
-    def default() -> dict:
+    def default() -> UnitsDict:
         return parse_unit_freshness([])
 
 
 WORKER_LINE = re.compile(r"^(\s*)([^\t]+?):\t+(.*)$")
 
 
-def parse_buildkit_workers(lines: list[str]) -> list[dict] | None:
+def parse_buildkit_workers(lines: list[str]) -> list[WorkerDict] | None:
     """``buildctl debug workers -v`` output to ``[{"id", "executor", "namespace", "platforms"}]``; None when empty.
 
     >>> parse_buildkit_workers(["ID:\\tw1", "Platforms:\\tlinux/amd64", "Labels:",
     ...     "\\torg.mobyproject.buildkit.worker.executor:\\tcontainerd"])
     [{'id': 'w1', 'executor': 'containerd', 'namespace': None, 'platforms': ['linux/amd64']}]
     """
-    workers: list[dict] = []
+    workers: list[WorkerDict] = []
     for line in lines:
         match = WORKER_LINE.match(line.rstrip())
         if not match:
@@ -245,7 +246,7 @@ def parse_buildkit_workers(lines: list[str]) -> list[dict] | None:
     return workers or None
 
 
-class BuildkitWorkers(FactBase):
+class BuildkitWorkers(FactBase[list[WorkerDict] | None]):
     """BuildKit's workers, asked through its socket (which starts a socket-activated buildkitd), within ``timeout`` s.
 
     .. code:: python
@@ -261,7 +262,7 @@ class BuildkitWorkers(FactBase):
             "debug workers -v 2>/dev/null || true; fi"
         )
 
-    def process(self, output: list[str]) -> list[dict] | None:
+    def process(self, output: list[str]) -> list[WorkerDict] | None:
         return parse_buildkit_workers(output)
 
     @staticmethod

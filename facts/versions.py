@@ -15,6 +15,7 @@ from ..layout import (
     FULL_README,
 )
 from .common import in_c_locale, parse_key_values
+from .types import BuildkitVersionsDict, FullReadmeDict, NerdctlFullDict
 
 NERDCTL_VERSION = re.compile(r"^nerdctl version v?(\S+)$")
 
@@ -31,14 +32,12 @@ def parse_nerdctl_version(lines: list[str]) -> str | None:
     return None
 
 
-def parse_buildkit_versions(lines: list[str]) -> dict[str, str | None]:
+def parse_buildkit_versions(lines: list[str]) -> BuildkitVersionsDict:
     """``buildkitd github.com/moby/buildkit v0.12.5 <rev>`` lines to ``{"buildkitd": "0.12.5", "buildctl": ...}``."""
-    versions: dict[str, str | None] = {"buildkitd": None, "buildctl": None}
-    for line in lines:
-        match = BUILDKIT_VERSION.match(line.strip())
-        if match:
-            versions[match.group(1)] = match.group(2)
-    return versions
+    versions = {
+        match.group(1): match.group(2) for match in (BUILDKIT_VERSION.match(line.strip()) for line in lines) if match
+    }
+    return {"buildkitd": versions.get("buildkitd"), "buildctl": versions.get("buildctl")}
 
 
 # What proves an installed binary unchanged since its version was recorded (``stat -L`` format):
@@ -101,7 +100,7 @@ class NerdctlVersion(FactBase[str | None]):
         return None
 
 
-class BuildkitVersion(FactBase[dict]):
+class BuildkitVersion(FactBase[BuildkitVersionsDict]):
     """Versions of ``buildkitd`` and ``buildctl``, each None when absent.
 
     .. code:: python
@@ -112,15 +111,15 @@ class BuildkitVersion(FactBase[dict]):
     def command(self, bin_dir: str = DEFAULT_BIN_DIR) -> str:
         return in_c_locale(buildkit_version_command(bin_dir))
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> BuildkitVersionsDict:
         return parse_buildkit_versions(output)
 
     @staticmethod
-    def default() -> dict:
+    def default() -> BuildkitVersionsDict:
         return {"buildkitd": None, "buildctl": None}
 
 
-class ReleaseFiles(FactBase[list]):
+class ReleaseFiles(FactBase[list[str]]):
     """Files of one release archive that exist, as its manifest lists them ([] without a manifest).
 
     The manifest (see ``manifest_path``) is the proof that the files are ours: without one, none is.
@@ -137,11 +136,11 @@ class ReleaseFiles(FactBase[list]):
             f"done < {shlex.quote(manifest)} 2>/dev/null; true"
         )
 
-    def process(self, output: list[str]) -> list:
+    def process(self, output: list[str]) -> list[str]:
         return [line.strip() for line in output if line.strip()]
 
     @staticmethod
-    def default() -> list:
+    def default() -> list[str]:
         return []
 
 
@@ -156,7 +155,7 @@ def full_readme_command(full_prefix: str) -> str:
     return f"if [ -f {readme} ]; then sed -n '/^## /q; {pattern}' {readme} 2>/dev/null || true; fi"
 
 
-def parse_full_readme(lines: list[str]) -> dict:
+def parse_full_readme(lines: list[str]) -> FullReadmeDict:
     components = {
         line[len("full.") :].split("=", 1)[0]: line.split("=", 1)[1]
         for line in lines
@@ -165,7 +164,7 @@ def parse_full_readme(lines: list[str]) -> dict:
     return {"version": components.get("nerdctl"), "components": components}
 
 
-class NerdctlFull(FactBase[dict]):
+class NerdctlFull(FactBase[NerdctlFullDict]):
     """The installed nerdctl-full release, its components (from its README.md), and containerd's state.
 
     .. code:: python
@@ -179,12 +178,12 @@ class NerdctlFull(FactBase[dict]):
             f'{full_readme_command(full_prefix)}; echo "containerd=$(systemctl is-active {CONTAINERD_UNIT} 2>/dev/null)"'
         )
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> NerdctlFullDict:
         return {
             **parse_full_readme(output),
             "containerd_active": parse_key_values(output).get("containerd") == "active",
         }
 
     @staticmethod
-    def default() -> dict:
+    def default() -> NerdctlFullDict:
         return {"version": None, "components": {}, "containerd_active": False}
