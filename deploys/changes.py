@@ -173,6 +173,19 @@ def created_dirs_to_fix(state: BuildHostStateDict) -> tuple[str, ...]:
     )
 
 
+def versions_to_remember(executed: tuple[str, ...], outdated: tuple[Release, ...]) -> tuple[str, ...]:
+    """The binaries the version facts had to execute that this run's install does not replace.
+
+    An install records what it installs; a binary it leaves in place (set there by hand, or by
+    a run before the record existed) is recorded beside it, else the next run would do it.
+    The full archive brings every binary.
+    """
+    if NERDCTL_FULL in outdated:
+        return ()
+    installed = {name.rsplit("/", 1)[-1] for release in outdated for name in release.version_binaries}
+    return tuple(path for path in executed if path.rsplit("/", 1)[-1] not in installed)
+
+
 def plan_changes(settings: Settings, state: BuildHostStateDict, releases: tuple[Release, ...]) -> Changes:
     """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state``.
 
@@ -191,8 +204,7 @@ def plan_changes(settings: Settings, state: BuildHostStateDict, releases: tuple[
     outdated = tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings))
     changes = Changes(
         outdated=outdated,
-        # An install records what it installs; the others wait for a run without one.
-        remember_versions=() if outdated else tuple(state.get("versions_executed", ())),
+        remember_versions=versions_to_remember(state.get("versions_executed", ()), outdated),
         dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
         created_dirs_to_fix=created_dirs_to_fix(state),
         files=files,

@@ -94,14 +94,17 @@ def test_a_record_of_another_path_is_not_used(tmp_path):
     assert parse_executed(_sh(version_command(str(other), record=str(record)))) == (str(other),)
 
 
-def test_executed_binaries_are_recorded_in_a_run_without_an_install():
+def test_executed_binaries_are_recorded_unless_the_run_installs_them():
     settings = resolve_settings({}.get, {"nerdctl_version": "2.4.0", "buildkit_version": "0.12.5"})
     executed = ("/usr/local/bin/nerdctl", "/usr/local/bin/buildkitd")
     converged = {**converged_state(settings), "versions_executed": executed}
     assert plan_changes(settings, converged, (NERDCTL, BUILDKIT)).remember_versions == executed
 
     changes = plan_changes(settings, {**converged, "nerdctl": "2.3.0"}, (NERDCTL, BUILDKIT))
-    assert changes.outdated == (NERDCTL,) and changes.remember_versions == ()
+    # buildkitd stays in place (set there by hand, as a recipe does): recorded in this run, not the next.
+    assert changes.outdated == (NERDCTL,) and changes.remember_versions == ("/usr/local/bin/buildkitd",)
+    changes = plan_changes(settings, {**converged, "nerdctl": "2.3.0", "buildkit": {"buildkitd": "0.11.0", "buildctl": "0.11.0"}}, (NERDCTL, BUILDKIT))
+    assert changes.outdated == (NERDCTL, BUILDKIT) and changes.remember_versions == ()
     assert plan_changes(settings, converged_state(settings), (NERDCTL, BUILDKIT)).remember_versions == ()
 
 
