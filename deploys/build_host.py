@@ -23,11 +23,11 @@ from .changes import (
     wanted_version,
     watched_paths,
 )
+from .commands import leftovers_script
 from .controller import remove_stale_partials
 from .drain import drain_commands
 from .operations import (
     fixed_steps,
-    leftovers_script,
     release_files,
     remember_script,
     remove_release_files,

@@ -38,8 +38,9 @@ from ..layout import (
     USER_UNIT_FILES,
 )
 from .build_host import host_settings
+from .commands import locked, private_dirs_command
 from .drain import drain_commands
-from .operations import diff_wanted, locked, private_dirs_command, run_commands, show_diff
+from .operations import diff_wanted, run_commands, show_diff
 from .rootless_plan import (
     RootlessChanges,
     RootlessError,

@@ -25,7 +25,8 @@ from pyinfra.api import StringCommand
 from .. import layout
 from ..facts.builds import RUNNING_BUILDS_FUNCTION
 from .changes import Changes, has_buildkit
-from .operations import lock_commands, step_operation
+from .commands import lock_commands
+from .operations import step_operation
 from .releases import BUILDKIT, NERDCTL_FULL, Release
 from .settings import Settings
 
