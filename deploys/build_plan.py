@@ -161,10 +161,11 @@ def _takeover_step(settings: Settings, takeover: Takeover) -> Step:
     )
 
 
-def _no_wait_reason(changes: Changes) -> str:
-    if changes.wait_for_builds:
+def no_wait_reason(needed: bool, running: str) -> str:
+    """Why a drain step waits for nothing: the timeout is 0, or nothing stops or restarts ``running``."""
+    if needed:
         return "buildkit_drain_timeout=0: builds in flight are not waited for"
-    return f"nothing stops or restarts a running {layout.SERVICE_UNIT}"
+    return f"nothing stops or restarts {running}"
 
 
 def _unit_steps(changes: Changes, settings: Settings, possible: tuple[Release, ...]) -> list[Step]:
@@ -177,7 +178,7 @@ def _unit_steps(changes: Changes, settings: Settings, possible: tuple[Release, .
         run(
             f"Wait for the builds in flight on {layout.SERVICE_UNIT}",
             wait_for_builds(settings) if changes.wait_for_builds else [],
-            _no_wait_reason(changes),
+            no_wait_reason(changes.wait_for_builds, f"a running {layout.SERVICE_UNIT}"),
         ),
         run(
             f"Stop, disable and remove our {layout.CONTAINERD_UNIT}",

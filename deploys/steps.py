@@ -16,7 +16,7 @@ why. Its ``kind`` chooses the operation that runs it:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +87,7 @@ OPERATIONS: dict[str, Callable[[Step], None]] = {
 }
 
 
-def carry_out(steps: Sequence[Step], operations: Mapping[str, Callable[[Step], None]] = OPERATIONS) -> None:
+def carry_out(steps: Iterable[Step], operations: Mapping[str, Callable[[Step], None]] = OPERATIONS) -> None:
     """Call the operation of each step, in order (``operations``: by kind)."""
     for step in steps:
         operations[step.kind](step)
