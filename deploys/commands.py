@@ -27,6 +27,16 @@ def reset_failed(*units: str) -> str:
     return f"{systemctl('reset-failed', *units)} 2>/dev/null || true"
 
 
+def stop_buildkitd_process(pid: int, seconds: int) -> str:
+    """Stop a buildkitd that no unit runs (started by hand), if that pid is still a buildkitd, and wait for it."""
+    status = f"/proc/{pid}/status"
+    return (
+        f"if grep -qx 'Name:.buildkitd' {status} 2>/dev/null; then kill {pid}; "
+        f"timeout {seconds} sh -c 'while [ -e {status} ]; do sleep 0.2; done' || "
+        f'{{ echo "buildkitd process {pid} did not stop within {seconds} s" >&2; exit 1; }}; fi'
+    )
+
+
 def remove_file(path: str) -> str:
     return f"rm -f {shlex.quote(path)}"
 
