@@ -95,16 +95,22 @@ def install_steps(
 def _setup_steps(changes: Changes, settings: Settings, possible: tuple[Release, ...], takeover: Takeover) -> list[Step]:
     """The group, the folders, another setup taken over, and the files."""
     group = settings.buildkit_socket_group
-    steps = []
-    if has_buildkit(possible):
-        steps.append(
-            run(
-                f"Group {group}" if group else "Group for buildkit_socket_group",
-                [sh.groupadd(group)] if changes.create_group else [],
-                f"group {group} exists" if group else "no buildkit_socket_group is set",
-            )
-        )
-    steps += [
+    group_step = run(
+        f"Group {group}" if group else "Group for buildkit_socket_group",
+        [sh.groupadd(group)] if changes.create_group else [],
+        f"group {group} exists" if group else "no buildkit_socket_group is set",
+    )
+    return [
+        *([group_step] if has_buildkit(possible) else []),
+        *_folder_steps(changes, possible),
+        *([_takeover_step(settings, takeover)] if has_buildkit(possible) else []),
+        *_file_steps(changes, possible),
+    ]
+
+
+def _folder_steps(changes: Changes, possible: tuple[Release, ...]) -> list[Step]:
+    """Each managed folder, then the modes of the folders the install made."""
+    folders = [
         Step(
             f"Directory {directory}",
             (sh.root_directory(directory, DIR_MODE),) if directory in changes.dirs else (),
@@ -114,17 +120,18 @@ def _setup_steps(changes: Changes, settings: Settings, possible: tuple[Release, 
         )
         for directory in dir_slots(possible)
     ]
-    steps.append(
-        run(
-            "Modes of the folders the install made",
-            [sh.root_owned(directory, DIR_MODE) for directory in changes.created_dirs_to_fix],
-            f"the folders the install made are root:root {DIR_MODE}",
-        )
+    modes = run(
+        "Modes of the folders the install made",
+        [sh.root_owned(directory, DIR_MODE) for directory in changes.created_dirs_to_fix],
+        f"the folders the install made are root:root {DIR_MODE}",
     )
-    if has_buildkit(possible):
-        steps.append(_takeover_step(settings, takeover))
+    return [*folders, modes]
+
+
+def _file_steps(changes: Changes, possible: tuple[Release, ...]) -> list[Step]:
+    """Each managed file written where it differs, then a docker alias of ours that is no longer wanted removed."""
     to_write = {file.path: file.content for file in changes.files}
-    steps += [
+    files = [
         Step(
             f"Write {path}",
             kind="write",
@@ -133,15 +140,14 @@ def _setup_steps(changes: Changes, settings: Settings, possible: tuple[Release, 
         )
         for path in file_slots(possible)
     ]
-    if has_nerdctl(possible):
-        steps.append(
-            run(
-                f"Remove {layout.DOCKER_ALIAS}",
-                [sh.remove_file(layout.DOCKER_ALIAS)] if changes.remove_alias else [],
-                "no docker alias of ours to remove",
-            )
-        )
-    return steps
+    if not has_nerdctl(possible):
+        return files
+    alias = run(
+        f"Remove {layout.DOCKER_ALIAS}",
+        [sh.remove_file(layout.DOCKER_ALIAS)] if changes.remove_alias else [],
+        "no docker alias of ours to remove",
+    )
+    return [*files, alias]
 
 
 def _takeover_step(settings: Settings, takeover: Takeover) -> Step:
@@ -200,20 +206,18 @@ def _unit_steps(changes: Changes, settings: Settings, possible: tuple[Release, .
         steps += _unit_control(
             layout.CONTAINERD_UNIT, changes.enable_containerd, changes.start_containerd, changes.restart_containerd
         )
+    return [*steps, _restart_service_step(changes, settings)]
+
+
+def _restart_service_step(changes: Changes, settings: Settings) -> Step:
+    """Restart a running ``buildkit.service`` whose binary, config or unit changed since it started."""
     # With buildkit_verify, the check that follows waits for it (and undoes what the daemon refuses).
-    restart = (
-        ("try-restart", "--no-block", layout.SERVICE_UNIT)
-        if settings.buildkit_verify
-        else ("try-restart", layout.SERVICE_UNIT)
+    no_block = ("--no-block",) if settings.buildkit_verify else ()
+    return run(
+        f"Restart {layout.SERVICE_UNIT}",
+        [sh.systemctl("try-restart", *no_block, layout.SERVICE_UNIT)] if changes.restart_service else [],
+        f"{layout.SERVICE_UNIT} runs what is on disk",
     )
-    steps.append(
-        run(
-            f"Restart {layout.SERVICE_UNIT}",
-            [sh.systemctl(*restart)] if changes.restart_service else [],
-            f"{layout.SERVICE_UNIT} runs what is on disk",
-        )
-    )
-    return steps
 
 
 def _unit_control(unit: str, enable: bool, start: bool, restart: bool) -> list[Step]:

@@ -420,23 +420,6 @@ def rootless_steps(settings: Settings, rootless: RootlessSettings, state: dict, 
         kind="packages",
         options={"packages": changes.packages},
     )
-    to_write = {file.path: file.content for file in changes.files}
-    files = [
-        Step(
-            f"Write ~/{file.path}",
-            unneeded=f"~{user}/{file.path} is as wanted",
-            kind="user_file",
-            lock_wait=wait,
-            options={
-                "user": user,
-                "uid": uid,
-                "home": state["home"],
-                "relative": file.path,
-                "content": to_write.get(file.path),
-            },
-        )
-        for file in user_files(settings, rootless, state["home"])
-    ]
     # The new files are in place: if builds still run at the timeout, the host fails here, the user's
     # BuildKit keeps its previous setup, and the next run finds it older than its files and restarts it.
     drain = run(
@@ -452,10 +435,33 @@ def rootless_steps(settings: Settings, rootless: RootlessSettings, state: dict, 
     return [
         packages,
         *_account_steps(rootless, state, changes, wait),
-        *files,
+        *_user_file_steps(settings, rootless, state, changes),
         drain,
         *_user_unit_steps(settings, rootless, state, changes),
         check_step,
+    ]
+
+
+def _user_file_steps(
+    settings: Settings, rootless: RootlessSettings, state: dict, changes: RootlessChanges
+) -> list[Step]:
+    """Each of the user's files, written as the user where it differs (``rootless.user_file``)."""
+    to_write = {file.path: file.content for file in changes.files}
+    return [
+        Step(
+            f"Write ~/{file.path}",
+            unneeded=f"~{rootless.user}/{file.path} is as wanted",
+            kind="user_file",
+            lock_wait=settings.host_lock_wait,
+            options={
+                "user": rootless.user,
+                "uid": state["uid"],
+                "home": state["home"],
+                "relative": file.path,
+                "content": to_write.get(file.path),
+            },
+        )
+        for file in user_files(settings, rootless, state["home"])
     ]
 
 
@@ -579,11 +585,24 @@ def _remove_user_files(state: dict, present: list[str]) -> str:
     )
 
 
-def _release_steps(rootless: RootlessSettings, state: dict, purge: bool, wait: int) -> list[Step]:
-    """The user's data (with ``purge``), lingering, and the subordinate IDs (with ``purge``), if this package made them."""
+def _purge_step(rootless: RootlessSettings, state: dict, purge: bool, wait: int) -> Step:
+    """With ``purge``, the user's images and build cache, removed inside RootlessKit's namespace."""
     user, uid, home = rootless.user, state["uid"], state["home"]
     exists = state["exists"] and uid != 0
     rootlesskit = state["programs"].get("rootlesskit", "rootlesskit")
+    data = [f"{home}/{relative}" for relative in state["data"]]
+    return run(
+        "Purge the user's images and build cache",
+        [sh.as_user(user, uid, sh.purge_user_data(rootlesskit, data))] if purge and exists and data else [],
+        "nothing to purge" if purge else "images and build cache are kept (no purge)",
+        wait,
+    )
+
+
+def _release_steps(rootless: RootlessSettings, state: dict, purge: bool, wait: int) -> list[Step]:
+    """The user's data (with ``purge``), lingering, and the subordinate IDs (with ``purge``), if this package made them."""
+    user, uid = rootless.user, state["uid"]
+    exists = state["exists"] and uid != 0
     # Only the range this package added, in whichever files it is still listed.
     added = state["subids_ours"]
     ranges = (
@@ -599,18 +618,7 @@ def _release_steps(rootless: RootlessSettings, state: dict, purge: bool, wait: i
     # (a logged-in user keeps theirs, and the removal says so).
     stop_manager = [sh.systemctl("stop", f"user@{uid}.service")] if state["lingering_ours"] else []
     return [
-        run(
-            "Purge the user's images and build cache",
-            [
-                sh.as_user(
-                    user, uid, sh.purge_user_data(rootlesskit, [f"{home}/{relative}" for relative in state["data"]])
-                )
-            ]
-            if purge and exists and state["data"]
-            else [],
-            "nothing to purge" if purge else "images and build cache are kept (no purge)",
-            wait,
-        ),
+        _purge_step(rootless, state, purge, wait),
         run(
             "Lingering off",
             [sh.linger(user, False), sh.unmark(user, "linger")] if state["lingering_ours"] else [],
