@@ -72,7 +72,7 @@ def _download(release: Release, settings: Settings, machine: str) -> Download:
 
 
 def _host_state(settings: Settings, possible: tuple[Release, ...]) -> dict | None:
-    """The one ``BuildHostState`` fact; None when it could not be read (pyinfra has then failed this host)."""
+    """The one ``BuildHostState`` fact a deploy of ``possible`` reads (``read_state``)."""
     return read_state(
         BuildHostState,
         bin_dir=settings.bin_dir,

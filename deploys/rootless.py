@@ -44,7 +44,7 @@ def _settings(overrides: dict[str, Any]) -> tuple[Settings, RootlessSettings]:
 
 
 def _state(settings: Settings, rootless: RootlessSettings) -> dict | None:
-    """The one ``RootlessState`` fact; None when it could not be read (pyinfra has then failed this host)."""
+    """The one ``RootlessState`` fact the rootless deploys read (``read_state``)."""
     return read_state(
         RootlessState,
         user=rootless.user,
