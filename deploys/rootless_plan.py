@@ -1,7 +1,8 @@
 """Rootless build hosts, decided without a host: settings, the user's files, and what a host needs.
 
 Everything here is pure and unit-tested: the deploys in ``rootless.py`` read one
-``RootlessState`` fact and apply what ``plan_rootless`` returns.
+``RootlessState`` fact and carry out the steps ``rootless_steps`` (from what ``plan_rootless``
+returns) or ``plan_rootless_removal`` return.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import layout
-from ..facts.rootless import INSTALLED, socket_path
+from ..facts.rootless import INSTALLED, USER_UNITS, socket_path
 from ..layout import (
     USER_BUILDKIT_CONFIG,
+    USER_CONFIG_DIRS,
     USER_CONTAINERD_FILE,
     USER_GOOD_DIR,
     USER_NERDCTL_CONFIG,
@@ -22,10 +24,14 @@ from ..layout import (
     USER_SOCKET_FILE,
     USER_UNIT_FILES,
 )
+from . import commands as sh
+from .build_plan import no_wait_reason
 from .changes import ManagedFile
+from .drain import drain_commands
 from .rendering import HEADER, stop_and_start_timeouts, toml_string
 from .settings import NAMESPACE_NAME, SettingError, Settings, parse_flag
-from .verify import USER_SYSTEMD, check_body, check_values
+from .steps import Step, check, run
+from .verify import USER_SYSTEMD, check_body, check_values, locked_check
 
 ROOTLESS_DEFAULTS: dict[str, Any] = {
     "rootless_user": None,
@@ -385,3 +391,246 @@ def user_check_body(settings: Settings, rootless: RootlessSettings, state: dict)
         service_was_running=state["units"][layout.SERVICE_UNIT]["active"],
     )
     return check_body(values, USER_SYSTEMD)
+
+
+def user_drain_commands(settings: Settings, rootless: RootlessSettings, state: dict) -> list[str]:
+    """As the user: wait, up to ``buildkit_drain_timeout``, until the user's BuildKit runs no build (``drain``).
+
+    Asked where the running socket listens: after a change of ``rootless_namespace`` that is still the old one.
+    """
+    address = state["socket"]["listening"] or socket_path(state["uid"], rootless.namespace)
+    return [
+        sh.as_user(rootless.user, state["uid"], command)
+        for command in drain_commands(
+            f"{settings.bin_dir}/buildctl",
+            address,
+            settings.buildkit_drain_timeout,
+            layout.SERVICE_UNIT,
+            systemctl="systemctl --user",
+        )
+    ]
+
+
+def rootless_steps(settings: Settings, rootless: RootlessSettings, state: dict, changes: RootlessChanges) -> list[Step]:
+    """Every step of ``install_rootless``, in one order on every host; every step that changes the host holds its lock."""
+    user, uid, wait = rootless.user, state["uid"], settings.host_lock_wait
+    packages = Step(
+        "Packages for rootless containerd",
+        unneeded="the programs rootless containerd needs are installed",
+        kind="packages",
+        options={"packages": changes.packages},
+    )
+    # The new files are in place: if builds still run at the timeout, the host fails here, the user's
+    # BuildKit keeps its previous setup, and the next run finds it older than its files and restarts it.
+    drain = run(
+        "Wait for the builds in flight on the user's BuildKit",
+        user_drain_commands(settings, rootless, state) if changes.wait_for_builds else [],
+        no_wait_reason(changes.wait_for_builds, f"the user's running {layout.SERVICE_UNIT}"),
+    )
+    check_step = check(
+        "Check that the user's BuildKit answers with the containerd worker",
+        locked_check(wait, sh.as_user(user, uid, user_check_body(settings, rootless, state))),
+        check_skip_reason(settings, changes),
+    )
+    return [
+        packages,
+        *_account_steps(rootless, state, changes, wait),
+        *_user_file_steps(settings, rootless, state, changes),
+        drain,
+        *_user_unit_steps(settings, rootless, state, changes),
+        check_step,
+    ]
+
+
+def _user_file_steps(
+    settings: Settings, rootless: RootlessSettings, state: dict, changes: RootlessChanges
+) -> list[Step]:
+    """Each of the user's files, written as the user where it differs (``rootless.user_file``)."""
+    to_write = {file.path: file.content for file in changes.files}
+    return [
+        Step(
+            f"Write ~/{file.path}",
+            unneeded=f"~{rootless.user}/{file.path} is as wanted",
+            kind="user_file",
+            lock_wait=settings.host_lock_wait,
+            options={
+                "user": rootless.user,
+                "uid": state["uid"],
+                "home": state["home"],
+                "relative": file.path,
+                "content": to_write.get(file.path),
+            },
+        )
+        for file in user_files(settings, rootless, state["home"])
+    ]
+
+
+def _account_steps(rootless: RootlessSettings, state: dict, changes: RootlessChanges, wait: int) -> list[Step]:
+    """The user's subordinate IDs, lingering, and systemd manager."""
+    user, uid = rootless.user, state["uid"]
+    added = "-".join(map(str, changes.add_subuids or changes.add_subgids or ()))
+    kinds = [
+        kind for kind, wanted_range in (("uid", changes.add_subuids), ("gid", changes.add_subgids)) if wanted_range
+    ]
+    return [
+        run(
+            "Subordinate IDs",
+            [*(sh.add_subids(user, kind, added) for kind in kinds), sh.mark(user, "subids", added)] if kinds else [],
+            f"{user} has subordinate IDs",
+            wait,
+        ),
+        run(
+            "Lingering",
+            [sh.linger(user, True), sh.mark(user, "linger")] if changes.enable_linger else [],
+            f"{user} lingers",
+            wait,
+        ),
+        run(
+            "The user's systemd manager",
+            [sh.systemctl("start", f"user@{uid}.service")] if changes.start_manager else [],
+            f"{user}'s systemd manager runs",
+            wait,
+        ),
+    ]
+
+
+def _user_unit_steps(
+    settings: Settings, rootless: RootlessSettings, state: dict, changes: RootlessChanges
+) -> list[Step]:
+    """The user's units reloaded, enabled, started and restarted, as the user."""
+    # With buildkit_verify, the check that follows waits for it (and undoes what the daemon refuses).
+    restart = f"try-restart {'--no-block ' if settings.buildkit_verify else ''}buildkit.service"
+    steps = (
+        ("Reload the user's units", "daemon-reload", changes.daemon_reload, "the user's systemd has the current units"),
+        ("Enable the user's units", f"enable {' '.join(changes.enable)}", bool(changes.enable), "enabled"),
+        ("Start the user's units", f"start {' '.join(changes.start)}", bool(changes.start), "active"),
+        # containerd's restart takes BuildKit with it (PartOf=); the socket's takes its service (Requires=).
+        (
+            "Restart the user's containerd",
+            "restart containerd.service",
+            changes.restart_containerd,
+            "containerd runs what is on disk",
+        ),
+        (
+            "Restart the user's BuildKit socket",
+            "restart buildkit.socket",
+            changes.restart_socket,
+            "buildkit.socket runs what is on disk",
+        ),
+        ("Restart the user's BuildKit", restart, changes.restart_service, "buildkit.service runs what is on disk"),
+    )
+    return [
+        run(
+            name,
+            [sh.user_systemctl(rootless.user, state["uid"], arguments)] if needed else [],
+            unneeded,
+            settings.host_lock_wait,
+        )
+        for name, arguments, needed, unneeded in steps
+    ]
+
+
+def plan_rootless_removal(settings: Settings, rootless: RootlessSettings, state: dict, purge: bool) -> list[Step]:
+    """Every step of ``remove_rootless``, in one order on every host; only what this package made goes.
+
+    The user's images and build cache stay unless ``purge``; with ``purge`` the subordinate ID
+    range this package added goes too.
+    """
+    user, uid, wait = rootless.user, state["uid"], settings.host_lock_wait
+    exists = state["exists"] and uid != 0
+    manager = exists and state["manager"]
+    units = [unit for unit in USER_UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
+    present = [
+        relative
+        for relative in (*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG)
+        if relative in state["files"]
+    ]
+    building = bool(manager and state["units"][layout.SERVICE_UNIT]["active"])
+    return [
+        run(
+            "Wait for the builds in flight on the user's BuildKit",
+            user_drain_commands(settings, rootless, state) if building else [],
+            no_wait_reason(building, f"the user's running {layout.SERVICE_UNIT}"),
+        ),
+        run(
+            "Stop and disable the user's units",
+            [sh.user_systemctl(user, uid, f"disable --now {' '.join(units)}")] if manager and units else [],
+            f"no unit of {user}'s is enabled or active",
+            wait,
+        ),
+        run(
+            "Remove the user's units and configs",
+            [sh.as_user(user, uid, _remove_user_files(state, present))]
+            if exists and (present or state["good_copies"])
+            else [],
+            f"{user} has none of our files",
+            wait,
+        ),
+        run(
+            "Reload the user's units",
+            [sh.user_systemctl(user, uid, "daemon-reload")] if manager and set(present) & set(USER_UNIT_FILES) else [],
+            "no unit file was removed",
+            wait,
+        ),
+        *_release_steps(rootless, state, purge, wait),
+    ]
+
+
+def _remove_user_files(state: dict, present: list[str]) -> str:
+    home = state["home"]
+    return sh.remove_user_files(
+        [f"{home}/{relative}" for relative in present],
+        f"{home}/{USER_GOOD_DIR}",
+        [f"{home}/{folder}" for folder in USER_CONFIG_DIRS],
+    )
+
+
+def _purge_step(rootless: RootlessSettings, state: dict, purge: bool, wait: int) -> Step:
+    """With ``purge``, the user's images and build cache, removed inside RootlessKit's namespace."""
+    user, uid, home = rootless.user, state["uid"], state["home"]
+    exists = state["exists"] and uid != 0
+    rootlesskit = state["programs"].get("rootlesskit", "rootlesskit")
+    data = [f"{home}/{relative}" for relative in state["data"]]
+    return run(
+        "Purge the user's images and build cache",
+        [sh.as_user(user, uid, sh.purge_user_data(rootlesskit, data))] if purge and exists and data else [],
+        "nothing to purge" if purge else "images and build cache are kept (no purge)",
+        wait,
+    )
+
+
+def _release_steps(rootless: RootlessSettings, state: dict, purge: bool, wait: int) -> list[Step]:
+    """The user's data (with ``purge``), lingering, and the subordinate IDs (with ``purge``), if this package made them."""
+    user, uid = rootless.user, state["uid"]
+    exists = state["exists"] and uid != 0
+    # Only the range this package added, in whichever files it is still listed.
+    added = state["subids_ours"]
+    ranges = (
+        [
+            f"--del-sub{kind}s {added[0]}-{added[0] + added[1] - 1}"
+            for kind in ("uid", "gid")
+            if added in state[f"sub{kind}"]
+        ]
+        if added
+        else []
+    )
+    # usermod refuses while the user has processes: the manager lingering started goes first
+    # (a logged-in user keeps theirs, and the removal says so).
+    stop_manager = [sh.systemctl("stop", f"user@{uid}.service")] if state["lingering_ours"] else []
+    return [
+        _purge_step(rootless, state, purge, wait),
+        run(
+            "Lingering off",
+            [sh.linger(user, False), sh.unmark(user, "linger")] if state["lingering_ours"] else [],
+            "lingering was not turned on by pyinfra-nerdctl",
+            wait,
+        ),
+        run(
+            "Remove the subordinate IDs",
+            [*stop_manager, sh.delete_subids(user, ranges), sh.unmark(user, "subids")]
+            if purge and exists and ranges
+            else [],
+            "subordinate IDs are kept" if purge else "subordinate IDs are kept (no purge)",
+            wait,
+        ),
+    ]

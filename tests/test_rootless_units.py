@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import tomllib
-from pyinfra_nerdctl.deploys.rootless import as_user, user_systemctl
+from pyinfra_nerdctl.deploys.commands import as_user, user_systemctl
 from pyinfra_nerdctl.deploys.rootless_plan import (
     RootlessChanges,
     RootlessError,
