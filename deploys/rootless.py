@@ -43,15 +43,13 @@ from .operations import diff_wanted, locked, private_dirs_command, run_commands,
 from .rootless_plan import (
     RootlessChanges,
     RootlessError,
-    RootlessSettings,
     check_skip_reason,
     plan_rootless,
-    resolve_rootless_settings,
     split_overrides,
     user_check_body,
     user_files,
 )
-from .settings import SettingError, Settings
+from .settings import RootlessSettings, SettingError, Settings, resolve_rootless_settings
 from .verify import buildkit_answers, locked_check
 
 

@@ -6,8 +6,7 @@ Everything here is pure and unit-tested: the deploys in ``rootless.py`` read one
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,17 +23,9 @@ from ..layout import (
 )
 from .changes import ManagedFile
 from .rendering import HEADER, stop_and_start_timeouts, toml_string
-from .settings import NAMESPACE_NAME, SettingError, Settings, parse_flag
+from .settings import ROOTLESS_DEFAULTS, RootlessSettings, Settings
 from .verify import USER_SYSTEMD, check_body, check_values
 
-ROOTLESS_DEFAULTS: dict[str, Any] = {
-    "rootless_user": None,
-    "rootless_namespace": "default",
-    "rootless_network": "slirp4netns",
-    "rootless_packages": True,
-}
-NETWORKS = ("slirp4netns", "host")
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 # login.defs defaults (SUB_UID_MIN, SUB_UID_MAX, SUB_UID_COUNT), as useradd allocates.
 SUBID_MIN, SUBID_MAX, SUBID_COUNT = 100000, 600100000, 65536
 # Debian package of each program rootless containerd needs.
@@ -43,48 +34,6 @@ USER_DBUS_PACKAGE = "dbus-user-session"
 
 # What the user's manager enables and starts; the socket starts BuildKit's service.
 STARTED_UNITS = (layout.CONTAINERD_UNIT, layout.SOCKET_UNIT)
-
-
-@dataclass(frozen=True)
-class RootlessSettings:
-    user: str
-    namespace: str
-    network: str
-    packages: bool
-
-
-def resolve_rootless_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any]) -> RootlessSettings:
-    """The ``rootless_*`` settings from ``overrides`` (keywords), else ``lookup`` (host data), else defaults.
-
-    >>> resolve_rootless_settings({}.get, {"rootless_user": "alice"}).network
-    'slirp4netns'
-    """
-
-    def value(key: str) -> Any:
-        if overrides.get(key) is not None:
-            return overrides[key]
-        found = lookup(key)
-        return ROOTLESS_DEFAULTS[key] if found is None else found
-
-    user = value("rootless_user")
-    if user is None or str(user).strip() == "":
-        raise SettingError("rootless_user is not set: name the existing user who gets rootless BuildKit")
-    if not USER_NAME.match(str(user).strip()):
-        raise SettingError(f"rootless_user={user!r} is not a user name (lower-case letters, digits, ._-)")
-    namespace = str(value("rootless_namespace")).strip()
-    if not NAMESPACE_NAME.match(namespace):
-        raise SettingError(
-            f"rootless_namespace={value('rootless_namespace')!r} is not a containerd namespace name (e.g. default)"
-        )
-    network = str(value("rootless_network")).strip()
-    if network not in NETWORKS:
-        raise SettingError(f"rootless_network={value('rootless_network')!r} is neither 'slirp4netns' nor 'host'")
-    return RootlessSettings(
-        user=str(user).strip(),
-        namespace=namespace,
-        network=network,
-        packages=parse_flag(value("rootless_packages"), "rootless_packages"),
-    )
 
 
 def split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
