@@ -45,9 +45,7 @@ def split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
 def unit_path(settings: Settings) -> str:
     """``PATH`` of the user's units: ``bin_dir``, the full archive's ``bin/``, then the system's."""
     folders = [settings.bin_dir, f"{settings.full_prefix.rstrip('/')}/bin"] if settings.full else [settings.bin_dir]
-    return ":".join(
-        [*dict.fromkeys(folders), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-    )
+    return ":".join([*dict.fromkeys(folders), layout.SYSTEM_PATH])
 
 
 def containerd_user_unit(settings: Settings, rootless: RootlessSettings) -> str:
