@@ -203,7 +203,6 @@ def parse_rootless_state(lines: list[str]) -> dict:
     user = values.get("user", "")
     manager = values.get("manager") == "yes"
     units = parse_unit_freshness(lines)
-    socket_raw_mode = (values.get("socket_stat") or "").split("|")[0]
     return {
         **platform_from(values),
         "user": user,
@@ -229,14 +228,18 @@ def parse_rootless_state(lines: list[str]) -> dict:
         "manager": manager,
         # Unit names as keys, as the user's systemctl knows them; all off while no manager runs.
         "units": {name: units[key] if manager else NO_UNIT for key, name in USER_UNITS.items()},
-        "socket": {
-            "path": socket_path(account["uid"], values.get("namespace", "default")) if account else None,
-            "exists": bool(socket_raw_mode) and file_kind(socket_raw_mode) == "socket",
-            # Only the socket unit has Listen (the first non-empty one, whatever systemctl prints for the others).
-            "listening": next(filter(None, map(_listening, _prefixed(lines, "unit.Listen="))), None)
-            if manager
-            else None,
-        },
+        "socket": _socket(lines, values, account, manager),
+    }
+
+
+def _socket(lines: list[str], values: dict[str, str], account: dict | None, manager: bool) -> dict:
+    """``RootlessState["socket"]``: where the user's BuildKit listens for its namespace, and where it listens now."""
+    raw_mode = (values.get("socket_stat") or "").split("|")[0]
+    return {
+        "path": socket_path(account["uid"], values.get("namespace", "default")) if account else None,
+        "exists": bool(raw_mode) and file_kind(raw_mode) == "socket",
+        # Only the socket unit has Listen (the first non-empty one, whatever systemctl prints for the others).
+        "listening": next(filter(None, map(_listening, _prefixed(lines, "unit.Listen="))), None) if manager else None,
     }
 
 
