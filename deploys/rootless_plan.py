@@ -21,7 +21,7 @@ from ..layout import (
     USER_SOCKET_FILE,
     USER_UNIT_FILES,
 )
-from .changes import ManagedFile
+from .changes import ManagedFile, file_outdated
 from .rendering import HEADER, stop_and_start_timeouts, toml_string
 from .settings import ROOTLESS_DEFAULTS, RootlessSettings, Settings
 from .verify import USER_SYSTEMD, check_body, check_values
@@ -248,16 +248,6 @@ def plan_subids(rootless: RootlessSettings, state: dict) -> tuple[tuple[int, int
     return (None if state["subuid"] else wanted), (None if state["subgid"] else wanted)
 
 
-def _wrong(found: dict | None, file: ManagedFile, user: str) -> bool:
-    return (
-        found is None
-        or found["kind"] != "file"
-        or found["mode"] != "644"
-        or found["user"] != user
-        or found["sha256"] != file.sha256
-    )
-
-
 def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -> RootlessChanges:
     """The changes the user's rootless BuildKit needs on a host whose ``RootlessState`` is ``state``.
 
@@ -271,7 +261,7 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
     missing = _programs_missing(rootless, state)
     packages = [PACKAGES[program] for program in missing] + ([] if state["user_dbus"] else [USER_DBUS_PACKAGE])
     wanted = user_files(settings, rootless, state["home"])
-    files = tuple(file for file in wanted if _wrong(state["files"].get(file.path), file, rootless.user))
+    files = tuple(file for file in wanted if file_outdated(state["files"].get(file.path), file, (rootless.user, None)))
     changed = {file.path for file in files}
     units = state["units"]
     containerd, socket, service = (
