@@ -37,6 +37,9 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SOCKET_UNIT = "buildkit.socket"
 SERVICE_UNIT = "buildkit.service"
 CONTAINERD_UNIT = "containerd.service"
+# Each unit by the role the facts and deploys name it with, in the order the unit facts print them
+# (a rootless user's units carry the same names).
+UNITS = {"socket": SOCKET_UNIT, "service": SERVICE_UNIT, "containerd": CONTAINERD_UNIT}
 SOCKET_PATH = f"{UNIT_DIR}/{SOCKET_UNIT}"
 SERVICE_PATH = f"{UNIT_DIR}/{SERVICE_UNIT}"
 CONTAINERD_UNIT_PATH = f"{UNIT_DIR}/{CONTAINERD_UNIT}"

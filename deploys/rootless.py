@@ -21,7 +21,6 @@ from pyinfra.operations import apt
 from .. import layout
 from ..facts.rootless import (
     ROOTLESS_STATE_DIR,
-    USER_UNITS,
     RootlessState,
     UserFileContents,
     marker_path,
@@ -320,7 +319,7 @@ def remove_rootless(purge: bool = False, **settings: Any) -> None:
     exists = state["exists"] and state["uid"] != 0
     uid, home, quoted = state["uid"], state["home"], shlex.quote(user)
     manager = exists and state["manager"]
-    units = [unit for unit in USER_UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
+    units = [unit for unit in layout.UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
     present = [
         relative
         for relative in (*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG)

@@ -18,6 +18,7 @@ from ..layout import (
     DEFAULT_FULL_PREFIX,
     LINGER_DIR,
     ROOTLESS_STATE_DIR,
+    UNITS,
     USER_BUILDKIT_CONFIG,
     USER_BUILDKIT_SOCKET,
     USER_CONTAINERD_FILE,
@@ -32,10 +33,8 @@ from ..layout import (
 )
 from .common import PLATFORM_COMMAND, STAT_FIELDS, file_kind, in_c_locale, parse_key_values, platform_from
 from .state import parse_managed_paths
-from .units import UNIT_PROPERTIES, UNITS, parse_unit_freshness
+from .units import UNIT_PROPERTIES, parse_unit_freshness
 
-# The user's units carry the system units' names, in the order ``parse_unit_freshness`` names its blocks.
-USER_UNITS = UNITS
 # Programs looked up on PATH (the full archive's bin first): what rootless containerd runs.
 PROGRAMS = ("newuidmap", "newgidmap", "rootlesskit", "slirp4netns", "containerd", "apt-get")
 # Programs the system install puts into bin_dir.
@@ -165,7 +164,7 @@ def _host_lines(user: str, bin_q: str, full_bin: str) -> list[str]:
 def _user_lines(quoted: str, namespace: str) -> list[str]:
     """The user's files, data, socket and units (``$entry``, ``$home`` and ``$uid`` are the user's)."""
     user_files = " ".join((*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG))
-    units = " ".join(USER_UNITS.values())
+    units = " ".join(UNITS.values())
     # Listen: where the running socket listens, which a namespace change moves only once it restarts.
     properties = f"{UNIT_PROPERTIES},Listen"
     runtime = USER_RUNTIME_DIR.format(uid='"$uid"')
@@ -227,7 +226,7 @@ def parse_rootless_state(lines: list[str]) -> dict:
         "good_copies": values.get("good_copies") == "yes",
         "manager": manager,
         # Unit names as keys, as the user's systemctl knows them; all off while no manager runs.
-        "units": {name: units[key] if manager else NO_UNIT for key, name in USER_UNITS.items()},
+        "units": {name: units[key] if manager else NO_UNIT for key, name in UNITS.items()},
         "socket": _socket(lines, values, account, manager),
     }
 

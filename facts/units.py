@@ -23,6 +23,7 @@ from ..layout import (
     SERVICE_UNIT,
     SOCKET_UNIT,
     UNIT_DIR,
+    UNITS,
 )
 from .common import in_c_locale, parse_key_values, parse_stat, stat_command
 
@@ -131,9 +132,6 @@ def started_before(started: str | None, changed: datetime | None) -> bool:
 
 
 UNIT_PROPERTIES = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp"
-
-
-UNITS = {"socket": SOCKET_UNIT, "service": SERVICE_UNIT, "containerd": CONTAINERD_UNIT}
 
 
 def unit_inputs(bin_dir: str, unit_dir: str, full_prefix: str) -> dict[str, tuple[str, ...]]:
