@@ -20,6 +20,7 @@ UPLOAD_DIR = f"{STATE_DIR}/uploads"  # archives and files the controller uploads
 TEMP_PREFIX = ".pyinfra-nerdctl"  # the install's unpack folder inside its destination, and temporary files
 # Untouched this long, a run's scratch file is a killed run's: longer than any upload waits for the host's lock.
 STALE_MINUTES = 60
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"  # containerd's own default
 BUILDKIT_SOCKET = "/run/buildkit/buildkitd.sock"
 BUILDKIT_ADDRESS = f"unix://{BUILDKIT_SOCKET}"
 

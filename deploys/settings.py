@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from ..layout import DEFAULT_BIN_DIR, DEFAULT_FULL_PREFIX
+from ..layout import CONTAINERD_SOCKET, DEFAULT_BIN_DIR, DEFAULT_FULL_PREFIX
 from .config_schema import ConfigError, check_buildkitd_config, check_nerdctl_config
 from .controller import default_cache_dir
 from .releases import (
@@ -273,7 +273,7 @@ class Settings:
         needs=("nerdctl_flavor", "full_prefix"),
     )
     containerd_address: str = setting(
-        "/run/containerd/containerd.sock", _containerd_address, "containerd's socket, as a path or a `unix://` URL"
+        CONTAINERD_SOCKET, _containerd_address, "containerd's socket, as a path or a `unix://` URL"
     )
     containerd_namespace: str = setting(
         "default", _namespace("default, k8s.io"), "containerd namespace for nerdctl and BuildKit's worker"

@@ -17,6 +17,7 @@ from ..layout import (
     BUILDKIT_ADDRESS,
     BUILDKIT_CONFIG,
     CONTAINERD_CONFIG,
+    CONTAINERD_SOCKET,
     CONTAINERD_UNIT,
     DEFAULT_BIN_DIR,
     DEFAULT_FULL_PREFIX,
@@ -72,7 +73,7 @@ class ContainerdSocket(FactBase[dict]):
         {"path": "/run/containerd/containerd.sock", "exists": True, "is_socket": True}
     """
 
-    def command(self, address: str = "/run/containerd/containerd.sock") -> str:
+    def command(self, address: str = CONTAINERD_SOCKET) -> str:
         path = shlex.quote(address.removeprefix("unix://"))
         return in_c_locale(f"echo path={path}; {stat_command(path)}")
 
