@@ -1,4 +1,4 @@
-"""Every setting of the build-host deploys: defaults, lookup order and checks.
+"""Every setting of the deploys (the build host's and the rootless ones): defaults, lookup order and checks.
 
 A setting comes from a keyword argument, else host data (inventory, group data,
 ``--data``), else its default. All of it is checked here, before anything
@@ -53,11 +53,11 @@ class Declared:
     """One setting: its default, its check and its row in the docs' settings table."""
 
     default: Any
-    # (value, key, *checked values of ``needs``) -> the checked value; raises SettingError naming key and value.
+    # (value, key, *needs' checked values) -> the checked value; a SettingError names the key and the value.
     check: Callable[..., Any]
     help: str
     note: str = ""  # said after the default in the table
-    needs: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()  # settings checked first, whose checked values the check takes after ``key``
     shown: str = ""  # the default as the table shows it, when the check computes it from ``None``
 
     def shown_default(self) -> str:

@@ -21,4 +21,3 @@ def _table(text: str) -> str:
 @pytest.mark.parametrize(("doc", "declared"), [("README.md", Settings), ("docs/rootless.md", RootlessSettings)])
 def test_docs_settings_table_is_the_declared_one(doc, declared):
     assert _table((ROOT / doc).read_text()) == settings_table(declared)
-
