@@ -20,7 +20,6 @@ from pyinfra.operations import apt
 
 from .. import layout
 from ..facts.rootless import (
-    ROOTLESS_STATE_DIR,
     RootlessState,
     UserFileContents,
     marker_path,
@@ -268,11 +267,11 @@ def _no_wait_reason(settings: Settings, needed: bool) -> str:
 
 def _mark(user: str, what: str, content: str = "") -> str:
     """The command that records that this package turned ``what`` on for ``user`` (with ``content``)."""
-    return f"mkdir -p {ROOTLESS_STATE_DIR} && echo {shlex.quote(content)} > {shlex.quote(marker_path(user, what))}"
+    return f"mkdir -p {layout.ROOTLESS_STATE_DIR} && echo {shlex.quote(content)} > {shlex.quote(marker_path(user, what))}"
 
 
 def _unmark(user: str, what: str) -> str:
-    return f"rm -f {shlex.quote(marker_path(user, what))} && rmdir --ignore-fail-on-non-empty {ROOTLESS_STATE_DIR}"
+    return f"rm -f {shlex.quote(marker_path(user, what))} && rmdir --ignore-fail-on-non-empty {layout.ROOTLESS_STATE_DIR}"
 
 
 @deploy("Install rootless containerd and BuildKit for a user")
