@@ -240,6 +240,8 @@ class Settings:
     """The build-host settings, in the order of the README's table."""
 
     key_prefix: ClassVar[str] = ""
+    # bin_dir, with the flavor and prefix it follows, is checked before the rest: a wrong flavor is the error named.
+    checked_first: ClassVar[tuple[str, ...]] = ("bin_dir",)
 
     nerdctl_version: str = setting(
         None,
@@ -287,6 +289,18 @@ class Settings:
     nerdctl_docker_alias: bool = setting(
         False, parse_flag, "in login shells, `docker` runs nerdctl, but never where a real `docker` exists"
     )
+    download_on_controller: bool = setting(
+        False,
+        parse_flag,
+        "the controller fetches each needed archive once, verifies it, and uploads it to the hosts that need it, so hosts need no route to any mirror",
+    )
+    release_cache_dir: str = setting(
+        None,
+        _cache_dir,
+        "the controller's verified archives, kept between runs. Any absolute path on the controller (spaces included); it is created when it is first used",
+        shown="`~/.cache/pyinfra-nerdctl/releases`",
+        note="`$XDG_CACHE_HOME` if set",
+    )
     nerdctl_flavor: str = setting(
         "minimal",
         _one_of(FLAVORS),
@@ -302,18 +316,6 @@ class Settings:
         _containerd_config,
         "full flavor only: a dict (or JSON of one with `--data`) written as `/etc/containerd/config.toml`",
         note="containerd's built-in defaults",
-    )
-    download_on_controller: bool = setting(
-        False,
-        parse_flag,
-        "the controller fetches each needed archive once, verifies it, and uploads it to the hosts that need it, so hosts need no route to any mirror",
-    )
-    release_cache_dir: str = setting(
-        None,
-        _cache_dir,
-        "the controller's verified archives, kept between runs. Any absolute path on the controller (spaces included); it is created when it is first used",
-        shown="`~/.cache/pyinfra-nerdctl/releases`",
-        note="`$XDG_CACHE_HOME` if set",
     )
     host_lock_wait: int = setting(
         600,
@@ -337,6 +339,11 @@ class Settings:
         parse_flag,
         "after a run that changed BuildKit's binaries, config or units, check that BuildKit answers with the containerd worker, and go back to the last working setup if it does not (see [Proof that the host builds](docs/configuration.md#proof-that-the-host-builds)). Off: nothing starts buildkitd during a deploy",
     )
+    buildkit_takeover: bool = setting(
+        False,
+        parse_flag,
+        "on a host where something else runs BuildKit (the usual recipe set up by hand, a hand-installed nerdctl-full), stop and disable it and run this package's units instead. Off: such a host is refused before anything changes (see [Coming from the recipe](docs/units.md#coming-from-the-recipe))",
+    )
     buildkit_drain_timeout: int = setting(
         600,
         partial(_seconds, minimum=0),
@@ -346,11 +353,6 @@ class Settings:
         300,
         _seconds,
         "how long the check after a change waits for a daemon that is still stopping or starting, and the unit's `TimeoutStartSec`: buildkitd opens its cache at start, which upstream has seen take minutes on big caches (moby/buildkit#4267), and a stop that finishes a build takes as long as the build (see [Proof that the host builds](docs/configuration.md#proof-that-the-host-builds))",
-    )
-    buildkit_takeover: bool = setting(
-        False,
-        parse_flag,
-        "on a host where something else runs BuildKit (the usual recipe set up by hand, a hand-installed nerdctl-full), stop and disable it and run this package's units instead. Off: such a host is refused before anything changes (see [Coming from the recipe](docs/units.md#coming-from-the-recipe))",
     )
 
     @property
@@ -373,6 +375,7 @@ class RootlessSettings:
     """The ``rootless_*`` settings of ``install_rootless``, in the order of docs/rootless.md's table."""
 
     key_prefix: ClassVar[str] = "rootless_"
+    checked_first: ClassVar[tuple[str, ...]] = ()
 
     user: str = setting(
         None, _user_name, "the existing, non-root user who gets rootless containerd and BuildKit", note="required"
@@ -448,6 +451,8 @@ def _resolve(cls: type, lookup: Callable[[str], Any], overrides: Mapping[str, An
         return checked[key]
 
     try:
+        for key in cls.checked_first:
+            check(key)
         return cls(**{each.name: check(cls.key_prefix + each.name) for each in fields(cls)})
     except ReleaseError as error:
         raise SettingError(str(error)) from error
