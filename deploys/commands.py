@@ -9,8 +9,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from ..facts.rootless import ROOTLESS_STATE_DIR, marker_path, user_runtime_env
-from ..layout import STATE_DIR, UPLOAD_DIR, WORK_DIR
+from ..facts.rootless import marker_path, user_runtime_env
+from ..layout import ROOTLESS_STATE_DIR, STATE_DIR, UPLOAD_DIR, WORK_DIR
 
 
 def groupadd(group: str) -> str:

@@ -23,14 +23,12 @@ from .commands import private_dirs_command, user_upload_write, user_write
 from .operations import diff_wanted, show_diff
 from .rootless_plan import (
     RootlessError,
-    RootlessSettings,
     plan_rootless,
     plan_rootless_removal,
-    resolve_rootless_settings,
     rootless_steps,
     split_overrides,
 )
-from .settings import SettingError, Settings
+from .settings import RootlessSettings, SettingError, Settings, resolve_rootless_settings
 from .steps import OPERATIONS, Step, carry_out
 
 

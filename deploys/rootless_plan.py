@@ -7,13 +7,12 @@ returns) or ``plan_rootless_removal`` return.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .. import layout
-from ..facts.rootless import INSTALLED, USER_UNITS, socket_path
+from ..facts.rootless import INSTALLED, socket_path
 from ..layout import (
     USER_BUILDKIT_CONFIG,
     USER_CONFIG_DIRS,
@@ -26,21 +25,13 @@ from ..layout import (
 )
 from . import commands as sh
 from .build_plan import no_wait_reason
-from .changes import ManagedFile
+from .changes import ManagedFile, file_outdated
 from .drain import drain_commands
 from .rendering import HEADER, stop_and_start_timeouts, toml_string
-from .settings import NAMESPACE_NAME, SettingError, Settings, parse_flag
+from .settings import ROOTLESS_DEFAULTS, RootlessSettings, Settings
 from .steps import Step, check, run
 from .verify import USER_SYSTEMD, check_body, check_values, locked_check
 
-ROOTLESS_DEFAULTS: dict[str, Any] = {
-    "rootless_user": None,
-    "rootless_namespace": "default",
-    "rootless_network": "slirp4netns",
-    "rootless_packages": True,
-}
-NETWORKS = ("slirp4netns", "host")
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 # login.defs defaults (SUB_UID_MIN, SUB_UID_MAX, SUB_UID_COUNT), as useradd allocates.
 SUBID_MIN, SUBID_MAX, SUBID_COUNT = 100000, 600100000, 65536
 # Debian package of each program rootless containerd needs.
@@ -49,48 +40,6 @@ USER_DBUS_PACKAGE = "dbus-user-session"
 
 # What the user's manager enables and starts; the socket starts BuildKit's service.
 STARTED_UNITS = (layout.CONTAINERD_UNIT, layout.SOCKET_UNIT)
-
-
-@dataclass(frozen=True)
-class RootlessSettings:
-    user: str
-    namespace: str
-    network: str
-    packages: bool
-
-
-def resolve_rootless_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any]) -> RootlessSettings:
-    """The ``rootless_*`` settings from ``overrides`` (keywords), else ``lookup`` (host data), else defaults.
-
-    >>> resolve_rootless_settings({}.get, {"rootless_user": "alice"}).network
-    'slirp4netns'
-    """
-
-    def value(key: str) -> Any:
-        if overrides.get(key) is not None:
-            return overrides[key]
-        found = lookup(key)
-        return ROOTLESS_DEFAULTS[key] if found is None else found
-
-    user = value("rootless_user")
-    if user is None or str(user).strip() == "":
-        raise SettingError("rootless_user is not set: name the existing user who gets rootless BuildKit")
-    if not USER_NAME.match(str(user).strip()):
-        raise SettingError(f"rootless_user={user!r} is not a user name (lower-case letters, digits, ._-)")
-    namespace = str(value("rootless_namespace")).strip()
-    if not NAMESPACE_NAME.match(namespace):
-        raise SettingError(
-            f"rootless_namespace={value('rootless_namespace')!r} is not a containerd namespace name (e.g. default)"
-        )
-    network = str(value("rootless_network")).strip()
-    if network not in NETWORKS:
-        raise SettingError(f"rootless_network={value('rootless_network')!r} is neither 'slirp4netns' nor 'host'")
-    return RootlessSettings(
-        user=str(user).strip(),
-        namespace=namespace,
-        network=network,
-        packages=parse_flag(value("rootless_packages"), "rootless_packages"),
-    )
 
 
 def split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -102,9 +51,7 @@ def split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
 def unit_path(settings: Settings) -> str:
     """``PATH`` of the user's units: ``bin_dir``, the full archive's ``bin/``, then the system's."""
     folders = [settings.bin_dir, f"{settings.full_prefix.rstrip('/')}/bin"] if settings.full else [settings.bin_dir]
-    return ":".join(
-        [*dict.fromkeys(folders), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-    )
+    return ":".join([*dict.fromkeys(folders), layout.SYSTEM_PATH])
 
 
 def containerd_user_unit(settings: Settings, rootless: RootlessSettings) -> str:
@@ -307,16 +254,6 @@ def plan_subids(rootless: RootlessSettings, state: dict) -> tuple[tuple[int, int
     return (None if state["subuid"] else wanted), (None if state["subgid"] else wanted)
 
 
-def _wrong(found: dict | None, file: ManagedFile, user: str) -> bool:
-    return (
-        found is None
-        or found["kind"] != "file"
-        or found["mode"] != "644"
-        or found["user"] != user
-        or found["sha256"] != file.sha256
-    )
-
-
 def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -> RootlessChanges:
     """The changes the user's rootless BuildKit needs on a host whose ``RootlessState`` is ``state``.
 
@@ -330,7 +267,7 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: dict) -
     missing = _programs_missing(rootless, state)
     packages = [PACKAGES[program] for program in missing] + ([] if state["user_dbus"] else [USER_DBUS_PACKAGE])
     wanted = user_files(settings, rootless, state["home"])
-    files = tuple(file for file in wanted if _wrong(state["files"].get(file.path), file, rootless.user))
+    files = tuple(file for file in wanted if file_outdated(state["files"].get(file.path), file, (rootless.user, None)))
     changed = {file.path for file in files}
     units = state["units"]
     containerd, socket, service = (
@@ -539,7 +476,9 @@ def plan_rootless_removal(settings: Settings, rootless: RootlessSettings, state:
     user, uid, wait = rootless.user, state["uid"], settings.host_lock_wait
     exists = state["exists"] and uid != 0
     manager = exists and state["manager"]
-    units = [unit for unit in USER_UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]]
+    units = [
+        unit for unit in layout.UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]
+    ]
     present = [
         relative
         for relative in (*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG)

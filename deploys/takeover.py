@@ -16,7 +16,7 @@ from ..facts.foreign import DEFAULT_ADDRESS
 from . import commands as sh
 
 OUR_UNIT_PATHS = {layout.SOCKET_PATH: "socket", layout.SERVICE_PATH: "service"}
-OUR_UNITS = {layout.SOCKET_UNIT: "socket", layout.SERVICE_UNIT: "service"}
+OUR_UNITS = {name: key for key, name in layout.UNITS.items() if key != "containerd"}
 STOP_SECONDS = 20
 
 

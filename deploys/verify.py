@@ -94,6 +94,9 @@ def check_values(
         "limit": str(settings.buildkit_verify_timeout),
         "good_dir": good_dir,
         "watched": " ".join(watched),
+        "service_unit": layout.SERVICE_UNIT,
+        "socket_unit": layout.SOCKET_UNIT,
+        "temp_suffix": f"{layout.TEMP_PREFIX}.tmp",
     }
 
 

@@ -11,10 +11,9 @@ from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL
 from pyinfra_nerdctl.deploys.rootless_plan import (
     plan_rootless,
     plan_rootless_removal,
-    resolve_rootless_settings,
     rootless_steps,
 )
-from pyinfra_nerdctl.deploys.settings import resolve_settings
+from pyinfra_nerdctl.deploys.settings import resolve_rootless_settings, resolve_settings
 from pyinfra_nerdctl.deploys.steps import Step
 from pyinfra_nerdctl.deploys.takeover import plan_takeover
 from pyinfra_nerdctl.facts.rootless import parse_rootless_state

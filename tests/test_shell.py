@@ -14,8 +14,8 @@ from pyinfra_nerdctl.deploys.commands import leftovers_script, locked, naming_a_
 from pyinfra_nerdctl.deploys.drain import drain_commands
 from pyinfra_nerdctl.deploys.operations import install_script, remember_script, removal_script
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL, resolve_download
-from pyinfra_nerdctl.deploys.rootless_plan import resolve_rootless_settings, user_check_body
-from pyinfra_nerdctl.deploys.settings import resolve_settings
+from pyinfra_nerdctl.deploys.rootless_plan import user_check_body
+from pyinfra_nerdctl.deploys.settings import resolve_rootless_settings, resolve_settings
 from pyinfra_nerdctl.deploys.verify import verify_script
 from pyinfra_nerdctl.facts import (
     BuildHostPlatform,
