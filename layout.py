@@ -20,13 +20,27 @@ UPLOAD_DIR = f"{STATE_DIR}/uploads"  # archives and files the controller uploads
 TEMP_PREFIX = ".pyinfra-nerdctl"  # the install's unpack folder inside its destination, and temporary files
 # Untouched this long, a run's scratch file is a killed run's: longer than any upload waits for the host's lock.
 STALE_MINUTES = 60
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"  # containerd's own default
 BUILDKIT_SOCKET = "/run/buildkit/buildkitd.sock"
 BUILDKIT_ADDRESS = f"unix://{BUILDKIT_SOCKET}"
 
 UNIT_DIR = "/etc/systemd/system"
+# systemd's search path for system units, most important first; /lib is /usr/lib on merged-/usr hosts.
+UNIT_SEARCH_DIRS = (
+    UNIT_DIR,
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
+# systemd's own PATH for services: the units' PATH after their own bin folders.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SOCKET_UNIT = "buildkit.socket"
 SERVICE_UNIT = "buildkit.service"
 CONTAINERD_UNIT = "containerd.service"
+# Each unit by the role the facts and deploys name it with, in the order the unit facts print them
+# (a rootless user's units carry the same names).
+UNITS = {"socket": SOCKET_UNIT, "service": SERVICE_UNIT, "containerd": CONTAINERD_UNIT}
 SOCKET_PATH = f"{UNIT_DIR}/{SOCKET_UNIT}"
 SERVICE_PATH = f"{UNIT_DIR}/{SERVICE_UNIT}"
 CONTAINERD_UNIT_PATH = f"{UNIT_DIR}/{CONTAINERD_UNIT}"
@@ -40,6 +54,14 @@ CONTAINERD_CONFIG = f"{CONTAINERD_CONFIG_DIR}/config.toml"
 DOCKER_ALIAS = "/etc/profile.d/nerdctl-docker-alias.sh"
 FULL_README = "share/doc/nerdctl-full/README.md"  # under full_prefix
 
+# Rootless users: where the deploy records what it, not the operator, turned on for a user.
+ROOTLESS_STATE_DIR = f"{STATE_DIR}/rootless"
+LINGER_DIR = "/var/lib/systemd/linger"
+USER_DBUS_SOCKET = "/usr/lib/systemd/user/dbus.socket"
+# A user's runtime folder and BuildKit socket, where rootless nerdctl looks first for the namespace.
+USER_RUNTIME_DIR = "/run/user/{uid}"
+USER_BUILDKIT_SOCKET = f"{USER_RUNTIME_DIR}/buildkit-{{namespace}}/buildkitd.sock"
+
 # Under a rootless user's home folder (paths relative to it): the user's own units and configs.
 USER_UNIT_DIR = ".config/systemd/user"
 USER_CONTAINERD_FILE = f"{USER_UNIT_DIR}/{CONTAINERD_UNIT}"
@@ -50,7 +72,8 @@ USER_BUILDKIT_CONFIG = ".config/buildkit/buildkitd.toml"
 USER_NERDCTL_CONFIG = ".config/nerdctl/nerdctl.toml"
 USER_CONFIG_DIRS = (".config/buildkit", ".config/nerdctl", ".config/containerd")
 # Copies of the user's last BuildKit setup that answered (see deploys/verify.py), kept by the user.
-USER_GOOD_DIR = ".local/share/pyinfra-nerdctl/buildkit-good"
+USER_DATA_DIR = ".local/share"
+USER_GOOD_DIR = f"{USER_DATA_DIR}/pyinfra-nerdctl/buildkit-good"
 
 # The first line of every file the deploys write: the proof that a file is ours to change or remove.
 MARKER = "# Managed by pyinfra-nerdctl: local changes are overwritten."

@@ -158,8 +158,21 @@ def _ours(paths: dict[str, ManagedPathDict], path: str) -> bool:
     return bool(path in paths and paths[path].get("ours"))
 
 
-def _wrong(found: StatDict | None, kind: str, mode: str) -> bool:
-    return found is None or found["kind"] != kind or found["mode"] != mode or (found["user"], found["group"]) != OWNER
+def _wrong(found: StatDict | None, kind: str, mode: str, owner: tuple[str, str | None] = OWNER) -> bool:
+    """Whether ``found`` is missing or not a ``kind`` of ``mode`` and ``owner`` (user, group; a None group: any)."""
+    user, group = owner
+    return (
+        found is None
+        or found["kind"] != kind
+        or found["mode"] != mode
+        or found["user"] != user
+        or group not in (None, found["group"])
+    )
+
+
+def file_outdated(found: ManagedPathDict | None, file: ManagedFile, owner: tuple[str, str | None] = OWNER) -> bool:
+    """Whether the managed ``file`` must be written: ``found`` (its stat and SHA-256) is missing or differs."""
+    return found is None or _wrong(found, "file", FILE_MODE, owner) or found["sha256"] != file.sha256
 
 
 def created_dirs_to_fix(state: BuildHostStateDict) -> tuple[str, ...]:
@@ -196,11 +209,7 @@ def plan_changes(settings: Settings, state: BuildHostStateDict, releases: tuple[
     did (an interrupted earlier run). containerd from the full archive follows the same rules.
     """
     paths = state["paths"]
-    files = tuple(
-        file
-        for file in managed_files(settings, releases)
-        if _wrong(paths.get(file.path), "file", FILE_MODE) or paths[file.path]["sha256"] != file.sha256
-    )
+    files = tuple(file for file in managed_files(settings, releases) if file_outdated(paths.get(file.path), file))
     outdated = tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings))
     changes = Changes(
         outdated=outdated,

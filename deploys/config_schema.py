@@ -247,9 +247,7 @@ def _check(
                 raise ConfigError(f"{setting}: {name} has no value (TOML has no null)")
             rule = schema.get(key) if schema is not None else None
             if schema is not None and rule is None:
-                close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                warnings.append(f"{setting}: unknown key {name}{hint}: {unknown_effect}")
+                warnings.append(f"{setting}: unknown key {name}{_did_you_mean(key, schema)}: {unknown_effect}")
             if isinstance(rule, Kind):
                 if not rule.accepts(value):
                     raise ConfigError(f"{setting}: {name}={value!r} must be {rule.expected}")
@@ -275,6 +273,11 @@ def _check(
 
     walk(config, schema, ())
     return warnings
+
+
+def _did_you_mean(key: str, schema: Schema) -> str:
+    close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def dotted(parts: tuple[str, ...]) -> str:

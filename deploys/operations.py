@@ -34,7 +34,9 @@ from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operati
 
 from ..facts import manifest_glob, manifest_path, shell_glob
 from ..facts.versions import VERSION_KEY, VERSIONED_BINARIES
-from ..layout import BINARY_VERSIONS, CREATED_FOLDERS, STALE_MINUTES, STATE_DIR, TEMP_PREFIX, UPLOAD_DIR, WORK_DIR
+from ..layout import BINARY_VERSIONS, CREATED_FOLDERS, STALE_MINUTES, TEMP_PREFIX, UPLOAD_DIR, WORK_DIR
+from .commands import lock_commands, locked, naming_a_kill, private_dirs_command, replace_file
+from .commands import root_directory as root_directory_command
 from .controller import cache_path, cached_archive
 from .releases import Download, Release, ReleaseError
 
@@ -151,63 +153,12 @@ def _version_variables() -> str:
     return f"versions={shlex.quote(BINARY_VERSIONS)}\nversion_key={shlex.quote(VERSION_KEY)}"
 
 
-LOCK_FILE = f"{STATE_DIR}/lock"
-
-
 def upload_path(download: Download, run_token: str) -> str:
     """Where an archive the controller uploads waits for ``install_script``: root's folder, one name per run.
 
     A name of its own per run, so that two runs at once never take each other's upload.
     """
     return f"{UPLOAD_DIR}/{download.sha256}.{run_token}"
-
-
-def private_dirs_command() -> str:
-    """Root-only folders for this package's file lists, work and uploads (never a world-writable one)."""
-    return f"install -d -m 700 -o root -g root {STATE_DIR} {WORK_DIR} {UPLOAD_DIR}"
-
-
-def lock_commands(wait_seconds: int) -> list[str]:
-    """Hold this host's lock until the script ends: one install, removal or check at a time, the others wait.
-
-    The lock lives in root's own folder, made first if need be.
-    """
-    return [
-        f'{private_dirs_command()} || {{ echo "cannot create {STATE_DIR}" >&2; exit 1; }}',
-        f"exec 9>>{LOCK_FILE}",
-        f'flock -w {wait_seconds} 9 || {{ echo "another pyinfra-nerdctl run on this host held {LOCK_FILE} '
-        f'for {wait_seconds} s (host_lock_wait): nothing was changed; run again when it has finished" >&2; exit 1; }}',
-    ]
-
-
-def locked(commands: Sequence[str], wait_seconds: int) -> str:
-    """``commands`` as one script under the host's lock (``lock_commands``), stopping at the first that fails."""
-    return "\n".join([*lock_commands(wait_seconds), "set -e", *commands]) + "\n"
-
-
-def leftovers_script(paths: Sequence[str]) -> str:
-    """Remove ``paths``, what killed runs left (``BuildHostState``'s ``leftovers``), while no run holds the lock.
-
-    Never waits and never fails a run: when another run holds the lock, they stay for a later run.
-    """
-    quoted = " ".join(shlex.quote(path) for path in paths)
-    return (
-        f"{private_dirs_command()} && exec 9>>{LOCK_FILE} && "
-        f"if flock -n 9; then rm -rf -- {quoted}; "
-        f'else echo "another pyinfra-nerdctl run holds {LOCK_FILE}: what killed runs left stays for a later run"; fi'
-    )
-
-
-def naming_a_kill(script: str, what: str) -> str:
-    """``script`` in a shell of its own, and one line naming the signal when that shell is killed (an OOM kill,
-    a ``kill -9``), where pyinfra alone says only "executed 0 commands"."""
-    return (
-        f"sh -c {shlex.quote(script)}; status=$?; "
-        'if [ "$status" -gt 128 ]; then '
-        f'echo "{what} was killed by signal $(kill -l "$status" 2>/dev/null || echo $((status - 128))): the files it '
-        'had not moved yet keep their old version, and what it left goes on a later run; run again" >&2; fi; '
-        'exit "$status"'
-    )
 
 
 def install_script(
@@ -248,17 +199,53 @@ def install_script(
     Temporary files go on success and failure, and those of an earlier run that
     was killed go at the start; all live in root's own folders (``private_dirs_command``).
     """
-    quote = shlex.quote
     uploads = " ".join(upload_path(download, run_token) for download in downloads) if run_token else ""
-    steps: dict[str, list[str]] = {
-        "fetch": [],
-        "unpack": [],
-        "intend": [],
-        "place": [],
-        "place_last": [],
-        "record": [],
-        "remember": [],
-    }
+    steps = _install_lines(downloads, dest, run_token, retired)
+    return (
+        "\n".join(
+            [
+                *_install_prelude(dest, lock_wait),
+                f"trap 'rm -rf \"$work\" {uploads}' EXIT",
+                *steps["fetch"],
+                f'unpacked=$(mktemp -d "$dest/{TEMP_PREFIX}.XXXXXX" 2>/dev/null) || '
+                '{ echo "bin_dir $dest is not writable: nothing was installed" >&2; exit 1; }',
+                f'trap \'rm -rf "$work" "$unpacked" {uploads}\' EXIT',
+                *(line for part in INSTALL_PARTS for line in steps[part]),
+            ]
+        )
+        + "\n"
+    )
+
+
+# The parts of ``install_script`` after the unpack folder is made, in their order.
+INSTALL_PARTS = ("unpack", "intend", "place", "place_last", "record", "remember")
+
+
+def _install_prelude(dest: str, lock_wait: int) -> list[str]:
+    """The functions and variables of the install, the lock, ``dest``, and a fresh work folder."""
+    return [
+        "set -eu",
+        "export LC_ALL=C",
+        f"dest={shlex.quote(dest)}",
+        _shell_variables(),
+        _version_variables(),
+        INSTALL_FUNCTIONS.strip(),
+        *lock_commands(lock_wait),
+        'make_dirs "$dest" || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
+        # What a killed earlier run left: under the lock, no other run's work is in progress,
+        # and an upload waiting for the lock is younger than the stale ones.
+        f'rm -rf {WORK_DIR}/* "$dest"/{TEMP_PREFIX}.*',
+        f"find {UPLOAD_DIR} -type f -mmin +{STALE_MINUTES} -delete",
+        f'work=$(mktemp -d {WORK_DIR}/XXXXXX) || {{ echo "cannot create a temporary folder" >&2; exit 1; }}',
+    ]
+
+
+def _install_lines(
+    downloads: Sequence[Download], dest: str, run_token: str | None, retired: Sequence[Release]
+) -> dict[str, list[str]]:
+    """Each part of the install (``fetch``, then ``INSTALL_PARTS``): one line per archive, or per retired release."""
+    quote = shlex.quote
+    steps: dict[str, list[str]] = {part: [] for part in ("fetch", *INSTALL_PARTS)}
     for index, download in enumerate(downloads):
         release = download.release
         member_dir = quote(release.member_dir or ".")
@@ -275,37 +262,7 @@ def install_script(
         steps["record"].append(
             f'for manifest in {shell_glob(manifest_glob(release.name))}; do retire "$manifest"; done'
         )
-    return (
-        "\n".join(
-            [
-                "set -eu",
-                "export LC_ALL=C",
-                f"dest={quote(dest)}",
-                _shell_variables(),
-                _version_variables(),
-                INSTALL_FUNCTIONS.strip(),
-                *lock_commands(lock_wait),
-                'make_dirs "$dest" || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
-                # What a killed earlier run left: under the lock, no other run's work is in progress,
-                # and an upload waiting for the lock is younger than the stale ones.
-                f'rm -rf {WORK_DIR}/* "$dest"/{TEMP_PREFIX}.*',
-                f"find {UPLOAD_DIR} -type f -mmin +{STALE_MINUTES} -delete",
-                f'work=$(mktemp -d {WORK_DIR}/XXXXXX) || {{ echo "cannot create a temporary folder" >&2; exit 1; }}',
-                f"trap 'rm -rf \"$work\" {uploads}' EXIT",
-                *steps["fetch"],
-                f'unpacked=$(mktemp -d "$dest/{TEMP_PREFIX}.XXXXXX" 2>/dev/null) || '
-                '{ echo "bin_dir $dest is not writable: nothing was installed" >&2; exit 1; }',
-                f'trap \'rm -rf "$work" "$unpacked" {uploads}\' EXIT',
-                *steps["unpack"],
-                *steps["intend"],
-                *steps["place"],
-                *steps["place_last"],
-                *steps["record"],
-                *steps["remember"],
-            ]
-        )
-        + "\n"
-    )
+    return steps
 
 
 # Ciphers that carry their own integrity check. On the default aes128-ctr with hmac-sha2-256,
@@ -470,13 +427,7 @@ def write_file(path: str, content: str | None, mode: str = "644") -> Generator[s
     # A name of its own per run (two runs at once), in a root-owned folder.
     temp = f"{path}.{TEMP_PREFIX.lstrip('.')}-{secrets.token_hex(4)}.tmp"
     yield FileUploadCommand(StringIO(content), temp)
-    quoted, quoted_temp = shlex.quote(path), shlex.quote(temp)
-    yield (
-        f"chown root:root {quoted_temp} && chmod {mode} {quoted_temp} && "
-        # The same content from a run that came first: keep the file, and the units' view of it.
-        f'if cmp -s {quoted_temp} {quoted} && [ "$(stat -c %a:%U:%G {quoted})" = {mode}:root:root ]; '
-        f"then rm -f {quoted_temp}; else mv -f {quoted_temp} {quoted}; fi"
-    )
+    yield replace_file(temp, path, mode)
 
 
 @step_operation(lambda path, needed, **_: None if needed else f"{path} is as wanted")
@@ -487,8 +438,7 @@ def root_directory(path: str, needed: bool, mode: str = "755") -> Generator[str,
 
         root_directory(path="/etc/buildkit", needed=True)
     """
-    quoted = shlex.quote(path)
-    yield f"mkdir -p {quoted} && chown root:root {quoted} && chmod {mode} {quoted}"
+    yield root_directory_command(path, mode)
 
 
 @step_operation(lambda commands, unneeded, **_: None if commands else unneeded)

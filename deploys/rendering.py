@@ -12,14 +12,12 @@ import json
 import re
 from typing import Any
 
-from ..layout import BUILDKIT_CONFIG, MARKER, SOCKET_UNIT
+from ..layout import BUILDKIT_CONFIG, CONTAINERD_UNIT, MARKER, SOCKET_UNIT, SYSTEM_PATH
 from .settings import Settings
 
 HEADER = f"{MARKER}\n"
-# systemd's own PATH for services.
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # After= on a unit that is not installed is a no-op, so both containerd flavours can be named.
-CONTAINERD_UNITS = ("containerd.service", "k3s.service", "k3s-agent.service")
+CONTAINERD_UNITS = (CONTAINERD_UNIT, "k3s.service", "k3s-agent.service")
 
 
 def toml_string(value: str) -> str:

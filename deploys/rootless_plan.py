@@ -1,21 +1,22 @@
 """Rootless build hosts, decided without a host: settings, the user's files, and what a host needs.
 
 Everything here is pure and unit-tested: the deploys in ``rootless.py`` read one
-``RootlessState`` fact and apply what ``plan_rootless`` returns.
+``RootlessState`` fact and carry out the steps ``rootless_steps`` (from what ``plan_rootless``
+returns) or ``plan_rootless_removal`` return.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .. import layout
 from ..facts.rootless import INSTALLED, socket_path
-from ..facts.types import ManagedPathDict, RootlessStateDict
+from ..facts.types import RootlessStateDict
 from ..layout import (
     USER_BUILDKIT_CONFIG,
+    USER_CONFIG_DIRS,
     USER_CONTAINERD_FILE,
     USER_GOOD_DIR,
     USER_NERDCTL_CONFIG,
@@ -23,19 +24,15 @@ from ..layout import (
     USER_SOCKET_FILE,
     USER_UNIT_FILES,
 )
-from .changes import ManagedFile
+from . import commands as sh
+from .build_plan import no_wait_reason
+from .changes import ManagedFile, file_outdated
+from .drain import drain_commands
 from .rendering import HEADER, stop_and_start_timeouts, toml_string
-from .settings import NAMESPACE_NAME, SettingError, Settings, parse_flag
-from .verify import USER_SYSTEMD, check_body, check_values
+from .settings import ROOTLESS_DEFAULTS, RootlessSettings, Settings
+from .steps import Step, check, run
+from .verify import USER_SYSTEMD, check_body, check_values, locked_check
 
-ROOTLESS_DEFAULTS: dict[str, Any] = {
-    "rootless_user": None,
-    "rootless_namespace": "default",
-    "rootless_network": "slirp4netns",
-    "rootless_packages": True,
-}
-NETWORKS = ("slirp4netns", "host")
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 # login.defs defaults (SUB_UID_MIN, SUB_UID_MAX, SUB_UID_COUNT), as useradd allocates.
 SUBID_MIN, SUBID_MAX, SUBID_COUNT = 100000, 600100000, 65536
 # Debian package of each program rootless containerd needs.
@@ -44,48 +41,6 @@ USER_DBUS_PACKAGE = "dbus-user-session"
 
 # What the user's manager enables and starts; the socket starts BuildKit's service.
 STARTED_UNITS = (layout.CONTAINERD_UNIT, layout.SOCKET_UNIT)
-
-
-@dataclass(frozen=True)
-class RootlessSettings:
-    user: str
-    namespace: str
-    network: str
-    packages: bool
-
-
-def resolve_rootless_settings(lookup: Callable[[str], Any], overrides: Mapping[str, Any]) -> RootlessSettings:
-    """The ``rootless_*`` settings from ``overrides`` (keywords), else ``lookup`` (host data), else defaults.
-
-    >>> resolve_rootless_settings({}.get, {"rootless_user": "alice"}).network
-    'slirp4netns'
-    """
-
-    def value(key: str) -> Any:
-        if overrides.get(key) is not None:
-            return overrides[key]
-        found = lookup(key)
-        return ROOTLESS_DEFAULTS[key] if found is None else found
-
-    user = value("rootless_user")
-    if user is None or str(user).strip() == "":
-        raise SettingError("rootless_user is not set: name the existing user who gets rootless BuildKit")
-    if not USER_NAME.match(str(user).strip()):
-        raise SettingError(f"rootless_user={user!r} is not a user name (lower-case letters, digits, ._-)")
-    namespace = str(value("rootless_namespace")).strip()
-    if not NAMESPACE_NAME.match(namespace):
-        raise SettingError(
-            f"rootless_namespace={value('rootless_namespace')!r} is not a containerd namespace name (e.g. default)"
-        )
-    network = str(value("rootless_network")).strip()
-    if network not in NETWORKS:
-        raise SettingError(f"rootless_network={value('rootless_network')!r} is neither 'slirp4netns' nor 'host'")
-    return RootlessSettings(
-        user=str(user).strip(),
-        namespace=namespace,
-        network=network,
-        packages=parse_flag(value("rootless_packages"), "rootless_packages"),
-    )
 
 
 def split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -97,9 +52,7 @@ def split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
 def unit_path(settings: Settings) -> str:
     """``PATH`` of the user's units: ``bin_dir``, the full archive's ``bin/``, then the system's."""
     folders = [settings.bin_dir, f"{settings.full_prefix.rstrip('/')}/bin"] if settings.full else [settings.bin_dir]
-    return ":".join(
-        [*dict.fromkeys(folders), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-    )
+    return ":".join([*dict.fromkeys(folders), layout.SYSTEM_PATH])
 
 
 def containerd_user_unit(settings: Settings, rootless: RootlessSettings) -> str:
@@ -244,6 +197,14 @@ class RootlessError(ValueError):
     """A host that cannot run rootless BuildKit for the user; the message says what is missing."""
 
 
+def account(state: RootlessStateDict) -> tuple[int, str]:
+    """The user's uid and home folder; a ``RootlessError`` for a user that does not exist (the install's planners)."""
+    uid, home = state["uid"], state["home"]
+    if uid is None or home is None:
+        raise RootlessError(f"user {state['user']!r} does not exist: create it first (e.g. useradd -m {state['user']})")
+    return uid, home
+
+
 def _programs_missing(rootless: RootlessSettings, state: RootlessStateDict) -> list[str]:
     wanted = ["newuidmap", "newgidmap", "rootlesskit"] + (["slirp4netns"] if rootless.network == "slirp4netns" else [])
     return [program for program in wanted if program not in state["programs"]]
@@ -256,12 +217,11 @@ def check_prerequisites(settings: Settings, rootless: RootlessSettings, state: R
         raise RootlessError(
             "systemd is not the running init system; rootless BuildKit runs as the user's systemd services"
         )
-    if not state["exists"]:
-        raise RootlessError(f"user {user!r} does not exist: create it first (e.g. useradd -m {user})")
-    if state["uid"] == 0:
+    uid, home = account(state)
+    if uid == 0:
         raise RootlessError(f"user {user!r} is root (uid 0): rootless BuildKit needs a non-root user")
     if not state["home_exists"]:
-        raise RootlessError(f"the home folder of user {user!r}, {state['home']}, does not exist")
+        raise RootlessError(f"the home folder of user {user!r}, {home}, does not exist")
     if state["userns_refused"]:
         raise RootlessError(
             f"the kernel refuses unprivileged user namespaces ({state['userns_refused']}): "
@@ -304,16 +264,6 @@ def plan_subids(
     return (None if state["subuid"] else wanted), (None if state["subgid"] else wanted)
 
 
-def _wrong(found: ManagedPathDict | None, file: ManagedFile, user: str) -> bool:
-    return (
-        found is None
-        or found["kind"] != "file"
-        or found["mode"] != "644"
-        or found["user"] != user
-        or found["sha256"] != file.sha256
-    )
-
-
 def plan_rootless(settings: Settings, rootless: RootlessSettings, state: RootlessStateDict) -> RootlessChanges:
     """The changes the user's rootless BuildKit needs on a host whose ``RootlessState`` is ``state``.
 
@@ -326,10 +276,8 @@ def plan_rootless(settings: Settings, rootless: RootlessSettings, state: Rootles
     subuids, subgids = plan_subids(rootless, state)
     missing = _programs_missing(rootless, state)
     packages = [PACKAGES[program] for program in missing] + ([] if state["user_dbus"] else [USER_DBUS_PACKAGE])
-    home = state["home"]
-    assert home is not None  # check_prerequisites refused a user that does not exist
-    wanted = user_files(settings, rootless, home)
-    files = tuple(file for file in wanted if _wrong(state["files"].get(file.path), file, rootless.user))
+    wanted = user_files(settings, rootless, account(state)[1])
+    files = tuple(file for file in wanted if file_outdated(state["files"].get(file.path), file, (rootless.user, None)))
     changed = {file.path for file in files}
     units = state["units"]
     containerd, socket, service = (
@@ -379,8 +327,7 @@ def user_check_body(settings: Settings, rootless: RootlessSettings, state: Rootl
     No containerd socket to wait for: the user's containerd is a unit BuildKit requires.
     The binary is root's (the build host's), not the user's to put back.
     """
-    uid, home = state["uid"], state["home"]
-    assert uid is not None  # plan_rootless refused a user that does not exist
+    uid, home = account(state)
     values = check_values(
         settings,
         buildkit_socket=socket_path(uid, rootless.namespace),
@@ -391,3 +338,260 @@ def user_check_body(settings: Settings, rootless: RootlessSettings, state: Rootl
         service_was_running=state["units"][layout.SERVICE_UNIT]["active"],
     )
     return check_body(values, USER_SYSTEMD)
+
+
+def user_drain_commands(settings: Settings, rootless: RootlessSettings, state: RootlessStateDict) -> list[str]:
+    """As the user: wait, up to ``buildkit_drain_timeout``, until the user's BuildKit runs no build (``drain``).
+
+    Asked where the running socket listens: after a change of ``rootless_namespace`` that is still the old one.
+    """
+    uid = account(state)[0]
+    address = state["socket"]["listening"] or socket_path(uid, rootless.namespace)
+    return [
+        sh.as_user(rootless.user, uid, command)
+        for command in drain_commands(
+            f"{settings.bin_dir}/buildctl",
+            address,
+            settings.buildkit_drain_timeout,
+            layout.SERVICE_UNIT,
+            systemctl="systemctl --user",
+        )
+    ]
+
+
+def rootless_steps(
+    settings: Settings, rootless: RootlessSettings, state: RootlessStateDict, changes: RootlessChanges
+) -> list[Step]:
+    """Every step of ``install_rootless``, in one order on every host; every step that changes the host holds its lock."""
+    user, uid, wait = rootless.user, account(state)[0], settings.host_lock_wait
+    packages = Step(
+        "Packages for rootless containerd",
+        unneeded="the programs rootless containerd needs are installed",
+        kind="packages",
+        options={"packages": changes.packages},
+    )
+    # The new files are in place: if builds still run at the timeout, the host fails here, the user's
+    # BuildKit keeps its previous setup, and the next run finds it older than its files and restarts it.
+    drain = run(
+        "Wait for the builds in flight on the user's BuildKit",
+        user_drain_commands(settings, rootless, state) if changes.wait_for_builds else [],
+        no_wait_reason(changes.wait_for_builds, f"the user's running {layout.SERVICE_UNIT}"),
+    )
+    check_step = check(
+        "Check that the user's BuildKit answers with the containerd worker",
+        locked_check(wait, sh.as_user(user, uid, user_check_body(settings, rootless, state))),
+        check_skip_reason(settings, changes),
+    )
+    return [
+        packages,
+        *_account_steps(rootless, state, changes, wait),
+        *_user_file_steps(settings, rootless, state, changes),
+        drain,
+        *_user_unit_steps(settings, rootless, state, changes),
+        check_step,
+    ]
+
+
+def _user_file_steps(
+    settings: Settings, rootless: RootlessSettings, state: RootlessStateDict, changes: RootlessChanges
+) -> list[Step]:
+    """Each of the user's files, written as the user where it differs (``rootless.user_file``)."""
+    to_write = {file.path: file.content for file in changes.files}
+    uid, home = account(state)
+    return [
+        Step(
+            f"Write ~/{file.path}",
+            unneeded=f"~{rootless.user}/{file.path} is as wanted",
+            kind="user_file",
+            lock_wait=settings.host_lock_wait,
+            options={
+                "user": rootless.user,
+                "uid": uid,
+                "home": home,
+                "relative": file.path,
+                "content": to_write.get(file.path),
+            },
+        )
+        for file in user_files(settings, rootless, home)
+    ]
+
+
+def _account_steps(
+    rootless: RootlessSettings, state: RootlessStateDict, changes: RootlessChanges, wait: int
+) -> list[Step]:
+    """The user's subordinate IDs, lingering, and systemd manager."""
+    user, uid = rootless.user, account(state)[0]
+    added = "-".join(map(str, changes.add_subuids or changes.add_subgids or ()))
+    kinds = [
+        kind for kind, wanted_range in (("uid", changes.add_subuids), ("gid", changes.add_subgids)) if wanted_range
+    ]
+    return [
+        run(
+            "Subordinate IDs",
+            [*(sh.add_subids(user, kind, added) for kind in kinds), sh.mark(user, "subids", added)] if kinds else [],
+            f"{user} has subordinate IDs",
+            wait,
+        ),
+        run(
+            "Lingering",
+            [sh.linger(user, True), sh.mark(user, "linger")] if changes.enable_linger else [],
+            f"{user} lingers",
+            wait,
+        ),
+        run(
+            "The user's systemd manager",
+            [sh.systemctl("start", f"user@{uid}.service")] if changes.start_manager else [],
+            f"{user}'s systemd manager runs",
+            wait,
+        ),
+    ]
+
+
+def _user_unit_steps(
+    settings: Settings, rootless: RootlessSettings, state: RootlessStateDict, changes: RootlessChanges
+) -> list[Step]:
+    """The user's units reloaded, enabled, started and restarted, as the user."""
+    # With buildkit_verify, the check that follows waits for it (and undoes what the daemon refuses).
+    restart = f"try-restart {'--no-block ' if settings.buildkit_verify else ''}buildkit.service"
+    steps = (
+        ("Reload the user's units", "daemon-reload", changes.daemon_reload, "the user's systemd has the current units"),
+        ("Enable the user's units", f"enable {' '.join(changes.enable)}", bool(changes.enable), "enabled"),
+        ("Start the user's units", f"start {' '.join(changes.start)}", bool(changes.start), "active"),
+        # containerd's restart takes BuildKit with it (PartOf=); the socket's takes its service (Requires=).
+        (
+            "Restart the user's containerd",
+            "restart containerd.service",
+            changes.restart_containerd,
+            "containerd runs what is on disk",
+        ),
+        (
+            "Restart the user's BuildKit socket",
+            "restart buildkit.socket",
+            changes.restart_socket,
+            "buildkit.socket runs what is on disk",
+        ),
+        ("Restart the user's BuildKit", restart, changes.restart_service, "buildkit.service runs what is on disk"),
+    )
+    uid = account(state)[0]
+    return [
+        run(
+            name,
+            [sh.user_systemctl(rootless.user, uid, arguments)] if needed else [],
+            unneeded,
+            settings.host_lock_wait,
+        )
+        for name, arguments, needed, unneeded in steps
+    ]
+
+
+def plan_rootless_removal(
+    settings: Settings, rootless: RootlessSettings, state: RootlessStateDict, purge: bool
+) -> list[Step]:
+    """Every step of ``remove_rootless``, in one order on every host; only what this package made goes.
+
+    The user's images and build cache stay unless ``purge``; with ``purge`` the subordinate ID
+    range this package added goes too.
+    """
+    user, wait = rootless.user, settings.host_lock_wait
+    uid = cast(int, state["uid"])  # None for a user that does not exist: then no command reads it
+    exists = state["exists"] and uid != 0
+    manager = exists and state["manager"]
+    units = [
+        unit for unit in layout.UNITS.values() if state["units"][unit]["active"] or state["units"][unit]["enabled"]
+    ]
+    present = [
+        relative
+        for relative in (*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG)
+        if relative in state["files"]
+    ]
+    building = bool(manager and state["units"][layout.SERVICE_UNIT]["active"])
+    return [
+        run(
+            "Wait for the builds in flight on the user's BuildKit",
+            user_drain_commands(settings, rootless, state) if building else [],
+            no_wait_reason(building, f"the user's running {layout.SERVICE_UNIT}"),
+        ),
+        run(
+            "Stop and disable the user's units",
+            [sh.user_systemctl(user, uid, f"disable --now {' '.join(units)}")] if manager and units else [],
+            f"no unit of {user}'s is enabled or active",
+            wait,
+        ),
+        run(
+            "Remove the user's units and configs",
+            [sh.as_user(user, uid, _remove_user_files(state, present))]
+            if exists and (present or state["good_copies"])
+            else [],
+            f"{user} has none of our files",
+            wait,
+        ),
+        run(
+            "Reload the user's units",
+            [sh.user_systemctl(user, uid, "daemon-reload")] if manager and set(present) & set(USER_UNIT_FILES) else [],
+            "no unit file was removed",
+            wait,
+        ),
+        *_release_steps(rootless, state, purge, wait),
+    ]
+
+
+def _remove_user_files(state: RootlessStateDict, present: list[str]) -> str:
+    home = state["home"]
+    return sh.remove_user_files(
+        [f"{home}/{relative}" for relative in present],
+        f"{home}/{USER_GOOD_DIR}",
+        [f"{home}/{folder}" for folder in USER_CONFIG_DIRS],
+    )
+
+
+def _purge_step(rootless: RootlessSettings, state: RootlessStateDict, purge: bool, wait: int) -> Step:
+    """With ``purge``, the user's images and build cache, removed inside RootlessKit's namespace."""
+    user, home = rootless.user, state["home"]
+    uid = cast(int, state["uid"])  # None for a user that does not exist: then no command reads it
+    exists = state["exists"] and uid != 0
+    rootlesskit = state["programs"].get("rootlesskit", "rootlesskit")
+    data = [f"{home}/{relative}" for relative in state["data"]]
+    return run(
+        "Purge the user's images and build cache",
+        [sh.as_user(user, uid, sh.purge_user_data(rootlesskit, data))] if purge and exists and data else [],
+        "nothing to purge" if purge else "images and build cache are kept (no purge)",
+        wait,
+    )
+
+
+def _release_steps(rootless: RootlessSettings, state: RootlessStateDict, purge: bool, wait: int) -> list[Step]:
+    """The user's data (with ``purge``), lingering, and the subordinate IDs (with ``purge``), if this package made them."""
+    user = rootless.user
+    uid = cast(int, state["uid"])  # None for a user that does not exist: then no command reads it
+    exists = state["exists"] and uid != 0
+    # Only the range this package added, in whichever files it is still listed.
+    added = state["subids_ours"]
+    ranges = (
+        [
+            f"--del-sub{kind}s {added[0]}-{added[0] + added[1] - 1}"
+            for kind, listed in (("uid", state["subuid"]), ("gid", state["subgid"]))
+            if added in listed
+        ]
+        if added
+        else []
+    )
+    # usermod refuses while the user has processes: the manager lingering started goes first
+    # (a logged-in user keeps theirs, and the removal says so).
+    stop_manager = [sh.systemctl("stop", f"user@{uid}.service")] if state["lingering_ours"] else []
+    return [
+        _purge_step(rootless, state, purge, wait),
+        run(
+            "Lingering off",
+            [sh.linger(user, False), sh.unmark(user, "linger")] if state["lingering_ours"] else [],
+            "lingering was not turned on by pyinfra-nerdctl",
+            wait,
+        ),
+        run(
+            "Remove the subordinate IDs",
+            [*stop_manager, sh.delete_subids(user, ranges), sh.unmark(user, "subids")]
+            if purge and exists and ranges
+            else [],
+            "subordinate IDs are kept" if purge else "subordinate IDs are kept (no purge)",
+            wait,
+        ),
+    ]

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from .. import layout
 from ..facts.foreign import DEFAULT_ADDRESS
 from ..facts.types import BuildHostStateDict, ForeignProcessDict, ForeignUnitDict
+from . import commands as sh
 
 OUR_UNIT_PATHS = {layout.SOCKET_PATH: "socket", layout.SERVICE_PATH: "service"}
-OUR_UNITS = {layout.SOCKET_UNIT: "socket", layout.SERVICE_UNIT: "service"}
+OUR_UNITS = {name: key for key, name in layout.UNITS.items() if key != "containerd"}
 STOP_SECONDS = 20
 
 
@@ -35,22 +36,12 @@ class ForeignSetup:
 
 def _unit_commands(unit: str, enabled: bool, active: bool) -> tuple[str, ...]:
     if enabled:
-        return (f"systemctl disable --now {unit}",)
-    return (f"systemctl stop {unit}",) if active else ()
+        return (sh.systemctl("disable", "--now", unit),)
+    return (sh.systemctl("stop", unit),) if active else ()
 
 
 def _state_words(enabled: bool, active: bool) -> str:
     return f"{'enabled' if enabled else 'disabled'}, {'active' if active else 'inactive'}"
-
-
-def _stop_process_command(pid: int) -> str:
-    """Stop a buildkitd that no unit runs (started by hand), if that pid is still a buildkitd, and wait for it."""
-    status = f"/proc/{pid}/status"
-    return (
-        f"if grep -qx 'Name:.buildkitd' {status} 2>/dev/null; then kill {pid}; "
-        f"timeout {STOP_SECONDS} sh -c 'while [ -e {status} ]; do sleep 0.2; done' || "
-        f'{{ echo "buildkitd process {pid} did not stop within {STOP_SECONDS} s" >&2; exit 1; }}; fi'
-    )
 
 
 def foreign_setups(state: BuildHostStateDict) -> tuple[ForeignSetup, ...]:
@@ -65,8 +56,17 @@ def foreign_setups(state: BuildHostStateDict) -> tuple[ForeignSetup, ...]:
     """
     foreign = state["foreign_buildkit"]
     setups: list[ForeignSetup] = []
-    covered: set[str] = set()
-    for unit in foreign["units"]:
+    covered: set[str] = set()  # the units already stopped by a setup found before
+    setups += _unit_setups(foreign["units"], covered)
+    setups += _our_path_setups(state, covered)
+    setups += _process_setups(foreign["processes"], covered)
+    return tuple(setups)
+
+
+def _unit_setups(units: list[ForeignUnitDict], covered: set[str]) -> list[ForeignSetup]:
+    """Another unit that runs BuildKit, enabled or active, or one at our unit paths."""
+    setups = []
+    for unit in units:
         at_our_path = unit["path"] in OUR_UNIT_PATHS
         if not (unit["enabled"] or unit["active"] or at_our_path):
             continue
@@ -79,6 +79,12 @@ def foreign_setups(state: BuildHostStateDict) -> tuple[ForeignSetup, ...]:
                 (unit["unit"],),
             )
         )
+    return setups
+
+
+def _our_path_setups(state: BuildHostStateDict, covered: set[str]) -> list[ForeignSetup]:
+    """A file at our unit paths without our marker: a run would overwrite it."""
+    setups = []
     for path, key in OUR_UNIT_PATHS.items():
         name = path.rsplit("/", 1)[1]
         found = state["paths"].get(path)
@@ -93,32 +99,37 @@ def foreign_setups(state: BuildHostStateDict) -> tuple[ForeignSetup, ...]:
                 (name,),
             )
         )
-    for process in foreign["processes"]:
-        process_unit = process["unit"]
+    return setups
+
+
+def _process_setups(processes: list[ForeignProcessDict], covered: set[str]) -> list[ForeignSetup]:
+    """A root buildkitd daemon that is not ours: stopped with its unit when it is its MainPID, else by its pid."""
+    setups = []
+    for process in processes:
+        unit = process["unit"]
         # Socket-activated in our unit is ours, MainPID or not: a concurrent run's check may stop it
         # between the fact's read of the process and of its unit.
-        our_service = process_unit == layout.SERVICE_UNIT and process["socket_activated"]
-        if our_service or process_unit in covered:
+        ours = unit == layout.SERVICE_UNIT and process["socket_activated"]
+        if ours or unit in covered:
             continue
-        # A main process always has its unit (``ForeignProcessDict``).
-        if process["main"] and process_unit is not None and process_unit.endswith(".service"):
-            covered.add(process_unit)
-            older = " from an older definition" if process_unit == layout.SERVICE_UNIT else ""
+        if process["main"] and unit is not None and unit.endswith(".service"):
+            covered.add(unit)
+            older = " from an older definition" if unit == layout.SERVICE_UNIT else ""
             setups.append(
                 ForeignSetup(
-                    f"buildkitd process {process['pid']} of {process_unit}{older} (socket {process['socket']})",
-                    _unit_commands(process_unit, process["enabled"], True),
-                    (process_unit,),
+                    f"buildkitd process {process['pid']} of {unit}{older} (socket {process['socket']})",
+                    _unit_commands(unit, process["enabled"], True),
+                    (unit,),
                 )
             )
         else:
             setups.append(
                 ForeignSetup(
-                    f"buildkitd process {process['pid']} ({process_unit or 'no unit'}, socket {process['socket']})",
-                    (_stop_process_command(process["pid"]),),
+                    f"buildkitd process {process['pid']} ({unit or 'no unit'}, socket {process['socket']})",
+                    (sh.stop_buildkitd_process(process["pid"], STOP_SECONDS),),
                 )
             )
-    return tuple(setups)
+    return setups
 
 
 def refusal(setups: tuple[ForeignSetup, ...]) -> str:
@@ -185,5 +196,5 @@ def plan_takeover(state: BuildHostStateDict, allowed: bool) -> Takeover:
     # buildkitd exits 1 when it is stopped, which leaves its unit failed; and ours may have failed
     # while the other daemon held the socket: all of them start afresh.
     units = dict.fromkeys((layout.SOCKET_UNIT, layout.SERVICE_UNIT, *stopped))
-    reset = f"systemctl reset-failed {' '.join(units)} 2>/dev/null || true"
+    reset = sh.reset_failed(*units)
     return Takeover((*commands, reset), after, busy_sockets(state, stopped))

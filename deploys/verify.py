@@ -20,14 +20,15 @@ from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyinfra import host, logger
+from pyinfra import logger
 from pyinfra.api import StringCommand
 
 from .. import layout
 from ..facts.builds import RUNNING_BUILDS_FUNCTION
 from ..facts.types import BuildHostStateDict
 from .changes import Changes, has_buildkit
-from .operations import lock_commands, step_operation
+from .commands import lock_commands
+from .operations import step_operation
 from .releases import BUILDKIT, NERDCTL_FULL, Release
 from .settings import Settings
 
@@ -100,6 +101,9 @@ def check_values(
         "limit": str(settings.buildkit_verify_timeout),
         "good_dir": good_dir,
         "watched": " ".join(watched),
+        "service_unit": layout.SERVICE_UNIT,
+        "socket_unit": layout.SOCKET_UNIT,
+        "temp_suffix": f"{layout.TEMP_PREFIX}.tmp",
     }
 
 
@@ -157,30 +161,7 @@ def check_paths(settings: Settings, possible: tuple[Release, ...]) -> tuple[str,
     return (GOOD_DIR,) if settings.full else (settings.containerd_socket, GOOD_DIR)
 
 
-def check_build_path(
-    settings: Settings,
-    state: BuildHostStateDict,
-    changes: Changes,
-    releases: Sequence[Release],
-    possible: tuple[Release, ...],
-) -> None:
-    """Warn when containerd is missing; then prove, after a change, that BuildKit answers (``buildkit_verify``).
-
-    One step on every host of a deploy that may install BuildKit (``possible``), a no-op where nothing changed.
-    """
-    if not has_buildkit(possible):
-        return
-    warning = containerd_missing_warning(settings, state) if has_buildkit(tuple(releases)) else None
-    if warning:
-        logger.warning(f"{host.name}: {warning}")
-    buildkit_answers(
-        name="Check that BuildKit answers with the containerd worker",
-        script=verify_script(settings, state["units"]["service"]["active"]),
-        skip_reason=_skip_reason(settings, changes, containerd_missing=bool(warning)),
-    )
-
-
-def _skip_reason(settings: Settings, changes: Changes, containerd_missing: bool) -> str | None:
+def check_skip_reason(settings: Settings, changes: Changes, containerd_missing: bool) -> str | None:
     """Why the check does not run on this host; None when it does."""
     if not buildkit_inputs_changed(changes):
         return "nothing BuildKit depends on changed"

@@ -2,8 +2,9 @@
 # Prove that BuildKit builds on containerd after a change it depends on; go back to the last
 # working setup if the daemon refuses the new one. Set before this (by deploys/verify.py):
 # bin_dir, buildkit_socket, containerd_socket (empty: none to wait for), namespace, limit (seconds),
-# good_dir, watched (space-separated paths), stop_after (yes when buildkit.service was not running
-# before this run: it is left as found), and running_builds() (facts/builds.py). For a user's
+# good_dir, watched (space-separated paths), stop_after (yes when the service was not running
+# before this run: it is left as found), service_unit, socket_unit and temp_suffix (layout.py),
+# and running_builds() (facts/builds.py). For a user's
 # BuildKit it runs as the user, on the user's units (deploys/verify.py USER_SYSTEMD).
 # shellcheck disable=SC2154
 set -u
@@ -20,21 +21,21 @@ fi
 ask() {
   deadline=$(($(date +%s) + limit))
   while :; do
-    state=$(systemctl show -p ActiveState --value buildkit.service)
+    state=$(systemctl show -p ActiveState --value "$service_unit")
     # While systemd has a job for the unit (a restart: its stop, then its start) its state is not the outcome yet.
-    if [ -z "$(systemctl list-jobs --no-legend buildkit.service 2>/dev/null)" ]; then
+    if [ -z "$(systemctl list-jobs --no-legend "$service_unit" 2>/dev/null)" ]; then
       case $state in
         failed)
-          result=$(systemctl show -p Result --value buildkit.service)
-          answer="buildkit.service failed ($result)"
+          result=$(systemctl show -p Result --value "$service_unit")
+          answer="$service_unit failed ($result)"
           # Killed by systemd's TimeoutStartSec (buildkit_verify_timeout): slow, which is no refusal.
-          [ "$result" = timeout ] && { answer="buildkit.service did not start within $limit s" \
+          [ "$result" = timeout ] && { answer="$service_unit did not start within $limit s" \
             "(buildkit_verify_timeout), so systemd stopped it"; return 1; }
           return 2 ;;
         active|inactive)
           # Inactive: the socket starts it (socket-activated), as it would for any client.
-          systemctl is-active --quiet buildkit.socket || systemctl start buildkit.socket || {
-            answer="buildkit.socket does not start"; return 2; }
+          systemctl is-active --quiet "$socket_unit" || systemctl start "$socket_unit" || {
+            answer="$socket_unit does not start"; return 2; }
           left=$((deadline - $(date +%s)))
           if answer=$(timeout "$((left > 1 ? left : 1))" "$bin_dir/buildctl" --addr "unix://$buildkit_socket" \
             debug workers -v 2>&1); then
@@ -44,7 +45,7 @@ ask() {
       esac
     fi
     if [ "$(date +%s)" -ge "$deadline" ]; then
-      answer="no answer within $limit s (buildkit_verify_timeout), buildkit.service $state: ${answer:-}"
+      answer="no answer within $limit s (buildkit_verify_timeout), $service_unit $state: ${answer:-}"
       return 1
     fi
     sleep 1
@@ -61,7 +62,7 @@ has_worker() {
 
 # A daemon that failed before this run (start-limit-hit, or exit 1 on an earlier stop) gets a fresh start.
 fresh_start() {
-  systemctl reset-failed buildkit.service buildkit.socket 2>/dev/null
+  systemctl reset-failed "$service_unit" "$socket_unit" 2>/dev/null
 }
 
 # Keep copies of what works. Copies, not hard links: a link would change the files' ctime, which
@@ -84,7 +85,7 @@ keep() {
 
 journal() {
   echo "buildkitd's last log lines:" >&2
-  journalctl -u buildkit.service -n 12 --no-pager -o cat 2>/dev/null | sed 's/^/  /' >&2
+  journalctl -u "$service_unit" -n 12 --no-pager -o cat 2>/dev/null | sed 's/^/  /' >&2
 }
 
 fresh_start
@@ -96,15 +97,15 @@ if [ "$outcome" -eq 0 ]; then
   if [ "$stop_after" = yes ] && builds=$(running_builds "$bin_dir/buildctl" "unix://$buildkit_socket") &&
     [ -z "$builds" ]; then
     # buildkitd exits 1 on SIGTERM: not a failure.
-    systemctl stop buildkit.service
-    systemctl reset-failed buildkit.service 2>/dev/null
+    systemctl stop "$service_unit"
+    systemctl reset-failed "$service_unit" 2>/dev/null
   fi
   echo "BuildKit answers: containerd worker in namespace $namespace"
   exit 0
 fi
 if [ "$outcome" -eq 1 ]; then
   echo "BuildKit did not answer in time, but did not refuse the new files either: $answer; they stay," \
-    "nothing was restored (see systemctl status buildkit.service)" >&2
+    "nothing was restored (see systemctl status $service_unit)" >&2
   journal
   exit 1
 fi
@@ -128,12 +129,12 @@ fi
 journal
 for path in $refused; do
   copy="$good_dir/$(printf '%s' "$path" | tr / _)"
-  cp -pf "$copy" "$path.pyinfra-nerdctl.tmp" && mv -f "$path.pyinfra-nerdctl.tmp" "$path"
+  cp -pf "$copy" "$path$temp_suffix" && mv -f "$path$temp_suffix" "$path"
 done
 systemctl daemon-reload
-systemctl stop buildkit.service 2>/dev/null
+systemctl stop "$service_unit" 2>/dev/null
 fresh_start
-systemctl restart buildkit.socket
+systemctl restart "$socket_unit"
 if ask; then
   back="BuildKit works again with the previous ones"
 else

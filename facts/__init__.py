@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from pyinfra.api import FactBase
 
+from ..layout import UNITS
 from .builds import BuildkitBuilds, parse_builds
 from .common import file_kind, manifest_glob, manifest_path, shell_glob
 from .rootless import RootlessState
 from .state import BuildHostPlatform, BuildHostState
 from .units import (
-    UNITS,
     BuildkitSocket,
     BuildkitUnitFreshness,
     BuildkitWorkers,

@@ -8,18 +8,10 @@ from __future__ import annotations
 import re
 import shlex
 
-from ..layout import MARKER, SERVICE_UNIT
+from ..layout import BUILDKIT_SOCKET, MARKER, SERVICE_UNIT, UNIT_SEARCH_DIRS
 from .types import ForeignBuildkitDict, ForeignProcessDict, ForeignUnitDict
 
-# systemd's search path for system units, most important first; /lib is /usr/lib on merged-/usr hosts.
-UNIT_SEARCH_DIRS = (
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/local/lib/systemd/system",
-    "/usr/lib/systemd/system",
-    "/lib/systemd/system",
-)
-DEFAULT_ADDRESS = "/run/buildkit/buildkitd.sock"  # where a root buildkitd listens without --addr
+DEFAULT_ADDRESS = BUILDKIT_SOCKET  # where a root buildkitd listens without --addr
 ENABLED_STATES = ("enabled", "enabled-runtime")
 ACTIVE_STATES = ("active", "activating", "reloading")
 UNIT_LINE = re.compile(r"^(/.+?\.(?:service|socket)):(\s*(?:ExecStart|ListenStream|User)\s*=.*)$")

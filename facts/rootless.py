@@ -16,29 +16,30 @@ from pyinfra.api import FactBase
 from ..layout import (
     DEFAULT_BIN_DIR,
     DEFAULT_FULL_PREFIX,
-    STATE_DIR,
+    LINGER_DIR,
+    ROOTLESS_STATE_DIR,
+    UNITS,
     USER_BUILDKIT_CONFIG,
+    USER_BUILDKIT_SOCKET,
     USER_CONTAINERD_FILE,
+    USER_DATA_DIR,
+    USER_DBUS_SOCKET,
     USER_GOOD_DIR,
     USER_NERDCTL_CONFIG,
+    USER_RUNTIME_DIR,
     USER_SERVICE_FILE,
     USER_SOCKET_FILE,
     USER_UNIT_FILES,
 )
 from .common import PLATFORM_COMMAND, STAT_FIELDS, file_kind, in_c_locale, parse_key_values, platform_from
 from .state import parse_managed_paths
-from .types import AccountDict, RootlessStateDict, UnitStateDict
-from .units import UNITS, parse_unit_freshness
+from .types import AccountDict, RootlessSocketDict, RootlessStateDict, UnitStateDict
+from .units import UNIT_PROPERTIES, parse_unit_freshness
 
-ROOTLESS_STATE_DIR = f"{STATE_DIR}/rootless"
-LINGER_DIR = "/var/lib/systemd/linger"
-# The user's units carry the system units' names, in the order ``parse_unit_freshness`` names its blocks.
-USER_UNITS = UNITS
 # Programs looked up on PATH (the full archive's bin first): what rootless containerd runs.
 PROGRAMS = ("newuidmap", "newgidmap", "rootlesskit", "slirp4netns", "containerd", "apt-get")
 # Programs the system install puts into bin_dir.
 INSTALLED = ("nerdctl", "containerd-rootless.sh", "containerd-rootless-setuptool.sh", "buildkitd", "buildctl")
-USER_DBUS_SOCKET = "/usr/lib/systemd/user/dbus.socket"
 NO_UNIT: UnitStateDict = {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False}
 
 
@@ -49,17 +50,18 @@ def marker_path(user: str, what: str) -> str:
 
 def socket_path(uid: int | str, namespace: str) -> str:
     """The user's BuildKit socket, where rootless nerdctl looks first for ``namespace``."""
-    return f"/run/user/{uid}/buildkit-{namespace}/buildkitd.sock"
+    return USER_BUILDKIT_SOCKET.format(uid=uid, namespace=namespace)
 
 
 def user_runtime_env(uid: str) -> str:
     """The environment a command needs to reach the user's systemd manager (``runuser`` keeps it)."""
-    return f'XDG_RUNTIME_DIR="/run/user/{uid}" DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/{uid}/bus"'
+    runtime = USER_RUNTIME_DIR.format(uid=uid)
+    return f'XDG_RUNTIME_DIR="{runtime}" DBUS_SESSION_BUS_ADDRESS="unix:path={runtime}/bus"'
 
 
 def data_folders(namespace: str) -> tuple[str, ...]:
     """The user's images, build cache and nerdctl state, relative to the home folder (what ``purge`` removes)."""
-    share = ".local/share"
+    share = USER_DATA_DIR
     return (f"{share}/containerd", f"{share}/buildkit-{namespace}", f"{share}/nerdctl", f"{share}/cni")
 
 
@@ -121,50 +123,66 @@ def parse_userns(max_user_namespaces: str | None, unprivileged_userns_clone: str
 def rootless_state_command(user: str, bin_dir: str, namespace: str, full_prefix: str) -> str:
     """The shell command of ``RootlessState`` (run as root; prints ``key=value`` lines)."""
     quoted = shlex.quote(user)
-    markers = {what: shlex.quote(marker_path(user, what)) for what in ("linger", "subids")}
     bin_q = shlex.quote(bin_dir)
     full_bin = shlex.quote(f"{full_prefix}/bin")
-    user_files = " ".join((*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG))
-    units = " ".join(USER_UNITS.values())
-    # Listen: where the running socket listens, which a namespace change moves only once it restarts.
-    properties = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp,Listen"
-    containerd = f'"$(PATH={full_bin}:"$PATH" command -v containerd)"'
     return "; ".join(
         [
             PLATFORM_COMMAND,
             f"echo user={quoted}",
             f"echo namespace={shlex.quote(namespace)}",
             f'entry=$(getent passwd {quoted}) && echo "passwd=$entry"',
-            f"[ -e {LINGER_DIR}/{quoted} ] && echo linger=yes",
-            f"[ -e {markers['linger']} ] && echo linger_ours=yes",
-            f'[ -e {markers["subids"]} ] && echo "subids_ours=$(cat {markers["subids"]})"',
-            "sed 's/^/subuid=/' /etc/subuid 2>/dev/null",
-            "sed 's/^/subgid=/' /etc/subgid 2>/dev/null",
-            'echo "max_user_namespaces=$(cat /proc/sys/user/max_user_namespaces 2>/dev/null)"',
-            'echo "unprivileged_userns_clone=$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null)"',
-            f'for p in {" ".join(PROGRAMS)}; do found=$(PATH={full_bin}:"$PATH" command -v "$p") && echo "program.$p=$found"; done',
-            f'for p in {" ".join(INSTALLED)}; do [ -x {bin_q}/"$p" ] && echo "installed.$p=yes"; done',
-            f"[ -e {USER_DBUS_SOCKET} ] && echo user_dbus=yes",
+            *_host_lines(user, bin_q, full_bin),
             'home=$(echo "$entry" | cut -d: -f6); uid=$(echo "$entry" | cut -d: -f3)',
-            # Relative to the home folder: the paths are known only on the host.
-            f'if [ -n "$entry" ] && cd "$home" 2>/dev/null; then echo home_exists=yes; '
-            f"stat -c 'path=%n|{STAT_FIELDS}' {user_files} 2>/dev/null; sha256sum {user_files} 2>/dev/null; "
-            f'for d in {" ".join(data_folders(namespace))}; do [ -d "$d" ] && echo "data=$d"; done; '
-            f"[ -d {USER_GOOD_DIR} ] && echo good_copies=yes; fi",
-            f'[ -n "$entry" ] && stat -c \'socket_stat=%f|%a|%U\' /run/user/"$uid"/buildkit-{shlex.quote(namespace)}/buildkitd.sock 2>/dev/null',
-            # The user's manager answers only while it runs (lingering or a login).
-            f'if [ -n "$entry" ] && [ -S /run/user/"$uid"/systemd/private ]; then echo manager=yes; '
-            f"{{ runuser -u {quoted} -- env {user_runtime_env('$uid')} systemctl --user show --timestamp=us+utc "
-            f"-p {properties} {units} 2>/dev/null || runuser -u {quoted} -- env {user_runtime_env('$uid')} "
-            f"systemctl --user show -p {properties} {units}; }} 2>/dev/null | sed 's/^/unit./'; fi",
+            *_user_lines(quoted, namespace),
             f"TZ=UTC stat -c 'ctime.socket=%z' \"$home\"/{USER_SOCKET_FILE} 2>/dev/null",
             f"TZ=UTC stat -c 'ctime.service=%z' {bin_q}/buildkitd \"$home\"/{USER_SERVICE_FILE} "
             f'"$home"/{USER_BUILDKIT_CONFIG} 2>/dev/null',
-            f"TZ=UTC stat -c 'ctime.containerd=%z' {bin_q}/containerd-rootless.sh {containerd} "
-            f'"$home"/{USER_CONTAINERD_FILE} 2>/dev/null',
+            f"TZ=UTC stat -c 'ctime.containerd=%z' {bin_q}/containerd-rootless.sh "
+            f'"$(PATH={full_bin}:"$PATH" command -v containerd)" "$home"/{USER_CONTAINERD_FILE} 2>/dev/null',
             "true",
         ]
     )
+
+
+def _host_lines(user: str, bin_q: str, full_bin: str) -> list[str]:
+    """What the host offers the user: lingering, subordinate IDs, user namespaces, programs, the user's D-Bus."""
+    quoted = shlex.quote(user)
+    markers = {what: shlex.quote(marker_path(user, what)) for what in ("linger", "subids")}
+    return [
+        f"[ -e {LINGER_DIR}/{quoted} ] && echo linger=yes",
+        f"[ -e {markers['linger']} ] && echo linger_ours=yes",
+        f'[ -e {markers["subids"]} ] && echo "subids_ours=$(cat {markers["subids"]})"',
+        "sed 's/^/subuid=/' /etc/subuid 2>/dev/null",
+        "sed 's/^/subgid=/' /etc/subgid 2>/dev/null",
+        'echo "max_user_namespaces=$(cat /proc/sys/user/max_user_namespaces 2>/dev/null)"',
+        'echo "unprivileged_userns_clone=$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null)"',
+        f'for p in {" ".join(PROGRAMS)}; do found=$(PATH={full_bin}:"$PATH" command -v "$p") && echo "program.$p=$found"; done',
+        f'for p in {" ".join(INSTALLED)}; do [ -x {bin_q}/"$p" ] && echo "installed.$p=yes"; done',
+        f"[ -e {USER_DBUS_SOCKET} ] && echo user_dbus=yes",
+    ]
+
+
+def _user_lines(quoted: str, namespace: str) -> list[str]:
+    """The user's files, data, socket and units (``$entry``, ``$home`` and ``$uid`` are the user's)."""
+    user_files = " ".join((*USER_UNIT_FILES, USER_BUILDKIT_CONFIG, USER_NERDCTL_CONFIG))
+    units = " ".join(UNITS.values())
+    # Listen: where the running socket listens, which a namespace change moves only once it restarts.
+    properties = f"{UNIT_PROPERTIES},Listen"
+    runtime = USER_RUNTIME_DIR.format(uid='"$uid"')
+    socket = USER_BUILDKIT_SOCKET.format(uid='"$uid"', namespace=shlex.quote(namespace))
+    return [
+        # Relative to the home folder: the paths are known only on the host.
+        f'if [ -n "$entry" ] && cd "$home" 2>/dev/null; then echo home_exists=yes; '
+        f"stat -c 'path=%n|{STAT_FIELDS}' {user_files} 2>/dev/null; sha256sum {user_files} 2>/dev/null; "
+        f'for d in {" ".join(data_folders(namespace))}; do [ -d "$d" ] && echo "data=$d"; done; '
+        f"[ -d {USER_GOOD_DIR} ] && echo good_copies=yes; fi",
+        f"[ -n \"$entry\" ] && stat -c 'socket_stat=%f|%a|%U' {socket} 2>/dev/null",
+        # The user's manager answers only while it runs (lingering or a login).
+        f'if [ -n "$entry" ] && [ -S {runtime}/systemd/private ]; then echo manager=yes; '
+        f"{{ runuser -u {quoted} -- env {user_runtime_env('$uid')} systemctl --user show --timestamp=us+utc "
+        f"-p {properties} {units} 2>/dev/null || runuser -u {quoted} -- env {user_runtime_env('$uid')} "
+        f"systemctl --user show -p {properties} {units}; }} 2>/dev/null | sed 's/^/unit./'; fi",
+    ]
 
 
 def _listening(listen: str | None) -> str | None:
@@ -185,7 +203,6 @@ def parse_rootless_state(lines: list[str]) -> RootlessStateDict:
     user = values.get("user", "")
     manager = values.get("manager") == "yes"
     units = parse_unit_freshness(lines)
-    socket_raw_mode = (values.get("socket_stat") or "").split("|")[0]
     return {
         **platform_from(values),
         "user": user,
@@ -210,15 +227,19 @@ def parse_rootless_state(lines: list[str]) -> RootlessStateDict:
         "good_copies": values.get("good_copies") == "yes",
         "manager": manager,
         # Unit names as keys, as the user's systemctl knows them; all off while no manager runs.
-        "units": {name: units[key] if manager else NO_UNIT for key, name in USER_UNITS.items()},
-        "socket": {
-            "path": socket_path(account["uid"], values.get("namespace", "default")) if account else None,
-            "exists": bool(socket_raw_mode) and file_kind(socket_raw_mode) == "socket",
-            # Only the socket unit has Listen (the first non-empty one, whatever systemctl prints for the others).
-            "listening": next(filter(None, map(_listening, _prefixed(lines, "unit.Listen="))), None)
-            if manager
-            else None,
-        },
+        "units": {name: units[key] if manager else NO_UNIT for key, name in UNITS.items()},
+        "socket": _socket(lines, values, account, manager),
+    }
+
+
+def _socket(lines: list[str], values: dict[str, str], account: AccountDict | None, manager: bool) -> RootlessSocketDict:
+    """``RootlessState["socket"]``: where the user's BuildKit listens for its namespace, and where it listens now."""
+    raw_mode = (values.get("socket_stat") or "").split("|")[0]
+    return {
+        "path": socket_path(account["uid"], values.get("namespace", "default")) if account else None,
+        "exists": bool(raw_mode) and file_kind(raw_mode) == "socket",
+        # Only the socket unit has Listen (the first non-empty one, whatever systemctl prints for the others).
+        "listening": next(filter(None, map(_listening, _prefixed(lines, "unit.Listen="))), None) if manager else None,
     }
 
 

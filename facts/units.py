@@ -17,12 +17,14 @@ from ..layout import (
     BUILDKIT_ADDRESS,
     BUILDKIT_CONFIG,
     CONTAINERD_CONFIG,
+    CONTAINERD_SOCKET,
     CONTAINERD_UNIT,
     DEFAULT_BIN_DIR,
     DEFAULT_FULL_PREFIX,
     SERVICE_UNIT,
     SOCKET_UNIT,
     UNIT_DIR,
+    UNITS,
 )
 from .common import in_c_locale, parse_key_values, parse_stat, stat_command
 from .types import BuildkitSocketDict, ContainerdSocketDict, UnitsDict, UnitStateDict, WorkerDict
@@ -72,7 +74,7 @@ class ContainerdSocket(FactBase[ContainerdSocketDict]):
         {"path": "/run/containerd/containerd.sock", "exists": True, "is_socket": True}
     """
 
-    def command(self, address: str = "/run/containerd/containerd.sock") -> str:
+    def command(self, address: str = CONTAINERD_SOCKET) -> str:
         path = shlex.quote(address.removeprefix("unix://"))
         return in_c_locale(f"echo path={path}; {stat_command(path)}")
 
@@ -132,9 +134,6 @@ def started_before(started: str | None, changed: datetime | None) -> bool:
 
 
 UNIT_PROPERTIES = "UnitFileState,ActiveState,NeedDaemonReload,ActiveEnterTimestamp"
-
-
-UNITS = {"socket": SOCKET_UNIT, "service": SERVICE_UNIT, "containerd": CONTAINERD_UNIT}
 
 
 def unit_inputs(bin_dir: str, unit_dir: str, full_prefix: str) -> dict[str, tuple[str, ...]]:

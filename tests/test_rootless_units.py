@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import tomllib
-from pyinfra_nerdctl.deploys.rootless import as_user, user_systemctl
+from pyinfra_nerdctl.deploys.commands import as_user, user_systemctl
 from pyinfra_nerdctl.deploys.rootless_plan import (
     RootlessChanges,
     RootlessError,
@@ -22,13 +22,12 @@ from pyinfra_nerdctl.deploys.rootless_plan import (
     nerdctl_user_toml,
     plan_rootless,
     plan_subids,
-    resolve_rootless_settings,
     split_overrides,
     unit_path,
     user_check_body,
     user_files,
 )
-from pyinfra_nerdctl.deploys.settings import SettingError, resolve_settings
+from pyinfra_nerdctl.deploys.settings import SettingError, resolve_rootless_settings, resolve_settings
 from pyinfra_nerdctl.deploys.verify import VERIFY_SCRIPT
 from pyinfra_nerdctl.facts import RootlessState
 from pyinfra_nerdctl.facts.rootless import (

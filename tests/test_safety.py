@@ -13,7 +13,7 @@ import testhosts
 from conftest import deploy_data, inventory
 from hostcheck import DEPLOY, boot_build_host, boot_containerd_host, client_call, deploy, plan, unit_state
 from pyinfra_cli import PYINFRA, run_pyinfra, write_inventory
-from pyinfra_nerdctl.deploys.operations import LOCK_FILE
+from pyinfra_nerdctl.deploys.commands import LOCK_FILE
 
 pytestmark = pytest.mark.hosts
 

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from pyinfra_nerdctl.deploys import commands
+from pyinfra_nerdctl.deploys.commands import leftovers_script, locked, naming_a_kill
 from pyinfra_nerdctl.deploys.drain import drain_commands
-from pyinfra_nerdctl.deploys.operations import (
-    install_script,
-    leftovers_script,
-    locked,
-    naming_a_kill,
-    remember_script,
-    removal_script,
-)
+from pyinfra_nerdctl.deploys.operations import install_script, remember_script, removal_script
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL, resolve_download
-from pyinfra_nerdctl.deploys.rootless_plan import resolve_rootless_settings, user_check_body
-from pyinfra_nerdctl.deploys.settings import resolve_settings
+from pyinfra_nerdctl.deploys.rootless_plan import user_check_body
+from pyinfra_nerdctl.deploys.settings import resolve_rootless_settings, resolve_settings
 from pyinfra_nerdctl.deploys.verify import verify_script
 from pyinfra_nerdctl.facts import (
     BuildHostPlatform,
@@ -83,6 +79,52 @@ COMPOSED = {
 }
 
 
+# Every command builder of deploys/commands.py, with awkward arguments (spaces, quotes).
+COMMANDS = {
+    "groupadd": lambda: commands.groupadd("builders"),
+    "systemctl": lambda: commands.systemctl("disable", "--now", "buildkit.socket"),
+    "reset_failed": lambda: commands.reset_failed("buildkit.socket", "buildkit.service"),
+    "stop_buildkitd_process": lambda: commands.stop_buildkitd_process(4242, 20),
+    "remove_file": lambda: commands.remove_file("/etc/a b"),
+    "remove_tree": lambda: commands.remove_tree("/var/lib/a b"),
+    "remove_if_empty": lambda: commands.remove_if_empty("/etc/a b"),
+    "root_directory": lambda: commands.root_directory("/etc/a b", "755"),
+    "root_owned": lambda: commands.root_owned("/usr/local/a b", "755"),
+    "replace_file": lambda: commands.replace_file("/etc/a b.tmp", "/etc/a b", "644"),
+    "as_user": lambda: commands.as_user("alice", 1001, "echo \"it's\" > '/home/a b'"),
+    "user_systemctl": lambda: commands.user_systemctl("alice", 1001, "enable containerd.service buildkit.socket"),
+    "user_write": lambda: commands.user_write("/home/a b/.config/x", "/home/a b/.config/x.tmp"),
+    "user_upload_write": lambda: commands.user_upload_write(
+        "alice", 1001, "/var/lib/pyinfra-nerdctl/uploads/x", commands.user_write("/home/a/x", "/home/a/x.tmp"), 600
+    ),
+    "mark": lambda: commands.mark("alice", "subids", "165536-231071"),
+    "unmark": lambda: commands.unmark("alice", "linger"),
+    "add_subids": lambda: commands.add_subids("alice", "uid", "165536-231071"),
+    "delete_subids": lambda: commands.delete_subids("alice", ["--del-subuids 1-2", "--del-subgids 1-2"]),
+    "linger": lambda: commands.linger("alice", True),
+    "remove_user_files": lambda: commands.remove_user_files(
+        ["/home/a b/.config/x"], "/home/a b/.local/share/good", ["/home/a b/.config/nerdctl"]
+    ),
+    "purge_user_data": lambda: commands.as_user(
+        "alice", 1001, commands.purge_user_data("/usr/bin/rootlesskit", ["/home/a b/.local/share/containerd"])
+    ),
+    "private_dirs_command": commands.private_dirs_command,
+    "lock_commands": lambda: "\n".join(commands.lock_commands(600)),
+    "locked": lambda: commands.locked(["true"], 600),
+    "leftovers_script": lambda: commands.leftovers_script(["/a b"]),
+    "naming_a_kill": lambda: commands.naming_a_kill("exit 3", "the install"),
+}
+
+
+def test_every_command_builder_is_checked():
+    builders = {
+        name
+        for name, value in vars(commands).items()
+        if inspect.isfunction(value) and value.__module__ == commands.__name__ and not name.startswith("_")
+    }
+    assert builders == set(COMMANDS)
+
+
 def shellcheck(*args: str, script: str | None = None) -> subprocess.CompletedProcess:
     if shutil.which("shellcheck") is None:
         if os.environ.get("CI"):
@@ -100,4 +142,16 @@ def test_shell_files_pass_shellcheck(path):
 @pytest.mark.parametrize("name", COMPOSED)
 def test_composed_scripts_and_fact_commands_pass_shellcheck(name):
     result = shellcheck("-", script=COMPOSED[name]())
+    assert result.returncode == 0, result.stdout
+
+
+# A command run as the user is one word quoted by shlex for the user's shell, where its `$` expands:
+# the inner commands are checked on their own (user_write, purge_user_data, ...).
+QUOTED_FOR_THE_USER = {"user_upload_write"}
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_host_commands_pass_shellcheck(name):
+    exclude = ("-e", "SC2016") if name in QUOTED_FOR_THE_USER else ()
+    result = shellcheck(*exclude, "-", script=COMMANDS[name]() + "\n")
     assert result.returncode == 0, result.stdout

@@ -1,0 +1,188 @@
+"""The one-line host commands the deploys' steps run, built in one place that tests/test_shell.py checks in full.
+
+Longer shell lives in the ``.sh`` files beside this module; these are the commands the
+planners put into steps (``steps.Step``): units, files, folders, and a rootless user's.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from ..facts.rootless import marker_path, user_runtime_env
+from ..layout import ROOTLESS_STATE_DIR, STATE_DIR, UPLOAD_DIR, WORK_DIR
+
+
+def groupadd(group: str) -> str:
+    return f"groupadd --system {shlex.quote(group)}"
+
+
+def systemctl(*arguments: str) -> str:
+    """``systemctl`` with ``arguments`` (unit names are ours: no quoting needed, but quoted all the same)."""
+    return " ".join(["systemctl", *(shlex.quote(argument) for argument in arguments)])
+
+
+def reset_failed(*units: str) -> str:
+    """Forget that ``units`` failed (buildkitd exits 1 on SIGTERM); never fails."""
+    return f"{systemctl('reset-failed', *units)} 2>/dev/null || true"
+
+
+def stop_buildkitd_process(pid: int, seconds: int) -> str:
+    """Stop a buildkitd that no unit runs (started by hand), if that pid is still a buildkitd, and wait for it."""
+    status = f"/proc/{pid}/status"
+    return (
+        f"if grep -qx 'Name:.buildkitd' {status} 2>/dev/null; then kill {pid}; "
+        f"timeout {seconds} sh -c 'while [ -e {status} ]; do sleep 0.2; done' || "
+        f'{{ echo "buildkitd process {pid} did not stop within {seconds} s" >&2; exit 1; }}; fi'
+    )
+
+
+def remove_file(path: str) -> str:
+    return f"rm -f {shlex.quote(path)}"
+
+
+def remove_tree(path: str) -> str:
+    return f"rm -rf {shlex.quote(path)}"
+
+
+def remove_if_empty(directory: str) -> str:
+    return f"rmdir {shlex.quote(directory)} 2>/dev/null || true"
+
+
+def root_directory(path: str, mode: str) -> str:
+    quoted = shlex.quote(path)
+    return f"mkdir -p {quoted} && chown root:root {quoted} && chmod {mode} {quoted}"
+
+
+def root_owned(path: str, mode: str) -> str:
+    quoted = shlex.quote(path)
+    return f"chown root:root {quoted} && chmod {mode} {quoted}"
+
+
+def replace_file(temp: str, path: str, mode: str) -> str:
+    """Give the uploaded ``temp`` its owner and mode, then rename it over ``path``.
+
+    The same content from a run that came first: keep the file, and the units' view of it.
+    """
+    quoted, quoted_temp = shlex.quote(path), shlex.quote(temp)
+    return (
+        f"{root_owned(temp, mode)} && "
+        f'if cmp -s {quoted_temp} {quoted} && [ "$(stat -c %a:%U:%G {quoted})" = {mode}:root:root ]; '
+        f"then rm -f {quoted_temp}; else mv -f {quoted_temp} {quoted}; fi"
+    )
+
+
+def as_user(user: str, uid: int, command: str) -> str:
+    """``command`` (a shell string) run as ``user``, able to reach the user's systemd manager."""
+    return f"runuser -u {shlex.quote(user)} -- env {user_runtime_env(str(uid))} sh -c {shlex.quote(command)}"
+
+
+def user_systemctl(user: str, uid: int, arguments: str) -> str:
+    return as_user(user, uid, f"systemctl --user {arguments}")
+
+
+def user_write(path: str, temp: str) -> str:
+    """As the user: standard input into ``path`` (0644) through ``temp``; the same content keeps the file (its ctime)."""
+    path, temp = shlex.quote(path), shlex.quote(temp)
+    return (
+        f'umask 022 && mkdir -p "$(dirname {path})" && cat > {temp} && chmod 644 {temp} && '
+        f"if cmp -s {temp} {path}; then rm -f {temp}; else mv -f {temp} {path}; fi"
+    )
+
+
+def user_upload_write(user: str, uid: int, upload: str, write: str, lock_wait: int) -> str:
+    """Run ``write`` as the user on the root-owned ``upload``, under the host's lock; the upload goes whatever happens.
+
+    In a subshell, so that the upload goes whether or not the lock was had.
+    """
+    script = locked([f"chmod 600 {upload}", f"{as_user(user, uid, write)} < {upload}"], lock_wait)
+    return f"( {script} ); status=$?; rm -f {upload}; exit $status"
+
+
+def mark(user: str, what: str, content: str = "") -> str:
+    """Record that this package turned ``what`` on for ``user`` (with ``content``)."""
+    return f"mkdir -p {ROOTLESS_STATE_DIR} && echo {shlex.quote(content)} > {shlex.quote(marker_path(user, what))}"
+
+
+def unmark(user: str, what: str) -> str:
+    return f"rm -f {shlex.quote(marker_path(user, what))} && rmdir --ignore-fail-on-non-empty {ROOTLESS_STATE_DIR}"
+
+
+def add_subids(user: str, kind: str, first_last: str) -> str:
+    """Under the lock, a range another run added first is not added again."""
+    quoted = shlex.quote(user)
+    return f"grep -q ^{quoted}: /etc/sub{kind} || usermod --add-sub{kind}s {first_last} {quoted}"
+
+
+def delete_subids(user: str, ranges: Sequence[str]) -> str:
+    return f"usermod {' '.join(ranges)} {shlex.quote(user)}"
+
+
+def linger(user: str, on: bool) -> str:
+    return f"loginctl {'enable' if on else 'disable'}-linger {shlex.quote(user)}"
+
+
+def remove_user_files(paths: Sequence[str], good: str, folders: Sequence[str]) -> str:
+    """As the user: ``paths`` and the copies under ``good`` go, then the folders left empty; never fails."""
+    good = shlex.quote(good)
+    return (
+        f"rm -rf {' '.join(map(shlex.quote, paths))} {good} && "
+        f"rmdir --ignore-fail-on-non-empty {' '.join(map(shlex.quote, folders))} "
+        f'"$(dirname {good})" 2>/dev/null; true'
+    )
+
+
+def purge_user_data(rootlesskit: str, paths: Sequence[str]) -> str:
+    """As the user: images belong to the user's subordinate IDs, so only RootlessKit's namespace may remove them."""
+    return f"{rootlesskit} rm -rf {' '.join(map(shlex.quote, paths))}"
+
+
+LOCK_FILE = f"{STATE_DIR}/lock"
+
+
+def private_dirs_command() -> str:
+    """Root-only folders for this package's file lists, work and uploads (never a world-writable one)."""
+    return f"install -d -m 700 -o root -g root {STATE_DIR} {WORK_DIR} {UPLOAD_DIR}"
+
+
+def lock_commands(wait_seconds: int) -> list[str]:
+    """Hold this host's lock until the script ends: one install, removal or check at a time, the others wait.
+
+    The lock lives in root's own folder, made first if need be.
+    """
+    return [
+        f'{private_dirs_command()} || {{ echo "cannot create {STATE_DIR}" >&2; exit 1; }}',
+        f"exec 9>>{LOCK_FILE}",
+        f'flock -w {wait_seconds} 9 || {{ echo "another pyinfra-nerdctl run on this host held {LOCK_FILE} '
+        f'for {wait_seconds} s (host_lock_wait): nothing was changed; run again when it has finished" >&2; exit 1; }}',
+    ]
+
+
+def locked(commands: Sequence[str], wait_seconds: int) -> str:
+    """``commands`` as one script under the host's lock (``lock_commands``), stopping at the first that fails."""
+    return "\n".join([*lock_commands(wait_seconds), "set -e", *commands]) + "\n"
+
+
+def leftovers_script(paths: Sequence[str]) -> str:
+    """Remove ``paths``, what killed runs left (``BuildHostState``'s ``leftovers``), while no run holds the lock.
+
+    Never waits and never fails a run: when another run holds the lock, they stay for a later run.
+    """
+    quoted = " ".join(shlex.quote(path) for path in paths)
+    return (
+        f"{private_dirs_command()} && exec 9>>{LOCK_FILE} && "
+        f"if flock -n 9; then rm -rf -- {quoted}; "
+        f'else echo "another pyinfra-nerdctl run holds {LOCK_FILE}: what killed runs left stays for a later run"; fi'
+    )
+
+
+def naming_a_kill(script: str, what: str) -> str:
+    """``script`` in a shell of its own, and one line naming the signal when that shell is killed (an OOM kill,
+    a ``kill -9``), where pyinfra alone says only "executed 0 commands"."""
+    return (
+        f"sh -c {shlex.quote(script)}; status=$?; "
+        'if [ "$status" -gt 128 ]; then '
+        f'echo "{what} was killed by signal $(kill -l "$status" 2>/dev/null || echo $((status - 128))): the files it '
+        'had not moved yet keep their old version, and what it left goes on a later run; run again" >&2; fi; '
+        'exit "$status"'
+    )
