@@ -57,6 +57,7 @@ FULL_README = "share/doc/nerdctl-full/README.md"  # under full_prefix
 # Rootless users: where the deploy records what it, not the operator, turned on for a user.
 ROOTLESS_STATE_DIR = f"{STATE_DIR}/rootless"
 LINGER_DIR = "/var/lib/systemd/linger"
+SUBID_FILES = {"uid": "/etc/subuid", "gid": "/etc/subgid"}  # the subordinate ID ranges, by kind
 USER_DBUS_SOCKET = "/usr/lib/systemd/user/dbus.socket"
 # A user's runtime folder and BuildKit socket, where rootless nerdctl looks first for the namespace.
 USER_RUNTIME_DIR = "/run/user/{uid}"

@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Sequence
 
 from ..facts.rootless import marker_path, user_runtime_env
-from ..layout import ROOTLESS_STATE_DIR, STATE_DIR, UPLOAD_DIR, WORK_DIR
+from ..layout import ROOTLESS_STATE_DIR, STATE_DIR, SUBID_FILES, UPLOAD_DIR, WORK_DIR
 
 
 def groupadd(group: str) -> str:
@@ -111,7 +111,7 @@ def unmark(user: str, what: str) -> str:
 def add_subids(user: str, kind: str, first_last: str) -> str:
     """Under the lock, a range another run added first is not added again."""
     quoted = shlex.quote(user)
-    return f"grep -q ^{quoted}: /etc/sub{kind} || usermod --add-sub{kind}s {first_last} {quoted}"
+    return f"grep -q ^{quoted}: {SUBID_FILES[kind]} || usermod --add-sub{kind}s {first_last} {quoted}"
 
 
 def delete_subids(user: str, ranges: Sequence[str]) -> str:

@@ -133,7 +133,7 @@ def buildkitd_user_toml(rootless: RootlessSettings, home: str) -> str:
         + f"root = {toml_string(f'{home}/.local/share/buildkit-{rootless.namespace}')}\n"
         + "\n[worker.oci]\n  enabled = false\n"
         + "\n[worker.containerd]\n  enabled = true\n  rootless = true\n"
-        + '  address = "/run/containerd/containerd.sock"\n'
+        + f"  address = {toml_string(layout.CONTAINERD_SOCKET)}\n"
         + f"  namespace = {toml_string(rootless.namespace)}\n"
     )
 
