@@ -50,7 +50,7 @@ def provenance_sha256(text: str, asset: str) -> str:
         raise ValueError("is an in-toto statement without a subject list")
     names = [str(each.get("name", "")) for each in subjects]
     digests = {
-        str((each.get("digest") or {}).get("sha256", "")).lower()
+        str(each["digest"].get("sha256", "") if isinstance(each.get("digest"), dict) else "").lower()
         for each, name in zip(subjects, names, strict=True)
         if name.rsplit("/", 1)[-1] == asset
     }
@@ -81,7 +81,9 @@ def good_signer(keyring: str, signed: str, signature: str) -> str:
             text=True,
         )
         if imported.returncode != 0 or not keybox.exists():
-            raise ValueError(f"no public key could be read from {keyring} ({_last_line(imported.stderr)})")
+            raise ValueError(
+                f"cannot be checked: no public key could be read from {keyring} ({_last_line(imported.stderr)})"
+            )
         Path(home, "signed").write_text(signed)
         Path(home, "signature").write_text(signature)
         checked = subprocess.run(

@@ -83,6 +83,10 @@ def _statement(**changes: object) -> str:
             _statement(subject=[{"name": "buildkit-v0.12.5.linux-amd64.tar.gz", "digest": {"sha512": "a" * 128}}]),
             "no single SHA-256",
         ),
+        (
+            _statement(subject=[{"name": "buildkit-v0.12.5.linux-amd64.tar.gz", "digest": "a" * 64}]),
+            "no single SHA-256",
+        ),
     ],
 )
 def test_a_provenance_that_does_not_vouch_for_the_archive_is_refused(text, refusal):
@@ -254,6 +258,12 @@ def test_prefetch_keeps_what_vouches_for_each_archive(mirror, keyring, tmp_path)
         "moby/buildkit/releases/download/v0.31.97/buildkit-v0.31.97.linux-amd64.provenance.json",
         "moby/buildkit/releases/download/v0.31.97/buildkit-v0.31.97.linux-amd64.tar.gz",
     ]
+    # The folder serves as github_url: the controller reads the same files from it.
+    offline = f"file://{folder}"
+    buildkit = resolve_download(BUILDKIT, "0.31.97", "amd64", offline, None)
+    assert buildkit.sha256 == sha256(buildkit_archive("0.31.97", "amd64"))
+    nerdctl = resolve_download(NERDCTL, "2.7.4", "amd64", offline, None, keyring=keyring)
+    assert nerdctl.evidence == (f"{offline}/{kept[0]}", f"{offline}/{kept[1]}")
     mirror.fail("404", "v2.7.5/SHA256SUMS.asc")
     refused = prefetch("--nerdctl", "2.7.5", "--nerdctl-gpg-keyring", keyring)
     assert refused.returncode == 1 and "nerdctl_gpg_keyring is set and" in refused.stderr
