@@ -124,7 +124,9 @@ def test_changes_restart_exactly_what_depends_on_them(boot_hosts, mirror):
     # A new nerdctl touches no service.
     data = {**data, "nerdctl_version": "2.4.1"}
     assert plan(hosts, data) == {
-        host.name: ["Install the nerdctl and BuildKit build host | Install nerdctl 2.4.1 into /usr/local/bin"]
+        host.name: [
+            "Install the nerdctl and BuildKit build host | Install nerdctl 2.4.1 into /usr/local/bin"
+        ]
     }
     deploy(hosts, data)
     assert host.run("/usr/local/bin/nerdctl --version").stdout == "nerdctl version 2.4.1\n"

@@ -28,7 +28,7 @@ def start_build(host: testhosts.TestHost, seconds: int) -> None:
     """A build whose RUN step sleeps ``seconds``, in the background; its exit status lands in /root/build.rc."""
     host.run(
         "mkdir -p /root/ctx && cd /root/ctx && cp /bin/busybox busybox && rm -f /root/build.rc && "
-        f'printf \'FROM scratch\\nCOPY busybox /bin/busybox\\nRUN ["/bin/busybox", "sleep", "{seconds}"]\\n\' '
+        f"printf 'FROM scratch\\nCOPY busybox /bin/busybox\\nRUN [\"/bin/busybox\", \"sleep\", \"{seconds}\"]\\n' "
         "> Dockerfile"
     )
     # A transient unit of its own: ssh would wait for a background job of its session.
@@ -148,9 +148,7 @@ def test_an_upgrade_and_a_removal_wait_for_builds_or_fail_without_harm(boot_host
     run = run_pyinfra(hosts, DEPLOY, data=upgrade)
 
     assert run.returncode != 0
-    assert (
-        "1 build(s) still running on buildkit.service (the oldest since 2026-11-30T19:02:03Z) after 4 s" in run.output
-    )
+    assert "1 build(s) still running on buildkit.service (the oldest since 2026-11-30T19:02:03Z) after 4 s" in run.output
     assert unit_state(host, "buildkit.service")["MainPID"] == pid
     assert "0.13.0" in host.run("/usr/local/bin/buildkitd --version").stdout  # the new binaries stay
     removal = run_pyinfra(hosts, "pyinfra_nerdctl.deploys.remove_build_host")

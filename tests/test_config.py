@@ -75,7 +75,7 @@ def test_toml_writer_shapes_round_trip():
         {"a": {"b": {"c": 1}}},
         {"only": {"tables": [{"x": 1}, {"x": 2, "nested": {"y": "z"}}]}},
         {"mixed": [1, "two", {"three": 3}], "empty": [], "t": {}},
-        {"quoted key": {"dotted.name": "v", "ünïcode": 'välue\n"q"'}},
+        {"quoted key": {"dotted.name": "v", "ünïcode": "välue\n\"q\""}},
         {"float": 1.5, "neg": -3, "big": 10**15},
     ]
     for shape in shapes:

@@ -41,11 +41,7 @@ EVERY_CAPABILITY = {
             "maxUsedSpace": "10GB",
             "minFreeSpace": "10%",
             "gcpolicy": [
-                {
-                    "filters": ["type==source.local", "type==exec.cachemount"],
-                    "keepDuration": "48h",
-                    "maxUsedSpace": "512MB",
-                },
+                {"filters": ["type==source.local", "type==exec.cachemount"], "keepDuration": "48h", "maxUsedSpace": "512MB"},
                 {"all": True, "maxUsedSpace": "5GB"},
             ],
         }

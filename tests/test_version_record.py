@@ -103,11 +103,7 @@ def test_executed_binaries_are_recorded_unless_the_run_installs_them():
     changes = plan_changes(settings, {**converged, "nerdctl": "2.3.0"}, (NERDCTL, BUILDKIT))
     # buildkitd stays in place (set there by hand, as a recipe does): recorded in this run, not the next.
     assert changes.outdated == (NERDCTL,) and changes.remember_versions == ("/usr/local/bin/buildkitd",)
-    changes = plan_changes(
-        settings,
-        {**converged, "nerdctl": "2.3.0", "buildkit": {"buildkitd": "0.11.0", "buildctl": "0.11.0"}},
-        (NERDCTL, BUILDKIT),
-    )
+    changes = plan_changes(settings, {**converged, "nerdctl": "2.3.0", "buildkit": {"buildkitd": "0.11.0", "buildctl": "0.11.0"}}, (NERDCTL, BUILDKIT))
     assert changes.outdated == (NERDCTL, BUILDKIT) and changes.remember_versions == ()
     assert plan_changes(settings, converged_state(settings), (NERDCTL, BUILDKIT)).remember_versions == ()
 
