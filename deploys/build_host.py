@@ -69,7 +69,7 @@ def _download(release: Release, settings: Settings, machine: str) -> Download:
     try:
         arch = upstream_arch(machine, release, version)
         pin = settings.buildkit_sha256 if release is BUILDKIT else settings.nerdctl_sha256
-        return resolve_download(release, version, arch, settings.github_url, pin)
+        return resolve_download(release, version, arch, settings.github_url, pin, keyring=settings.nerdctl_gpg_keyring)
     except ReleaseError as error:
         raise fail(str(error)) from error
 

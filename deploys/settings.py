@@ -34,6 +34,7 @@ from .releases import (
     normalise_sha256,
     normalise_version,
 )
+from .trust import missing_gpg_programs
 
 FLAVORS = ("minimal", "full")
 NETWORKS = ("slirp4netns", "host")
@@ -195,6 +196,19 @@ def _controller_path(value: Any, key: str) -> str:
     return path
 
 
+def _gpg_keyring(value: Any, key: str) -> str | None:
+    """A public key file on the controller, for gpg and gpgv, which must be installed there."""
+    if value in (None, ""):
+        return None
+    path = _controller_path(value, key)
+    if not os.path.isfile(path):
+        raise SettingError(f"{key}={value!r} is not a file on the controller")
+    missing = missing_gpg_programs()
+    if missing:
+        raise SettingError(f"{key} is set but the controller has no {' or '.join(missing)} (Debian: gpg, gpgv)")
+    return path
+
+
 def _containerd_address(value: Any, key: str) -> str:
     address = str(value).strip()
     path = address.removeprefix("unix://")
@@ -268,6 +282,11 @@ class Settings:
     )
     buildkit_sha256: str | None = setting(
         None, normalise_sha256, "SHA-256 pin of the BuildKit archive for this host's architecture"
+    )
+    nerdctl_gpg_keyring: str | None = setting(
+        None,
+        _gpg_keyring,
+        "an armored file of public keys on the controller: nerdctl archives are installed only when the release's `SHA256SUMS.asc` is a good signature of its `SHA256SUMS` by one of them, and that file lists the archive with the expected hash (see [Trust](docs/trust.md#nerdctls-signed-sha256sums))",
     )
     bin_dir: str = setting(
         DEFAULT_BIN_DIR,
