@@ -335,6 +335,12 @@ class Settings:
         "a dict (or JSON of one) merged into `/etc/nerdctl/nerdctl.toml`: `hosts_dir`, `insecure_registry`, `snapshotter`, `cgroup_manager`, `data_root`, `experimental`, ...",
         needs=("nerdctl_flavor",),
     )
+    k3s_registries: bool = setting(
+        True,
+        parse_flag,
+        "on a host with k3s's `/etc/rancher/k3s/registries.yaml`, BuildKit gets its mirrors, plain-HTTP endpoints, CA files, client certificates and `insecure_skip_verify` as `[registry]` tables, and nerdctl gets k3s's `certs.d` in `hosts_dir`; an entry of `buildkitd_config.registry`, or `nerdctl_config.hosts_dir`, wins (see [Registries from k3s](docs/flavors-and-k3s.md#registries-from-k3s)). Off: neither file is read",
+        note="where k3s's configuration exists",
+    )
     buildkit_verify: bool = setting(
         True,
         parse_flag,
