@@ -217,9 +217,7 @@ def plan_changes(
     did (an interrupted earlier run). containerd from the full archive follows the same rules.
     """
     paths = state["paths"]
-    files = tuple(
-        file for file in managed_files(settings, releases, k3s) if file_outdated(paths.get(file.path), file)
-    )
+    files = tuple(file for file in managed_files(settings, releases, k3s) if file_outdated(paths.get(file.path), file))
     outdated = tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings))
     changes = Changes(
         outdated=outdated,

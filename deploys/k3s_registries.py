@@ -112,9 +112,7 @@ def _strings(value: Any, where: str) -> list[str]:
     return [_string(item, where) for item in value]
 
 
-def _config_table(
-    name: str, config: dict[str, Any], tables: dict[str, dict[str, Any]], warnings: list[str]
-) -> None:
+def _config_table(name: str, config: dict[str, Any], tables: dict[str, dict[str, Any]], warnings: list[str]) -> None:
     """BuildKit's TLS keys for the registry host ``name`` from its k3s ``config``: ``ca``, ``keypair``, ``insecure``."""
     where = f"configs.{_quoted(name)}"
     tls = _table(config.get("tls"), f"{where}.tls", warnings, "tls")
@@ -135,22 +133,22 @@ def _config_table(
     if files["cert_file"] and files["key_file"]:
         table["keypair"] = [{"key": files["key_file"], "cert": files["cert_file"]}]
     elif files["cert_file"] or files["key_file"]:
-        warnings.append(f"{FILE}: {where}.tls: a client certificate needs both cert_file and key_file: not carried over")
+        warnings.append(
+            f"{FILE}: {where}.tls: a client certificate needs both cert_file and key_file: not carried over"
+        )
     if insecure:
         table["insecure"] = True
     if table:
         tables.setdefault(name, {}).update(table)
 
 
-def _mirror_tables(
-    name: str, mirror: dict[str, Any], tables: dict[str, dict[str, Any]], warnings: list[str]
-) -> None:
+def _mirror_tables(name: str, mirror: dict[str, Any], tables: dict[str, dict[str, Any]], warnings: list[str]) -> None:
     """``mirrors`` for the registry ``name``, and each mirror host's ``http`` flag."""
     where = f"mirrors.{_quoted(name)}"
     endpoints = _strings(mirror.get("endpoint"), f"{where}.endpoint")
     rewrites = _table(mirror.get("rewrite"), f"{where}.rewrite", warnings)
     if name == "*":
-        warnings.append(f'{FILE}: {where}: BuildKit has no mirror for every registry at once: not carried over')
+        warnings.append(f"{FILE}: {where}: BuildKit has no mirror for every registry at once: not carried over")
         return
     if rewrites:
         warnings.append(
@@ -169,7 +167,9 @@ def _mirror_tables(
         kept = tables.setdefault(host, {}).setdefault("http", http) if written else http
         if kept != http:
             first = "http" if kept else "https"
-            warnings.append(f"{FILE}: {where}: {host} is named with both http and https, and BuildKit has one: {first} kept")
+            warnings.append(
+                f"{FILE}: {where}: {host} is named with both http and https, and BuildKit has one: {first} kept"
+            )
         # The registry itself (k3s's way to say it is plain HTTP) is no mirror: BuildKit tries it after them anyway.
         if (host, path) != (_default_host(name), ""):
             mirrors.append(host + path)
@@ -196,7 +196,9 @@ def _endpoint(name: str, endpoint: str, warnings: list[str]) -> tuple[str, str, 
     scheme = url.scheme or ("http" if _loopback(url.hostname) and port not in (None, 443) else "https")
     path = url.path.rstrip("/")
     if path not in ("", "/v2") and not path.startswith("/v2/"):
-        warnings.append(f"{where}: BuildKit puts /v2 before a mirror's path, containerd uses {path} as it is: not carried over")
+        warnings.append(
+            f"{where}: BuildKit puts /v2 before a mirror's path, containerd uses {path} as it is: not carried over"
+        )
         return None
     return _default_host(url.netloc), path.removeprefix("/v2"), scheme == "http"
 

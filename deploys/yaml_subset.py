@@ -77,8 +77,8 @@ def _without_comment(raw: str, number: int) -> str:
     while index < len(raw):
         char = raw[index]
         if quote:
-            if char == "\\" and quote == '"':
-                index += 1
+            if (char == "\\" and quote == '"') or (char == quote == "'" and raw[index + 1 : index + 2] == "'"):
+                index += 1  # an escape, or '' inside single quotes
             elif char == quote:
                 quote = ""
         elif char in "\"'" and (index == 0 or raw[index - 1] in " \t[,{"):
