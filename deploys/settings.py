@@ -338,8 +338,8 @@ class Settings:
     k3s_registries: bool = setting(
         True,
         parse_flag,
-        "on a host with k3s's `/etc/rancher/k3s/registries.yaml`, BuildKit gets its mirrors, plain-HTTP endpoints, CA files, client certificates and `insecure_skip_verify` as `[registry]` tables, and nerdctl gets k3s's `certs.d` in `hosts_dir`; an entry of `buildkitd_config.registry`, or `nerdctl_config.hosts_dir`, wins (see [Registries from k3s](docs/flavors-and-k3s.md#registries-from-k3s)). Off: neither file is read",
-        note="where k3s's configuration exists",
+        "on a host with k3s's `/etc/rancher/k3s/registries.yaml`, BuildKit gets its mirrors, plain-HTTP endpoints, CA files, client certificates and insecure flags, and nerdctl gets k3s's `certs.d` in `hosts_dir`. A registry's own table in `buildkitd_config`, or a `hosts_dir` in `nerdctl_config`, wins (see [Registries from k3s](docs/flavors-and-k3s.md#registries-from-k3s)). Off: k3s's files are not read",
+        note="used where k3s's configuration exists",
     )
     buildkit_verify: bool = setting(
         True,
