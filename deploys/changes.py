@@ -208,7 +208,8 @@ def plan_changes(
     releases: tuple[Release, ...],
     k3s: K3sRegistries = NO_K3S_REGISTRIES,
 ) -> Changes:
-    """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state``.
+    """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state`` (``k3s``: what its
+    k3s registry configuration adds to the configs, ``k3s_registries``).
 
     A unit file change means one daemon-reload (the one ``systemctl enable`` makes, where a
     unit is being enabled). A socket that changed, or that runs a unit older than its file,
