@@ -52,6 +52,11 @@ NERDCTL_CONFIG = f"{NERDCTL_CONFIG_DIR}/nerdctl.toml"
 BUILDKIT_CONFIG = f"{BUILDKIT_CONFIG_DIR}/buildkitd.toml"
 CONTAINERD_CONFIG = f"{CONTAINERD_CONFIG_DIR}/config.toml"
 DOCKER_ALIAS = "/etc/profile.d/nerdctl-docker-alias.sh"
+# k3s's registry configuration, and the containerd hosts.toml folders k3s (1.26.13 and later) writes from it.
+K3S_REGISTRIES = "/etc/rancher/k3s/registries.yaml"
+K3S_CERTS_DIR = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"
+# nerdctl's own hosts_dir when nerdctl.toml sets none (nerdctl docs/config.md).
+NERDCTL_HOSTS_DIRS = ("/etc/containerd/certs.d", "/etc/docker/certs.d")
 FULL_README = "share/doc/nerdctl-full/README.md"  # under full_prefix
 
 # Rootless users: where the deploy records what it, not the operator, turned on for a user.

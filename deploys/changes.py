@@ -13,6 +13,7 @@ from .. import layout
 from ..facts import UNITS
 from ..facts.types import BuildHostStateDict, ManagedPathDict, StatDict
 from . import rendering
+from .k3s_registries import NO_K3S_REGISTRIES, K3sRegistries
 from .releases import BUILDKIT, NERDCTL, NERDCTL_FULL, Release
 from .settings import Settings
 
@@ -79,11 +80,13 @@ def managed_dirs(settings: Settings, releases: tuple[Release, ...]) -> tuple[str
     )
 
 
-def managed_files(settings: Settings, releases: tuple[Release, ...]) -> tuple[ManagedFile, ...]:
-    """Every file ``releases`` need, rendered from ``settings``."""
+def managed_files(
+    settings: Settings, releases: tuple[Release, ...], k3s: K3sRegistries = NO_K3S_REGISTRIES
+) -> tuple[ManagedFile, ...]:
+    """Every file ``releases`` need, rendered from ``settings`` and the host's ``k3s`` registry configuration."""
     files = []
     if has_nerdctl(releases):
-        files.append(ManagedFile(layout.NERDCTL_CONFIG, rendering.nerdctl_toml(settings)))
+        files.append(ManagedFile(layout.NERDCTL_CONFIG, rendering.nerdctl_toml(settings, k3s)))
         if settings.nerdctl_docker_alias:
             files.append(ManagedFile(layout.DOCKER_ALIAS, rendering.docker_alias(settings)))
     if NERDCTL_FULL in releases:
@@ -92,7 +95,7 @@ def managed_files(settings: Settings, releases: tuple[Release, ...]) -> tuple[Ma
         files.append(ManagedFile(layout.CONTAINERD_CONFIG, rendering.containerd_toml(settings)))
     if has_buildkit(releases):
         files += [
-            ManagedFile(layout.BUILDKIT_CONFIG, rendering.buildkitd_toml(settings)),
+            ManagedFile(layout.BUILDKIT_CONFIG, rendering.buildkitd_toml(settings, k3s)),
             ManagedFile(layout.SOCKET_PATH, rendering.buildkit_socket_unit(settings)),
             ManagedFile(layout.SERVICE_PATH, rendering.buildkit_service_unit(settings)),
         ]
@@ -199,8 +202,14 @@ def versions_to_remember(executed: tuple[str, ...], outdated: tuple[Release, ...
     return tuple(path for path in executed if path.rsplit("/", 1)[-1] not in installed)
 
 
-def plan_changes(settings: Settings, state: BuildHostStateDict, releases: tuple[Release, ...]) -> Changes:
-    """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state``.
+def plan_changes(
+    settings: Settings,
+    state: BuildHostStateDict,
+    releases: tuple[Release, ...],
+    k3s: K3sRegistries = NO_K3S_REGISTRIES,
+) -> Changes:
+    """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state`` (``k3s``: what its
+    k3s registry configuration adds to the configs, ``k3s_registries``).
 
     A unit file change means one daemon-reload (the one ``systemctl enable`` makes, where a
     unit is being enabled). A socket that changed, or that runs a unit older than its file,
@@ -209,7 +218,7 @@ def plan_changes(settings: Settings, state: BuildHostStateDict, releases: tuple[
     did (an interrupted earlier run). containerd from the full archive follows the same rules.
     """
     paths = state["paths"]
-    files = tuple(file for file in managed_files(settings, releases) if file_outdated(paths.get(file.path), file))
+    files = tuple(file for file in managed_files(settings, releases, k3s) if file_outdated(paths.get(file.path), file))
     outdated = tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings))
     changes = Changes(
         outdated=outdated,

@@ -354,6 +354,12 @@ class Settings:
         "a dict (or JSON of one) merged into `/etc/nerdctl/nerdctl.toml`: `hosts_dir`, `insecure_registry`, `snapshotter`, `cgroup_manager`, `data_root`, `experimental`, ...",
         needs=("nerdctl_flavor",),
     )
+    k3s_registries: bool = setting(
+        True,
+        parse_flag,
+        "on a host with k3s's `/etc/rancher/k3s/registries.yaml`, BuildKit gets its mirrors, plain-HTTP endpoints, CA files, client certificates and insecure flags, and nerdctl gets k3s's `certs.d` in `hosts_dir`. A registry's own table in `buildkitd_config`, or a `hosts_dir` in `nerdctl_config`, wins (see [Registries from k3s](docs/flavors-and-k3s.md#registries-from-k3s)). Off: k3s's files are not read",
+        note="used where k3s's configuration exists",
+    )
     buildkit_verify: bool = setting(
         True,
         parse_flag,
