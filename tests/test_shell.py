@@ -20,6 +20,7 @@ from pyinfra_nerdctl.deploys.verify import verify_script
 from pyinfra_nerdctl.facts import (
     BuildHostPlatform,
     BuildHostState,
+    BuildkitDiskUsage,
     BuildkitSocket,
     BuildkitUnitFreshness,
     BuildkitVersion,
@@ -59,6 +60,7 @@ COMPOSED = {
         "systemctl --user -M alice@",
     )[0],
     "BuildkitBuilds": lambda: builds_command("/opt/a b", "unix:///run/buildkit/buildkitd.sock"),
+    "BuildkitDiskUsage": lambda: BuildkitDiskUsage().command("/opt/a b", root="/srv/build kit"),
     "BuildHostState": lambda: BuildHostState().command("/usr/local/bin", ("/etc/a b", "/etc/nerdctl"), "builders"),
     "ReleaseFiles": lambda: ReleaseFiles().command("/var/lib/a b.files"),
     "BuildkitSocket": lambda: BuildkitSocket().command(),
