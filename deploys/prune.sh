@@ -1,0 +1,41 @@
+# shellcheck shell=sh
+# Prune BuildKit's cache through its daemon, and leave a socket-activated daemon as it was found. Set
+# before this (deploys/prune.py): buildctl, address, service_unit, socket_unit, counted (yes: the
+# options end in --format '{{.Size}}', one line a freed record), the options as "$@" (set --), and
+# running_builds() (facts/builds.py).
+# shellcheck disable=SC2154
+set -u
+if systemctl is-active --quiet "$service_unit"; then
+  was_running=yes
+elif systemctl is-active --quiet "$socket_unit"; then
+  was_running=no
+else
+  echo "neither $service_unit nor $socket_unit is active: nothing answers at $address, nothing was pruned" \
+    "(systemctl start $socket_unit, or install_buildkit)" >&2
+  exit 1
+fi
+if output=$("$buildctl" --addr "$address" prune "$@" 2>&1); then status=0; else status=$?; fi
+left="$service_unit was running and still is"
+if [ "$was_running" = no ]; then
+  # Started only to prune: stopped again, unless a build came meanwhile (its client keeps it running).
+  if builds=$(running_builds "$buildctl" "$address") && [ -z "$builds" ]; then
+    # buildkitd exits 1 on SIGTERM: not a failure.
+    systemctl stop "$service_unit"
+    systemctl reset-failed "$service_unit" 2>/dev/null
+    left="$service_unit stopped again, as it was found"
+  else
+    left="$service_unit left running: a build started on it meanwhile"
+  fi
+fi
+if [ "$status" -ne 0 ]; then
+  echo "buildctl prune failed: $(printf '%s\n' "$output" | grep -v '^$' | tail -n 1); $left" >&2
+  exit 1
+fi
+if [ "$counted" = yes ]; then
+  freed=$(printf '%s\n' "$output" | awk '/^[0-9]+$/ { n++; bytes += $1 }
+    END { printf "%.0f bytes (%.1f MB) in %d cache records", bytes, bytes / 1e6, n }')
+else
+  # Before BuildKit 0.11 buildctl has no --format: its own table ends with the total.
+  freed="$(printf '%s\n' "$output" | grep '^Total:' | tail -n 1 | tr -s '\t ' ' ')"
+fi
+echo "freed $freed; $left"
