@@ -62,7 +62,7 @@ COMPOSED = {
     )[0],
     "BuildkitBuilds": lambda: builds_command("/opt/a b", "unix:///run/buildkit/buildkitd.sock"),
     "prune": lambda: prune_step(
-        resolve_settings({}.get, {"bin_dir": "/opt/a b"}),
+        resolve_settings({}.get, {"bin_dir": "/opt/buildkit/bin"}),
         prune_options(all=True, keep_duration="48h", keep_storage="10GB"),
         {"buildctl": "0.32.2", "buildkitd": "0.32.2"},
     ).commands[0],
