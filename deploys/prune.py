@@ -25,7 +25,8 @@ from .. import layout
 from ..facts import BuildkitVersion
 from ..facts.builds import RUNNING_BUILDS_FUNCTION
 from ..facts.types import BuildkitVersionsDict
-from .build_host import fail, host_settings, read_state
+from .build_host import fail, host_settings, log_warnings, read_state
+from .disk import disk_warnings
 from .operations import fixed_steps, step_operation
 from .settings import SettingError, Settings, parse_flag
 from .steps import OPERATIONS, Step, carry_out
@@ -232,9 +233,10 @@ def prune_buildkit(
         options = prune_options(
             all, keep_duration, keep_storage=keep_storage, keep_storage_min=keep_storage_min, free_storage=free_storage
         )
-        versions = read_state(BuildkitVersion, bin_dir=resolved.bin_dir)
+        versions: BuildkitVersionsDict | None = read_state(BuildkitVersion, bin_dir=resolved.bin_dir)
         if versions is None:
             return
+        log_warnings(disk_warnings(resolved, versions["buildkitd"]))
         step = prune_step(resolved, options, versions)
     except PruneError as error:
         raise fail(str(error)) from error

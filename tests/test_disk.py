@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from packaging.version import Version
+from pyinfra_nerdctl.deploys.disk import disk_warnings, version_after_run
 from pyinfra_nerdctl.deploys.prune import (
     PruneError,
     PruneOptions,
@@ -221,3 +222,60 @@ def test_no_listening_socket_is_one_error_and_nothing_is_asked(tmp_path):
     run = prune(host)
     assert run.returncode == 1 and "nothing was pruned" in run.stderr
     assert not (host / "calls").exists()
+
+
+def warnings_for(buildkit_version: str | None = "0.32.2", **data: object) -> list[str]:
+    return disk_warnings(resolve_settings({}.get, data), buildkit_version)
+
+
+def gc(**worker: object) -> dict:
+    return {"buildkitd_config": {"worker": {"containerd": worker}}}
+
+
+def test_no_disk_warning_for_the_defaults_or_a_capped_gc():
+    assert warnings_for() == []
+    capped = gc(gc=True, reservedSpace="2GB", maxUsedSpace="20GB", gcpolicy=[{"all": True, "maxUsedSpace": "5GB"}])
+    assert warnings_for(**capped) == []
+
+
+def test_gc_turned_off_is_a_warning():
+    (warning,) = warnings_for(**gc(gc=False))
+    assert warning.startswith("buildkitd_config turns BuildKit's garbage collection off (worker.containerd.gc = false)")
+
+
+def test_a_floor_without_a_cap_is_named_where_it_is_on_buildkit_0_17_and_newer():
+    config = gc(gckeepstorage="10GB", gcpolicy=[{"keepBytes": "1GB"}, {"all": True, "reservedSpace": "2GB"}])
+    found = warnings_for("0.17.0", **config)
+    assert [warning.split(" without")[0] for warning in found] == [
+        "buildkitd_config: worker.containerd sets gckeepstorage",
+        "buildkitd_config: worker.containerd.gcpolicy[0] sets keepBytes",
+        "buildkitd_config: worker.containerd.gcpolicy[1] sets reservedSpace",
+    ]
+    assert "never prunes below" in found[0] and "set maxUsedSpace" in found[0]
+    assert warnings_for(None, **config) == found  # an unknown version is taken for a current one
+    # Before 0.17, keepBytes is the cap it always was (and reservedSpace does not exist).
+    (older,) = warnings_for("0.16.0", **config)
+    assert "does not know worker.containerd.gcpolicy[1].reservedSpace" in older
+
+
+def test_the_new_gc_keys_on_buildkit_before_0_17_are_ignored_there():
+    (worker, policy) = warnings_for("0.16.0", **gc(maxUsedSpace="10GB", gcpolicy=[{"minFreeSpace": "20%"}]))
+    assert worker == (
+        "buildkitd_config: BuildKit 0.16.0 does not know worker.containerd.maxUsedSpace (it came in 0.17) "
+        "and ignores it silently: use gckeepstorage"
+    )
+    assert policy.startswith(
+        "buildkitd_config: BuildKit 0.16.0 does not know worker.containerd.gcpolicy[0].minFreeSpace"
+    )
+    assert policy.endswith("use keepBytes")
+
+
+def test_the_kubelets_namespace_warns_how_to_keep_built_images():
+    (warning,) = warnings_for(containerd_namespace="k8s.io")
+    assert "the kubelet's image garbage collection deletes images no container uses" in warning
+    assert "ctr -n k8s.io images label IMAGE io.cri-containerd.pinned=pinned" in warning
+
+
+def test_the_version_judged_is_the_wanted_release_or_for_the_full_flavor_the_installed_one():
+    assert version_after_run(resolve_settings({}.get, {"buildkit_version": "0.16.0"}), "0.32.2") == "0.16.0"
+    assert version_after_run(resolve_settings({}.get, {"nerdctl_flavor": "full"}), "0.15.1") == "0.15.1"
