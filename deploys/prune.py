@@ -5,7 +5,7 @@ Deciding apart from doing: ``prune_options`` checks the values before anything r
 ``free_storage`` exist from BuildKit 0.17 on (``--keep-storage-min``, ``--free-storage``;
 upstream's ``cmd/buildctl/prune.go``), and the count of what was freed from 0.11 on (``--format``).
 ``prune.sh`` runs it under the host's lock: a daemon the socket starts for the prune is stopped
-again, unless a build came meanwhile (``running_builds``, as the check after a change does).
+again, unless a build came meanwhile (``stop_if_idle``, as the check after a change does).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pyinfra.api import StringCommand, deploy
 
 from .. import layout
 from ..facts import BuildkitVersion
-from ..facts.builds import RUNNING_BUILDS_FUNCTION
 from ..facts.types import BuildkitVersionsDict
 from .build_host import fail, host_settings, log_warnings, read_state
 from .disk import disk_warnings
+from .drain import IDLE_FUNCTIONS
 from .operations import fixed_steps, step_operation
 from .settings import SettingError, Settings, parse_flag
 from .steps import OPERATIONS, Step, carry_out
@@ -170,7 +170,7 @@ def prune_body(settings: Settings, arguments: list[str], version: Version) -> st
         "counted": "yes" if version >= Version(COUNTED_SINCE) else "no",
     }
     assignments = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
-    return assignments + f"set -- {shlex.join(arguments)}\n" + RUNNING_BUILDS_FUNCTION + PRUNE_SCRIPT.read_text()
+    return assignments + f"set -- {shlex.join(arguments)}\n" + IDLE_FUNCTIONS + PRUNE_SCRIPT.read_text()
 
 
 def prune_step(settings: Settings, options: PruneOptions, versions: BuildkitVersionsDict) -> Step:

@@ -2,7 +2,7 @@
 # Prune BuildKit's cache through its daemon, and leave a socket-activated daemon as it was found. Set
 # before this (deploys/prune.py): buildctl, address, service_unit, socket_unit, counted (yes: the
 # options end in --format '{{.Size}}', one line a freed record), the options as "$@" (set --), and
-# running_builds() (facts/builds.py).
+# stop_if_idle() (deploys/idle.sh).
 # shellcheck disable=SC2154
 set -u
 if systemctl is-active --quiet "$service_unit"; then
@@ -18,10 +18,7 @@ if output=$("$buildctl" --addr "$address" prune "$@" 2>&1); then status=0; else 
 left="$service_unit was running and still is"
 if [ "$was_running" = no ]; then
   # Started only to prune: stopped again, unless a build came meanwhile (its client keeps it running).
-  if builds=$(running_builds "$buildctl" "$address") && [ -z "$builds" ]; then
-    # buildkitd exits 1 on SIGTERM: not a failure.
-    systemctl stop "$service_unit"
-    systemctl reset-failed "$service_unit" 2>/dev/null
+  if stop_if_idle "$buildctl" "$address" "$service_unit"; then
     left="$service_unit stopped again, as it was found"
   else
     left="$service_unit left running: a build started on it meanwhile"
