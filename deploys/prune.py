@@ -160,14 +160,14 @@ def prune_arguments(options: PruneOptions, version: Version) -> list[str]:
     return arguments
 
 
-def prune_body(settings: Settings, arguments: list[str], version: Version) -> str:
+def prune_body(settings: Settings, arguments: list[str]) -> str:
     """``prune.sh`` with this host's values and ``arguments`` (``prune_arguments``)."""
     values = {
         "buildctl": f"{settings.bin_dir}/buildctl",
         "address": layout.BUILDKIT_ADDRESS,
         "service_unit": layout.SERVICE_UNIT,
         "socket_unit": layout.SOCKET_UNIT,
-        "counted": "yes" if version >= Version(COUNTED_SINCE) else "no",
+        "counted": "yes" if "--format" in arguments else "no",
     }
     assignments = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
     return assignments + f"set -- {shlex.join(arguments)}\n" + IDLE_FUNCTIONS + PRUNE_SCRIPT.read_text()
@@ -178,7 +178,7 @@ def prune_step(settings: Settings, options: PruneOptions, versions: BuildkitVers
     version = installed_version(versions)
     if version is None:
         return Step(STEP_NAME, (), f"BuildKit is not installed in {settings.bin_dir}", kind="prune")
-    body = prune_body(settings, prune_arguments(options, version), version)
+    body = prune_body(settings, prune_arguments(options, version))
     # Under the host's lock: an install's restart or check cannot land in the middle of the prune.
     return Step(STEP_NAME, (locked_check(settings.host_lock_wait, body),), kind="prune")
 

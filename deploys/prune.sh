@@ -32,7 +32,7 @@ if [ "$counted" = yes ]; then
   freed=$(printf '%s\n' "$output" | awk '/^[0-9]+$/ { n++; bytes += $1 }
     END { printf "%.0f bytes (%.1f MB) in %d cache records", bytes, bytes / 1e6, n }')
 else
-  # Before BuildKit 0.11 buildctl has no --format: its own table ends with the total.
-  freed="$(printf '%s\n' "$output" | grep '^Total:' | tail -n 1 | tr -s '\t ' ' ')"
+  # Before BuildKit 0.11 buildctl has no --format: its own table ends with the total ("Total:<tabs>5.17MB").
+  freed=$(printf '%s\n' "$output" | awk '$1 == "Total:" { total = $2 } END { print total }')
 fi
 echo "freed $freed; $left"

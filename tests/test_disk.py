@@ -176,7 +176,7 @@ def fake_host(tmp_path: Path, service_active: bool, building: bool = False, prun
 
 def prune(tmp_path: Path, arguments: list[str] | None = None) -> subprocess.CompletedProcess:
     settings = resolve_settings({}.get, {"bin_dir": str(tmp_path)})
-    body = prune_body(settings, arguments or ["--all", "--format", "{{.Size}}"], Version("0.32.2"))
+    body = prune_body(settings, arguments or ["--all", "--format", "{{.Size}}"])
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
     return subprocess.run(["sh", "-c", body], capture_output=True, text=True, env=env, timeout=60)
 
@@ -205,6 +205,15 @@ def test_a_running_daemon_stays_running_and_one_that_got_a_build_meanwhile_too(t
     run = prune(host)
     assert run.returncode == 0 and run.stdout.endswith("left running: a build started on it meanwhile\n")
     assert "stop" not in (host / "systemctl.calls").read_text()
+
+
+def test_before_buildkit_0_11_buildctls_own_total_is_said(tmp_path):
+    host = fake_host(tmp_path, service_active=True)
+    (host / "buildctl").write_text(
+        "#!/bin/sh\nprintf 'ID\\tRECLAIMABLE\\tSIZE\\nx\\ttrue\\t5.17MB\\nTotal:\\t\\t5.17MB\\n'\n"
+    )
+    run = prune(host, ["--all"])
+    assert run.stdout == "freed 5.17MB; buildkit.service was running and still is\n", run.stderr
 
 
 def test_a_failed_prune_fails_the_host_and_still_leaves_the_daemon_as_found(tmp_path):
