@@ -15,6 +15,7 @@ from .build_plan import dest_of, install_steps, removal_steps
 from .changes import has_buildkit, plan_changes, plan_removal, wanted_version, watched_paths
 from .controller import remove_stale_partials
 from .k3s_registries import NO_K3S_REGISTRIES, K3sRegistries, RegistriesError, k3s_registries
+from .disk import disk_warnings, version_after_run
 from .operations import fixed_steps
 from .releases import (
     BUILDKIT,
@@ -57,6 +58,12 @@ def host_settings(overrides: dict[str, Any]) -> Settings:
             "archives are still checked against their SHA-256, but prefer HTTPS"
         )
     return settings
+
+
+def log_warnings(warnings: list[str]) -> None:
+    """Each of ``warnings``, naming this host."""
+    for warning in warnings:
+        logger.warning(f"{host.name}: {warning}")
 
 
 def _require_systemd(platform: PlatformDict) -> str:
@@ -136,6 +143,8 @@ def _install(
     warning = containerd_missing_warning(settings, takeover.state) if has_buildkit(releases) else None
     if warning:
         logger.warning(f"{host.name}: {warning}")
+    if has_buildkit(releases):
+        log_warnings(disk_warnings(settings, version_after_run(settings, state["buildkit"]["buildkitd"])))
     if settings.fetch_on_controller:
         remove_stale_partials(settings.release_cache_dir)
     steps = install_steps(settings, state, changes, takeover, releases, possible, retired, downloads)

@@ -3,7 +3,9 @@
 A deploy that restarts or stops a running BuildKit first runs ``drain_commands``: they
 return at once when the unit is not active (no daemon is started to ask), wait while
 ``buildctl debug histories`` lists a ``STARTED`` build, and fail the host with one line
-when builds still run at the timeout, before anything was stopped.
+when builds still run at the timeout, before anything was stopped. A daemon that a run started
+only to ask it something (the check after a change, a prune) is stopped again with ``stop_if_idle``
+(``idle.sh``, in ``IDLE_FUNCTIONS``), unless a build came meanwhile.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from ..facts.builds import RUNNING_BUILDS_FUNCTION
 
 DRAIN_FUNCTIONS = RUNNING_BUILDS_FUNCTION + Path(__file__).with_name("drain.sh").read_text()
+IDLE_FUNCTIONS = RUNNING_BUILDS_FUNCTION + Path(__file__).with_name("idle.sh").read_text()
 
 
 def drain_commands(

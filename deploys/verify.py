@@ -24,10 +24,10 @@ from pyinfra import logger
 from pyinfra.api import StringCommand
 
 from .. import layout
-from ..facts.builds import RUNNING_BUILDS_FUNCTION
 from ..facts.types import BuildHostStateDict
 from .changes import Changes, has_buildkit
 from .commands import lock_commands
+from .drain import IDLE_FUNCTIONS
 from .operations import step_operation
 from .releases import BUILDKIT, NERDCTL_FULL, Release
 from .settings import Settings
@@ -74,7 +74,7 @@ def containerd_missing_warning(settings: Settings, state: BuildHostStateDict) ->
 def check_body(values: Mapping[str, str], prelude: str = "") -> str:
     """``verify.sh`` with ``values`` assigned first, then ``prelude`` (shell that adapts it, e.g. ``USER_SYSTEMD``)."""
     assignments = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
-    return assignments + prelude + RUNNING_BUILDS_FUNCTION + VERIFY_SCRIPT.read_text()
+    return assignments + prelude + IDLE_FUNCTIONS + VERIFY_SCRIPT.read_text()
 
 
 def check_values(

@@ -4,7 +4,7 @@
 # bin_dir, buildkit_socket, containerd_socket (empty: none to wait for), namespace, limit (seconds),
 # good_dir, watched (space-separated paths), stop_after (yes when the service was not running
 # before this run: it is left as found), service_unit, socket_unit and temp_suffix (layout.py),
-# and running_builds() (facts/builds.py). For a user's
+# and running_builds() and stop_if_idle() (deploys/idle.sh). For a user's
 # BuildKit it runs as the user, on the user's units (deploys/verify.py USER_SYSTEMD).
 # shellcheck disable=SC2154
 set -u
@@ -94,11 +94,8 @@ outcome=$?
 if [ "$outcome" -eq 0 ]; then
   keep
   # Socket-activated: the next client starts it again; one that came during the check keeps its build.
-  if [ "$stop_after" = yes ] && builds=$(running_builds "$bin_dir/buildctl" "unix://$buildkit_socket") &&
-    [ -z "$builds" ]; then
-    # buildkitd exits 1 on SIGTERM: not a failure.
-    systemctl stop "$service_unit"
-    systemctl reset-failed "$service_unit" 2>/dev/null
+  if [ "$stop_after" = yes ]; then
+    stop_if_idle "$bin_dir/buildctl" "unix://$buildkit_socket" "$service_unit"
   fi
   echo "BuildKit answers: containerd worker in namespace $namespace"
   exit 0

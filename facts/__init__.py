@@ -16,6 +16,7 @@ from pyinfra.api import FactBase
 from ..layout import UNITS
 from .builds import BuildkitBuilds, parse_builds
 from .common import file_kind, manifest_glob, manifest_path, shell_glob
+from .disk import BuildkitDiskUsage, parse_disk_usage
 from .rootless import RootlessState
 from .state import BuildHostPlatform, BuildHostState
 from .units import (
@@ -43,6 +44,7 @@ __all__ = [
     "BuildHostPlatform",
     "BuildHostState",
     "BuildkitBuilds",
+    "BuildkitDiskUsage",
     "BuildkitSocket",
     "BuildkitUnitFreshness",
     "BuildkitWorkers",
@@ -58,6 +60,7 @@ __all__ = [
     "manifest_path",
     "parse_buildkit_versions",
     "parse_builds",
+    "parse_disk_usage",
     "parse_buildkit_workers",
     "parse_full_readme",
     "parse_nerdctl_version",

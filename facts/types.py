@@ -213,3 +213,38 @@ class RootlessStateDict(PlatformDict):
     manager: bool
     units: UnitsDict
     socket: RootlessSocketDict
+
+
+class FileSystemDict(TypedDict):
+    """``BuildkitDiskUsage["filesystem"]``: the file system under BuildKit's root, in bytes (``statfs``).
+
+    ``path``: the folder measured (the root, else its nearest existing parent); ``free``: what
+    BuildKit's ``minFreeSpace`` compares with (root's free blocks); ``available``: ``df``'s Available.
+    """
+
+    path: str
+    size: int
+    free: int
+    available: int
+
+
+class BuildkitCacheDict(TypedDict):
+    """``BuildkitDiskUsage["cache"]``: BuildKit's cache in bytes, summed as ``buildctl du`` sums it.
+
+    ``shared``: the part containerd's images also hold (pruning it frees no disk while they stay);
+    ``by_type``: bytes by record type (``regular``, ``source.local``, ``exec.cachemount``, ...).
+    """
+
+    total: int
+    reclaimable: int
+    shared: int
+    records: int
+    by_type: dict[str, int]
+
+
+class BuildkitDiskUsageDict(TypedDict):
+    """``BuildkitDiskUsage``: the file system's figures, and the cache's (None, with the ``reason``, when not asked)."""
+
+    filesystem: FileSystemDict | None
+    cache: BuildkitCacheDict | None
+    reason: str | None

@@ -78,6 +78,18 @@ CAPTURED: dict[str, tuple[type[FactBase[Any]], list[str]]] = {
         ],
     ),
     "BuildkitBuilds": (facts.BuildkitBuilds, ["build=qz1k0dxm6c7t2m2vw5ofm7l0a 2026-11-30T19:02:03Z"]),
+    "BuildkitDiskUsage": (
+        facts.BuildkitDiskUsage,
+        [
+            "fs.path=/var/lib/buildkit",
+            "fs.blocks=4096 1542756 1484652 1484652",
+            "du.answered",
+            "du=0 false false source.local",
+            "du=4096 false false source.local",
+            "du=4204 false true regular",
+            "du=3129478 false true regular",
+        ],
+    ),
     "BuildkitSocket": (
         facts.BuildkitSocket,
         [

@@ -13,6 +13,7 @@ from pyinfra_nerdctl.deploys import commands
 from pyinfra_nerdctl.deploys.commands import leftovers_script, locked, naming_a_kill
 from pyinfra_nerdctl.deploys.drain import drain_commands
 from pyinfra_nerdctl.deploys.operations import install_script, remember_script, removal_script
+from pyinfra_nerdctl.deploys.prune import prune_options, prune_step
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL, resolve_download
 from pyinfra_nerdctl.deploys.rootless_plan import user_check_body
 from pyinfra_nerdctl.deploys.settings import resolve_rootless_settings, resolve_settings
@@ -20,6 +21,7 @@ from pyinfra_nerdctl.deploys.verify import verify_script
 from pyinfra_nerdctl.facts import (
     BuildHostPlatform,
     BuildHostState,
+    BuildkitDiskUsage,
     BuildkitSocket,
     BuildkitUnitFreshness,
     BuildkitVersion,
@@ -59,6 +61,12 @@ COMPOSED = {
         "systemctl --user -M alice@",
     )[0],
     "BuildkitBuilds": lambda: builds_command("/opt/a b", "unix:///run/buildkit/buildkitd.sock"),
+    "prune": lambda: prune_step(
+        resolve_settings({}.get, {"bin_dir": "/opt/buildkit/bin"}),
+        prune_options(all=True, keep_duration="48h", keep_storage="10GB"),
+        {"buildctl": "0.32.2", "buildkitd": "0.32.2"},
+    ).commands[0],
+    "BuildkitDiskUsage": lambda: BuildkitDiskUsage().command("/opt/a b", root="/srv/build kit"),
     "BuildHostState": lambda: BuildHostState().command("/usr/local/bin", ("/etc/a b", "/etc/nerdctl"), "builders"),
     "ReleaseFiles": lambda: ReleaseFiles().command("/var/lib/a b.files"),
     "BuildkitSocket": lambda: BuildkitSocket().command(),
