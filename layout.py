@@ -52,6 +52,13 @@ NERDCTL_CONFIG = f"{NERDCTL_CONFIG_DIR}/nerdctl.toml"
 BUILDKIT_CONFIG = f"{BUILDKIT_CONFIG_DIR}/buildkitd.toml"
 CONTAINERD_CONFIG = f"{CONTAINERD_CONFIG_DIR}/config.toml"
 DOCKER_ALIAS = "/etc/profile.d/nerdctl-docker-alias.sh"
+# A remote builder's TLS files (buildkit_remote_address): the fleet CA's certificate, which client
+# certificates must chain to, and this host's server certificate and key. Root-only folder.
+BUILDKIT_TLS_DIR = f"{BUILDKIT_CONFIG_DIR}/tls"
+TLS_CA = f"{BUILDKIT_TLS_DIR}/ca.pem"
+TLS_CERT = f"{BUILDKIT_TLS_DIR}/cert.pem"
+TLS_KEY = f"{BUILDKIT_TLS_DIR}/key.pem"
+TLS_FILES = (TLS_CA, TLS_CERT, TLS_KEY)
 FULL_README = "share/doc/nerdctl-full/README.md"  # under full_prefix
 
 # Rootless users: where the deploy records what it, not the operator, turned on for a user.

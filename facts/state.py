@@ -14,6 +14,7 @@ from ..layout import (
     MARKER,
     STALE_MINUTES,
     TEMP_PREFIX,
+    TLS_CERT,
     UNIT_DIR,
     UPLOAD_DIR,
     WORK_DIR,
@@ -105,6 +106,21 @@ def leftovers_command(destinations: tuple[str, ...]) -> str:
     )
 
 
+TLS_CERT_PREFIX = "tls_cert="
+
+
+def tls_cert_command(path: str = TLS_CERT) -> str:
+    """A remote builder's server certificate, each line after ``tls_cert=``: the controller decides from it whether
+    it still serves (``deploys.remote``). Public, and a few hundred bytes: read whole on every run."""
+    return f"sed 's/^/{TLS_CERT_PREFIX}/' {shlex.quote(path)} 2>/dev/null; true"
+
+
+def parse_tls_cert(lines: list[str]) -> str | None:
+    """The lines of ``tls_cert_command`` as the file's text; None when there is no such file."""
+    found = [line[len(TLS_CERT_PREFIX) :] for line in lines if line.startswith(TLS_CERT_PREFIX)]
+    return "\n".join(found) + "\n" if found else None
+
+
 def parse_stat_line(line: str, prefix: str) -> tuple[str, StatDict] | None:
     """A ``PREFIX=PATH|raw mode|mode|user|group`` line to ``(path, {"kind", "mode", "user", "group"})``."""
     if not line.startswith(prefix):
@@ -164,7 +180,8 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
          "group_exists": True, "units": {"socket": {...}, "service": {...}, "containerd": {...}},
          "full": {"version": None, "components": {}, "managed": False},
          "foreign_buildkit": {"units": [], "processes": []},
-         "leftovers": ["/var/lib/pyinfra-nerdctl/uploads/3f1e...9a.5c2b..."]}
+         "leftovers": ["/var/lib/pyinfra-nerdctl/uploads/3f1e...9a.5c2b..."],
+         "tls_cert": "# Managed by pyinfra-nerdctl...\\n-----BEGIN CERTIFICATE-----\\n..."}  # None: no remote builder
     """
 
     def command(
@@ -187,6 +204,7 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
             unit_state_command(bin_dir, unit_dir, full_prefix),
             foreign_buildkit_command(),
             leftovers_command((bin_dir, full_prefix)),
+            tls_cert_command(),
         ]
         if group:
             parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
@@ -206,6 +224,7 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
             "full": {**parse_full_readme(output), "managed": values.get("full_managed") == "yes"},
             "foreign_buildkit": parse_foreign_buildkit(output),
             "leftovers": [line[len("leftover=") :] for line in output if line.startswith("leftover=")],
+            "tls_cert": parse_tls_cert(output),
         }
 
     @staticmethod

@@ -158,6 +158,8 @@ class BuildHostStateDict(PlatformDict):
     foreign_buildkit: ForeignBuildkitDict
     # What killed runs left (``leftovers_command``).
     leftovers: list[str]
+    # A remote builder's server certificate as the file holds it (``tls_cert_command``); None: no such file.
+    tls_cert: str | None
 
 
 class AccountDict(TypedDict):

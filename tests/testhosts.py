@@ -107,6 +107,14 @@ TRIXIE_CONTAINERD = ImageRecipe("trixie", BASE_PACKAGES + ",containerd,runc,pyth
 TRIXIE_ROOTLESS = ImageRecipe(
     "trixie", TRIXIE_CONTAINERD.packages + ",rootlesskit,slirp4netns,uidmap,dbus-user-session,libpam-systemd,iptables"
 )
+# trixie with Debian's docker-buildx, run standalone (no docker daemon) as a remote builder's client.
+TRIXIE_BUILDX = derived(
+    TRIXIE_CONTAINERD,
+    "trixie-buildx",
+    "apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-buildx >/dev/null && "
+    "apt-get clean && rm -rf /var/lib/apt/lists/*",
+)
+BUILDX = "/usr/libexec/docker/cli-plugins/docker-buildx"
 # Hosts that real fleets have (issue 15): systemd 247, whose timestamps are whole seconds;
 # a German system locale, which SSH sessions pick up (pam_env); SSH sessions with umask 077 (pam_umask).
 # Python 3.9 has no tomllib, which the stand-ins parse their configs with: a shim over Debian's python3-toml.
