@@ -104,7 +104,7 @@ def install_steps(
         *_setup_steps(changes, settings, possible, takeover),
         *_unit_steps(changes, settings, possible),
         *_check_steps(settings, takeover.state, changes, releases, possible),
-        *_remove_tls_steps(changes, possible),
+        *_remote_end_steps(changes, possible),
     ]
 
 
@@ -226,41 +226,49 @@ def _unit_steps(changes: Changes, settings: Settings, possible: tuple[Release, .
         steps += _unit_control(
             layout.CONTAINERD_UNIT, changes.enable_containerd, changes.start_containerd, changes.restart_containerd
         )
-    return [*steps, _restart_service_step(changes, settings), *_remote_service_steps(changes, settings)]
+    start = run(
+        f"Start {layout.SERVICE_UNIT}",
+        # With buildkit_verify, the check that follows waits for it (and undoes a unit the daemon refuses: a port in use).
+        [sh.systemctl("start", *no_block(settings), layout.SERVICE_UNIT)] if changes.start_service else [],
+        f"{layout.SERVICE_UNIT} runs, or starts on demand",
+    )
+    return [*steps, _restart_service_step(changes, settings), start]
 
 
-def _remote_service_steps(changes: Changes, settings: Settings) -> list[Step]:
-    """A remote builder's service enabled at boot and started (TCP clients cannot start it); disabled when it is none."""
-    # With buildkit_verify, the check that follows waits for it (and undoes a unit the daemon refuses: a port in use).
-    no_block = ("--no-block",) if settings.buildkit_verify else ()
-    unit = layout.SERVICE_UNIT
-    return [
-        run(f"Enable {unit}", [sh.systemctl("enable", unit)] if changes.enable_service else [], f"{unit} is not to run at boot or is enabled"),
-        run(f"Disable {unit}", [sh.systemctl("disable", unit)] if changes.disable_service else [], f"{unit} is not enabled"),
-        run(
-            f"Start {unit}",
-            [sh.systemctl("start", *no_block, unit)] if changes.start_service else [],
-            f"{unit} runs or is started on demand",
-        ),
-    ]
+def no_block(settings: Settings) -> tuple[str, ...]:
+    """``--no-block`` for a start or restart that the check then waits for (``buildkit_verify``)."""
+    return ("--no-block",) if settings.buildkit_verify else ()
 
 
-def _remove_tls_steps(changes: Changes, possible: tuple[Release, ...]) -> list[Step]:
-    """After the check (whose going back may need them), our TLS files of a host that is no longer a remote builder."""
+def _remote_end_steps(changes: Changes, possible: tuple[Release, ...]) -> list[Step]:
+    """After the check, which may go back to the previous units: a remote builder's service enabled at boot (TCP
+    clients cannot start it), or for a host that is none, the service disabled and our TLS files gone."""
     if not has_buildkit(possible):
         return []
+    unit = layout.SERVICE_UNIT
     files = [sh.remove_file(path) for path in changes.remove_tls if path != layout.BUILDKIT_TLS_DIR]
     folder = [sh.remove_if_empty(layout.BUILDKIT_TLS_DIR)] if layout.BUILDKIT_TLS_DIR in changes.remove_tls else []
-    return [run("Remove the server's TLS files", files + folder, "no TLS files of a remote builder to remove")]
+    return [
+        run(
+            f"Enable {unit}",
+            [sh.systemctl("enable", unit)] if changes.enable_service else [],
+            f"{unit} is enabled, or starts on demand",
+        ),
+        run(
+            f"Disable {unit}",
+            [sh.systemctl("disable", unit)] if changes.disable_service else [],
+            f"{unit} is not enabled",
+        ),
+        run("Remove the server's TLS files", files + folder, "no TLS files of a remote builder to remove"),
+    ]
 
 
 def _restart_service_step(changes: Changes, settings: Settings) -> Step:
     """Restart a running ``buildkit.service`` whose binary, config or unit changed since it started."""
     # With buildkit_verify, the check that follows waits for it (and undoes what the daemon refuses).
-    no_block = ("--no-block",) if settings.buildkit_verify else ()
     return run(
         f"Restart {layout.SERVICE_UNIT}",
-        [sh.systemctl("try-restart", *no_block, layout.SERVICE_UNIT)] if changes.restart_service else [],
+        [sh.systemctl("try-restart", *no_block(settings), layout.SERVICE_UNIT)] if changes.restart_service else [],
         f"{layout.SERVICE_UNIT} runs what is on disk",
     )
 
@@ -288,7 +296,9 @@ def _check_steps(
     return [
         check(
             "Check that BuildKit answers with the containerd worker",
-            verify_script(settings, state["units"]["service"]["active"] or settings.buildkit_remote_address is not None),
+            verify_script(
+                settings, state["units"]["service"]["active"] or settings.buildkit_remote_address is not None
+            ),
             check_skip_reason(settings, changes, containerd_missing=missing),
         )
     ]

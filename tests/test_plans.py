@@ -55,10 +55,10 @@ INSTALL_NAMES = [
     "Start containerd.service",
     "Restart containerd.service",
     "Restart buildkit.service",
-    "Enable buildkit.service",
-    "Disable buildkit.service",
     "Start buildkit.service",
     "Check that BuildKit answers with the containerd worker",
+    "Enable buildkit.service",
+    "Disable buildkit.service",
     "Remove the server's TLS files",
 ]
 
