@@ -120,11 +120,30 @@ def test_buildx_on_another_host_builds_with_a_client_certificate_and_nobody_else
     # The unix socket still answers, as before, without TLS.
     assert "containerd" in local_workers(builder)
 
+    commands_before = builder.commands_logged()
     rerun = run_pyinfra(hosts, DEPLOY, data=remote, as_json=True)
     assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 0, rerun.output
+    assert builder.commands_logged() - commands_before == 2  # the one state fact, and this count itself
+
+    # Another name: a new certificate, onto which BuildKit restarts (drained), and clients may use that name.
+    pid = builder.run("systemctl show -p MainPID --value buildkit.service").stdout
+    renamed = {**remote, "buildkit_remote_names": "builder.example.internal"}
+    run = run_pyinfra(hosts, DEPLOY, data=renamed, as_json=True)
+    assert run.returncode == 0, run.output
+    changed = {name.rsplit(" | ", 1)[-1] for name in run.changes_made()[builder.name]}
+    assert changed == {
+        "Write /etc/buildkit/tls/cert.pem",
+        "Write /etc/buildkit/tls/key.pem",
+        "Wait for the builds in flight on buildkit.service",
+        "Restart buildkit.service",
+        "Check that BuildKit answers with the containerd worker",
+    }
+    assert builder.run("systemctl show -p MainPID --value buildkit.service").stdout != pid
+    by_name = f"{good} --tlsservername builder.example.internal"
+    assert "containerd" in buildctl_remote(builder, builder.address, by_name)
 
     # Off again: the port closes (a drained restart), the server's key goes, BuildKit is on demand again.
-    off = {key: value for key, value in remote.items() if key != "buildkit_remote_address"}
+    off = {key: value for key, value in renamed.items() if key != "buildkit_remote_address"}
     run = run_pyinfra(hosts, DEPLOY, data=off)
     assert run.returncode == 0, run.output
     assert not listening(builder.address)
