@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import stat
 from datetime import datetime, timedelta, timezone
+from io import StringIO
+from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
@@ -13,6 +15,7 @@ from pyinfra_nerdctl import certs, layout
 from pyinfra_nerdctl.deploys import rendering
 from pyinfra_nerdctl.deploys.build_plan import install_steps, removal_steps
 from pyinfra_nerdctl.deploys.changes import plan_changes, plan_removal
+from pyinfra_nerdctl.deploys.operations import PrivateUploadCommand
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL
 from pyinfra_nerdctl.deploys.remote import replacement_reason, server_names, tls_files
 from pyinfra_nerdctl.deploys.settings import SettingError, resolve_settings
@@ -236,3 +239,35 @@ def test_removal_disables_a_remote_builder_and_takes_its_tls_folder_before_its_p
     assert stop.commands[-1] == "systemctl disable buildkit.service"
     names = [step.name for step in steps]
     assert names.index("Remove /etc/buildkit/tls if empty") < names.index("Remove /etc/buildkit if empty")
+
+
+class UploadingHost:
+    """Records what an upload runs on the host, as which user."""
+
+    name = "build-1"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def run_shell_command(self, command, **arguments):
+        self.calls.append(("run", str(command), arguments.get("_sudo")))
+        return True, SimpleNamespace(stdout="/tmp/tmp.Xy12\n", stderr="")
+
+    def put_file(self, src, dest, remote_temp_filename=None, **arguments):
+        self.calls.append(("put", dest, remote_temp_filename, arguments.get("_sudo")))
+        return True
+
+
+def test_a_key_uploaded_through_sudo_goes_through_a_temporary_file_only_the_login_user_reads():
+    state = SimpleNamespace(print_output=False, print_input=False)
+    through_sudo = UploadingHost()
+    assert PrivateUploadCommand(StringIO("key"), "/etc/buildkit/tls/key.pem.tmp").execute(
+        state, through_sudo, {"_sudo": True, "_su_user": None}
+    )
+    assert through_sudo.calls == [
+        ("run", "umask 077 && mktemp", False),
+        ("put", "/etc/buildkit/tls/key.pem.tmp", "/tmp/tmp.Xy12", True),
+    ]
+    as_root = UploadingHost()
+    assert PrivateUploadCommand(StringIO("key"), "/etc/buildkit/tls/key.pem.tmp").execute(state, as_root, {})
+    assert as_root.calls == [("put", "/etc/buildkit/tls/key.pem.tmp", None, None)]

@@ -170,7 +170,12 @@ def test_a_port_taken_by_something_else_fails_the_run_clearly_and_the_host_keeps
         assert builder.run(f"cat {SERVICE_UNIT}").stdout == unit
         assert "containerd" in local_workers(builder)
 
-    # Once the port is free, the next run converges with no manual step.
-    run = run_pyinfra(hosts, DEPLOY, data=remote)
+    # Once the port is free, the next run converges with no manual step. Lost TLS files come back, the key
+    # through a sudo login too (it travels through the login user's private temporary file).
+    builder.run("rm -r /etc/buildkit/tls")
+    via_sudo = inventory([builder], ssh_user=testhosts.OPERATOR)
+    run = run_pyinfra(via_sudo, DEPLOY, data=remote, extra_args=("--sudo",))
     assert run.returncode == 0, run.output
     assert listening(builder.address)
+    assert builder.run("stat -c %a:%U:%G /etc/buildkit/tls/key.pem").stdout.strip() == "600:root:root"
+    assert builder.run(f"find /tmp -user {testhosts.OPERATOR}").stdout == ""
