@@ -59,6 +59,11 @@ TLS_CA = f"{BUILDKIT_TLS_DIR}/ca.pem"
 TLS_CERT = f"{BUILDKIT_TLS_DIR}/cert.pem"
 TLS_KEY = f"{BUILDKIT_TLS_DIR}/key.pem"
 TLS_FILES = (TLS_CA, TLS_CERT, TLS_KEY)
+# k3s's registry configuration, and the containerd hosts.toml folders k3s (1.26.13 and later) writes from it.
+K3S_REGISTRIES = "/etc/rancher/k3s/registries.yaml"
+K3S_CERTS_DIR = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"
+# nerdctl's own hosts_dir when nerdctl.toml sets none (nerdctl docs/config.md).
+NERDCTL_HOSTS_DIRS = ("/etc/containerd/certs.d", "/etc/docker/certs.d")
 FULL_README = "share/doc/nerdctl-full/README.md"  # under full_prefix
 
 # Rootless users: where the deploy records what it, not the operator, turned on for a user.

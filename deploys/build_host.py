@@ -9,12 +9,14 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, deploy
 from pyinfra.api.exceptions import DeployError
 
+from .. import layout
 from ..certs import Authority, CertError, load_or_create_ca
 from ..facts import BuildHostState, ReleaseFiles, manifest_glob, manifest_path
 from ..facts.types import BuildHostStateDict, PlatformDict
 from .build_plan import dest_of, install_steps, removal_steps
 from .changes import ManagedFile, has_buildkit, plan_changes, plan_removal, wanted_version, watched_paths
 from .controller import remove_stale_partials
+from .k3s_registries import NO_K3S_REGISTRIES, K3sRegistries, RegistriesError, k3s_registries
 from .operations import fixed_steps
 from .releases import (
     BUILDKIT,
@@ -72,7 +74,7 @@ def _download(release: Release, settings: Settings, machine: str) -> Download:
     try:
         arch = upstream_arch(machine, release, version)
         pin = settings.buildkit_sha256 if release is BUILDKIT else settings.nerdctl_sha256
-        return resolve_download(release, version, arch, settings.github_url, pin)
+        return resolve_download(release, version, arch, settings.github_url, pin, keyring=settings.nerdctl_gpg_keyring)
     except ReleaseError as error:
         raise fail(str(error)) from error
 
@@ -86,7 +88,22 @@ def _host_state(settings: Settings, possible: tuple[Release, ...]) -> BuildHostS
         group=settings.buildkit_socket_group,
         full_prefix=settings.full_prefix,
         full_manifests=manifest_glob(NERDCTL_FULL.name),
+        k3s_registries=settings.k3s_registries,
     )
+
+
+def _k3s_registries(settings: Settings, state: BuildHostStateDict) -> K3sRegistries:
+    """What the host's k3s registry configuration adds to nerdctl's and BuildKit's configs; warned about
+    where BuildKit cannot follow it, refused (nothing changed) where its file cannot be read."""
+    if not settings.k3s_registries:
+        return NO_K3S_REGISTRIES
+    try:
+        registries = k3s_registries(state.get("k3s_registries"), state.get("k3s_certs_d", False))
+    except RegistriesError as error:
+        raise fail(f"{layout.K3S_REGISTRIES}: {error} (k3s_registries=false leaves k3s's registries out)") from error
+    for warning in registries.warnings:
+        logger.warning(f"{host.name}: {warning}")
+    return registries
 
 
 def read_state(fact: type[FactBase[T]], **arguments: Any) -> T:
@@ -118,7 +135,9 @@ def _install(
     if not retired and state["full"]["managed"]:
         raise fail("this host runs the nerdctl-full flavor: change it with install_build_host, not piece by piece")
     takeover = _takeover(settings, state, releases)
-    changes = plan_changes(settings, takeover.state, releases, _server_tls(settings, state, authority))
+    changes = plan_changes(
+        settings, takeover.state, releases, _k3s_registries(settings, state), _server_tls(settings, state, authority)
+    )
     downloads = [_download(release, settings, machine) for release in changes.outdated]
     warning = containerd_missing_warning(settings, takeover.state) if has_buildkit(releases) else None
     if warning:

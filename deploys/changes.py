@@ -13,6 +13,7 @@ from .. import layout
 from ..facts import UNITS
 from ..facts.types import BuildHostStateDict, ManagedPathDict, StatDict
 from . import rendering
+from .k3s_registries import NO_K3S_REGISTRIES, K3sRegistries
 from .releases import BUILDKIT, NERDCTL, NERDCTL_FULL, Release
 from .settings import Settings
 
@@ -90,12 +91,16 @@ def managed_dirs(settings: Settings, releases: tuple[Release, ...]) -> tuple[str
 
 
 def managed_files(
-    settings: Settings, releases: tuple[Release, ...], tls: tuple[ManagedFile, ...] = ()
+    settings: Settings,
+    releases: tuple[Release, ...],
+    k3s: K3sRegistries = NO_K3S_REGISTRIES,
+    tls: tuple[ManagedFile, ...] = (),
 ) -> tuple[ManagedFile, ...]:
-    """Every file ``releases`` need, rendered from ``settings``; ``tls``: a remote builder's (``remote.tls_files``)."""
+    """Every file ``releases`` need, rendered from ``settings`` and the host's ``k3s`` registry configuration;
+    ``tls``: a remote builder's (``remote.tls_files``)."""
     files = []
     if has_nerdctl(releases):
-        files.append(ManagedFile(layout.NERDCTL_CONFIG, rendering.nerdctl_toml(settings)))
+        files.append(ManagedFile(layout.NERDCTL_CONFIG, rendering.nerdctl_toml(settings, k3s)))
         if settings.nerdctl_docker_alias:
             files.append(ManagedFile(layout.DOCKER_ALIAS, rendering.docker_alias(settings)))
     if NERDCTL_FULL in releases:
@@ -104,7 +109,7 @@ def managed_files(
         files.append(ManagedFile(layout.CONTAINERD_CONFIG, rendering.containerd_toml(settings)))
     if has_buildkit(releases):
         files += [
-            ManagedFile(layout.BUILDKIT_CONFIG, rendering.buildkitd_toml(settings)),
+            ManagedFile(layout.BUILDKIT_CONFIG, rendering.buildkitd_toml(settings, k3s)),
             ManagedFile(layout.SOCKET_PATH, rendering.buildkit_socket_unit(settings)),
             ManagedFile(layout.SERVICE_PATH, rendering.buildkit_service_unit(settings)),
             *tls,
@@ -219,9 +224,14 @@ def versions_to_remember(executed: tuple[str, ...], outdated: tuple[Release, ...
 
 
 def plan_changes(
-    settings: Settings, state: BuildHostStateDict, releases: tuple[Release, ...], tls: tuple[ManagedFile, ...] = ()
+    settings: Settings,
+    state: BuildHostStateDict,
+    releases: tuple[Release, ...],
+    k3s: K3sRegistries = NO_K3S_REGISTRIES,
+    tls: tuple[ManagedFile, ...] = (),
 ) -> Changes:
-    """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state``; ``tls``: see ``managed_files``.
+    """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state`` (``k3s``: what its
+    k3s registry configuration adds to the configs, ``k3s_registries``; ``tls``: see ``managed_files``).
 
     A unit file change means one daemon-reload (the one ``systemctl enable`` makes, where a
     unit is being enabled). A socket that changed, or that runs a unit older than its file,
@@ -230,7 +240,7 @@ def plan_changes(
     did (an interrupted earlier run). containerd from the full archive follows the same rules.
     """
     paths = state["paths"]
-    wanted = managed_files(settings, releases, tls)
+    wanted = managed_files(settings, releases, k3s, tls)
     files = tuple(file for file in wanted if file_outdated(paths.get(file.path), file))
     outdated = tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings))
     changes = Changes(

@@ -106,8 +106,22 @@ def cache_path(download: Download, cache_dir: str) -> Path:
 
 
 def cached_archive(download: Download, cache_dir: str) -> Path:
-    """The controller's verified copy of ``download``, fetched on first use."""
-    return fetch_verified(download.url, download.sha256, cache_path(download, cache_dir))
+    """The controller's verified copy of ``download``, fetched on first use, the files that vouched for it beside it."""
+    archive = fetch_verified(download.url, download.sha256, cache_path(download, cache_dir))
+    for url in download.evidence:
+        keep_text(url, archive.with_name(Path(url).name))
+    return archive
+
+
+def keep_text(url: str, target: Path) -> Path:
+    """``url``'s text (read once per run) at ``target``, written whole or not at all."""
+    text = fetch_text(url)
+    if not target.exists() or target.read_text() != text:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        partial.write_text(text)
+        partial.rename(target)
+    return target
 
 
 def prefetch(
@@ -118,10 +132,14 @@ def prefetch(
     arches: Sequence[str] = ("amd64", "arm64"),
     full: bool = False,
     pins: dict[str, str] | None = None,
+    keyring: str | None = None,
 ) -> list[Path]:
-    """Fetch and verify archives (and nerdctl's SHA256SUMS) into ``dest`` under github.com's paths.
+    """Fetch and verify archives into ``dest`` under github.com's paths, with what vouches for them.
 
-    ``pins`` maps asset names to SHA-256 for archives neither the table nor SHA256SUMS covers.
+    That is nerdctl's SHA256SUMS and its signature (checked against ``keyring`` when given;
+    kept when the release has one, for a site that sets ``nerdctl_gpg_keyring`` later) and
+    BuildKit's provenance statements. ``pins`` maps asset names to SHA-256 for archives that
+    neither the table nor the release's own files cover.
     """
     pins = pins or {}
     wanted = [(NERDCTL, version) for version in nerdctl_versions]
@@ -130,18 +148,27 @@ def prefetch(
     fetched = []
     for release, version in wanted:
         version = normalise_version(version, f"{release.name} version")
+        evidence = []
+        if release.sums_asset:
+            sums_url = release.url(github_url, version, release.sums_asset)
+            evidence = [sums_url] + ([f"{sums_url}.asc"] if _published(f"{sums_url}.asc") else [])
         for arch in arches:
             if not release.supports(version, arch):
                 continue
-            download = resolve_download(release, version, arch, github_url, pins.get(release.asset(version, arch)))
+            pin = pins.get(release.asset(version, arch))
+            download = resolve_download(release, version, arch, github_url, pin, keyring=keyring)
             fetched.append(fetch_verified(download.url, download.sha256, dest / _github_path(download.url, github_url)))
-        if release.sums_asset:
-            sums_url = release.url(github_url, version, release.sums_asset)
-            target = dest / _github_path(sums_url, github_url)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(fetch_text(sums_url))
-            fetched.append(target)
+            evidence += download.evidence
+        fetched += [keep_text(url, dest / _github_path(url, github_url)) for url in dict.fromkeys(evidence)]
     return fetched
+
+
+def _published(url: str) -> bool:
+    try:
+        fetch_text(url)
+    except ReleaseError:
+        return False
+    return True
 
 
 def _github_path(url: str, github_url: str) -> str:
@@ -161,13 +188,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="also the nerdctl-full archives")
     parser.add_argument("--github-url", default="https://github.com")
     parser.add_argument("--pin", action="append", default=[], metavar="ASSET=SHA256")
+    parser.add_argument(
+        "--nerdctl-gpg-keyring", metavar="FILE", help="public keys: nerdctl's SHA256SUMS must be signed by one"
+    )
     args = parser.parse_args(argv)
     try:
         pins = dict(pin.split("=", 1) for pin in args.pin)
         paths = prefetch(
-            args.dest, args.github_url, args.nerdctl, args.buildkit, args.arch or ["amd64", "arm64"], args.full, pins
+            args.dest,
+            args.github_url,
+            args.nerdctl,
+            args.buildkit,
+            args.arch or ["amd64", "arm64"],
+            args.full,
+            pins,
+            args.nerdctl_gpg_keyring,
         )
-    except (ReleaseError, ValueError) as error:
+    except (ReleaseError, ValueError, OSError) as error:
         print(f"prefetch: {error}", file=sys.stderr)
         return 1
     for path in paths:

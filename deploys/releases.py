@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
 
+from .trust import SHA256_PATTERN, good_signer, provenance_sha256
+
 T = TypeVar("T")
 CHECKSUM_TABLE = Path(__file__).with_name("release-checksums.json")
 VERSION_PATTERN = re.compile(r"^v?(\d+\.\d+\.\d+(?:-(?:alpha|beta|rc)\.?\d+)?)$")
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 # `uname -m` to the architecture names upstream uses in asset names.
 MACHINE_TO_ARCH = {
@@ -59,7 +60,8 @@ class Release:
     arches: tuple[str, ...]
     member_dir: str
     version_binaries: tuple[str, ...]
-    sums_asset: str | None = None
+    sums_asset: str | None = None  # one sha256sum file for all the release's archives (nerdctl)
+    provenance_template: str | None = None  # an in-toto provenance statement beside each archive (BuildKit)
     arch_since: tuple[tuple[str, str], ...] = ()
 
     def asset(self, version: str, arch: str) -> str:
@@ -107,6 +109,7 @@ BUILDKIT = Release(
     arches=("amd64", "arm64", "arm-v7", "s390x", "ppc64le", "riscv64"),
     member_dir="bin",
     version_binaries=("buildctl", "buildkitd"),
+    provenance_template="buildkit-v{version}.linux-{arch}.provenance.json",  # since v0.11
 )
 
 
@@ -247,7 +250,7 @@ def fetch_text(url: str, timeout: float = 20) -> str:
 
 @dataclass(frozen=True)
 class Download:
-    """One archive to fetch and the hash it must have."""
+    """One archive to fetch, the hash it must have, and the release's files that vouched for that hash."""
 
     release: Release
     version: str
@@ -255,6 +258,7 @@ class Download:
     url: str
     sha256: str
     checksum_source: str
+    evidence: tuple[str, ...] = ()  # URLs of the SHA256SUMS, its signature or the provenance read
 
 
 def resolve_download(
@@ -264,29 +268,92 @@ def resolve_download(
     github_url: str,
     pin: str | None,
     fetch: Callable[[str], str] = fetch_text,
+    keyring: str | None = None,
 ) -> Download:
     """Where to fetch ``release`` and which SHA-256 it must match.
 
-    Checksum order: explicit pin, else the shipped table, else the release's own
-    SHA256SUMS (nerdctl publishes one; BuildKit does not), else a ReleaseError.
+    Checksum order: explicit pin, else the shipped table, else what the release publishes
+    (nerdctl's SHA256SUMS, BuildKit's provenance statement), else a ReleaseError. With a
+    ``keyring`` (nerdctl's), the hash must also be the one a SHA256SUMS signed by one of
+    its keys lists, whichever source gave it.
     """
     asset = release.asset(version, arch)
     url = release.url(github_url, version, asset)
-    if pin:
-        return Download(release, version, arch, url, pin, "explicit pin")
     table = pinned_sha256(release, version, asset)
-    if table:
-        return Download(release, version, arch, url, table, "shipped checksum table")
+    evidence: tuple[str, ...] = ()
+    if pin:
+        sha256, source = pin, "explicit pin"
+    elif table:
+        sha256, source = table, "shipped checksum table"
+    else:
+        sha256, source, evidence = _published_sha256(release, version, arch, github_url, fetch)
+    if keyring and release.sums_asset:
+        signer, signed_evidence = _signed_sha256(release, version, asset, github_url, fetch, keyring, sha256, source)
+        source = f"{source}, {release.sums_asset} signed by {signer}"
+        evidence = tuple(dict.fromkeys(evidence + signed_evidence))
+    return Download(release, version, arch, url, sha256, source, evidence)
+
+
+def _published_sha256(
+    release: Release, version: str, arch: str, github_url: str, fetch: Callable[[str], str]
+) -> tuple[str, str, tuple[str, ...]]:
+    """The hash the release itself publishes for the archive, where it says so, and that file's URL."""
+    asset = release.asset(version, arch)
     key = f"{release.name.split('-')[0]}_sha256"
-    if release.sums_asset is None:
+    if release.sums_asset:
+        sums_url = release.url(github_url, version, release.sums_asset)
+        sums = parse_sha256sums(fetch(sums_url))
+        if asset not in sums:
+            raise ReleaseError(
+                f"{release.label} {version}: {asset} is not listed in the release's {release.sums_asset}: "
+                f"pin it with {key}=<sha256>"
+            )
+        return sums[asset], release.sums_asset, (sums_url,)
+    assert release.provenance_template, "each release publishes a SHA256SUMS or provenance statements"
+    provenance = release.provenance_template.format(version=version, arch=arch)
+    provenance_url = release.url(github_url, version, provenance)
+    try:
+        text = fetch(provenance_url)
+    except ReleaseError as error:
         raise ReleaseError(
-            f"{release.label} {version} ({asset}) is not in the shipped checksum table and "
-            f"{release.label} publishes no checksums: pin it with {key}=<sha256>"
-        )
-    sums = parse_sha256sums(fetch(release.url(github_url, version, release.sums_asset)))
-    if asset not in sums:
-        raise ReleaseError(
-            f"{release.label} {version}: {asset} is not listed in the release's {release.sums_asset}: "
-            f"pin it with {key}=<sha256>"
-        )
-    return Download(release, version, arch, url, sums[asset], release.sums_asset)
+            f"{release.label} {version} ({asset}) is not in the shipped checksum table and its provenance "
+            f"cannot be read ({error}; {release.label} publishes one from v0.11): pin it with {key}=<sha256>"
+        ) from error
+    try:
+        return provenance_sha256(text, asset), provenance, (provenance_url,)
+    except ValueError as error:
+        raise ReleaseError(f"{release.label} {version}: {asset} refused: its {provenance} {error}") from error
+
+
+# One gpgv check per SHA256SUMS, signature and keyring in a run, however many hosts ask.
+_good_signer = once_per_run(good_signer)
+
+
+def _signed_sha256(
+    release: Release,
+    version: str,
+    asset: str,
+    github_url: str,
+    fetch: Callable[[str], str],
+    keyring: str,
+    sha256: str,
+    source: str,
+) -> tuple[str, tuple[str, ...]]:
+    """Who signed the release's SHA256SUMS that agrees with ``sha256`` (from ``source``), and both files' URLs."""
+    sums_asset = str(release.sums_asset)
+    sums_url = release.url(github_url, version, sums_asset)
+    signature_url = f"{sums_url}.asc"
+    refused = f"{release.label} {version}: {asset} refused"
+    try:
+        sums, signature = fetch(sums_url), fetch(signature_url)
+    except ReleaseError as error:
+        raise ReleaseError(f"{refused}: nerdctl_gpg_keyring is set and {error}") from error
+    try:
+        signer = _good_signer(keyring, sums, signature)
+    except ValueError as error:
+        raise ReleaseError(f"{refused}: the release's {sums_asset}.asc {error}") from error
+    signed = parse_sha256sums(sums).get(asset)
+    if signed != sha256:
+        listed = f"lists {signed}" if signed else "does not list it"
+        raise ReleaseError(f"{refused}: the {source} says {sha256}, the signed {sums_asset} {listed}")
+    return signer, (sums_url, signature_url)

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from ..layout import BUILDKIT_CONFIG, CONTAINERD_UNIT, MARKER, SOCKET_UNIT, SYSTEM_PATH, TLS_CA, TLS_CERT, TLS_KEY
+from .k3s_registries import NO_K3S_REGISTRIES, K3sRegistries
 from .settings import Settings
 
 HEADER = f"{MARKER}\n"
@@ -25,12 +26,29 @@ def toml_string(value: str) -> str:
     return json.dumps(value)
 
 
-def nerdctl_toml(settings: Settings) -> str:
+def nerdctl_toml(settings: Settings, k3s: K3sRegistries = NO_K3S_REGISTRIES) -> str:
     """``/etc/nerdctl/nerdctl.toml``: the containerd nerdctl talks to, its namespace, and the full archive's CNI plugins."""
-    owned = {"address": settings.containerd_address, "namespace": settings.containerd_namespace}
+    owned: dict[str, Any] = {"address": settings.containerd_address, "namespace": settings.containerd_namespace}
     if settings.full:
         owned["cni_path"] = full_path(settings, "libexec/cni")
-    return HEADER + toml_document({**owned, **settings.nerdctl_config})
+    return HEADER + toml_document({**owned, **with_k3s_hosts_dir(settings.nerdctl_config, k3s)})
+
+
+def with_k3s_hosts_dir(config: dict[str, Any], k3s: K3sRegistries) -> dict[str, Any]:
+    """``nerdctl_config`` with k3s's certs.d before nerdctl's own folders, unless it sets ``hosts_dir`` itself."""
+    if not k3s.hosts_dir or "hosts_dir" in config:
+        return config
+    return {**config, "hosts_dir": list(k3s.hosts_dir)}
+
+
+def with_k3s_registries(config: dict[str, Any], k3s: K3sRegistries) -> dict[str, Any]:
+    """``buildkitd_config`` with k3s's ``[registry]`` tables; its own table for a registry wins whole over k3s's.
+
+    Whole, not key by key: a table written for a registry says all of how to reach it.
+    """
+    if not k3s.tables:
+        return config
+    return {**config, "registry": {**k3s.tables, **config.get("registry", {})}}
 
 
 def full_path(settings: Settings, relative: str) -> str:
@@ -120,7 +138,7 @@ def _inline_value(value: object) -> str:
     return _toml_value(value)
 
 
-def buildkitd_toml(settings: Settings) -> str:
+def buildkitd_toml(settings: Settings, k3s: K3sRegistries = NO_K3S_REGISTRIES) -> str:
     """``/etc/buildkit/buildkitd.toml``: ``buildkitd_config`` with the containerd worker only, on nerdctl's
     containerd and namespace.
 
@@ -133,7 +151,7 @@ def buildkitd_toml(settings: Settings) -> str:
         "address": settings.containerd_socket,
         "namespace": settings.containerd_namespace,
     }
-    config = dict(settings.buildkitd_config)
+    config = with_k3s_registries(settings.buildkitd_config, k3s)
     workers = dict(config.pop("worker", {}))
     workers["oci"] = {"enabled": False, **workers.get("oci", {})}
     workers["containerd"] = {**owned_worker, **workers.get("containerd", {})}

@@ -36,6 +36,7 @@ from .releases import (
     normalise_sha256,
     normalise_version,
 )
+from .trust import missing_gpg_programs
 
 FLAVORS = ("minimal", "full")
 NETWORKS = ("slirp4netns", "host")
@@ -250,6 +251,19 @@ def _controller_path(value: Any, key: str) -> str:
     return path
 
 
+def _gpg_keyring(value: Any, key: str) -> str | None:
+    """A public key file on the controller, for gpg and gpgv, which must be installed there."""
+    if value in (None, ""):
+        return None
+    path = _controller_path(value, key)
+    if not os.path.isfile(path):
+        raise SettingError(f"{key}={value!r} is not a file on the controller")
+    missing = missing_gpg_programs()
+    if missing:
+        raise SettingError(f"{key} is set but the controller has no {' or '.join(missing)} (Debian: gpg, gpgv)")
+    return path
+
+
 def _containerd_address(value: Any, key: str) -> str:
     address = str(value).strip()
     path = address.removeprefix("unix://")
@@ -324,6 +338,11 @@ class Settings:
     buildkit_sha256: str | None = setting(
         None, normalise_sha256, "SHA-256 pin of the BuildKit archive for this host's architecture"
     )
+    nerdctl_gpg_keyring: str | None = setting(
+        None,
+        _gpg_keyring,
+        "an armored file of public keys on the controller: nerdctl archives are installed only when the release's `SHA256SUMS.asc` is a good signature of its `SHA256SUMS` by one of them, and that file lists the archive with the expected hash (see [Trust](docs/trust.md#nerdctls-signed-sha256sums))",
+    )
     bin_dir: str = setting(
         DEFAULT_BIN_DIR,
         _bin_dir,
@@ -389,6 +408,12 @@ class Settings:
         _checked_config,
         "a dict (or JSON of one) merged into `/etc/nerdctl/nerdctl.toml`: `hosts_dir`, `insecure_registry`, `snapshotter`, `cgroup_manager`, `data_root`, `experimental`, ...",
         needs=("nerdctl_flavor",),
+    )
+    k3s_registries: bool = setting(
+        True,
+        parse_flag,
+        "on a host with k3s's `/etc/rancher/k3s/registries.yaml`, BuildKit gets its mirrors, plain-HTTP endpoints, CA files, client certificates and insecure flags, and nerdctl gets k3s's `certs.d` in `hosts_dir`. A registry's own table in `buildkitd_config`, or a `hosts_dir` in `nerdctl_config`, wins (see [Registries from k3s](docs/flavors-and-k3s.md#registries-from-k3s)). Off: k3s's files are not read",
+        note="used where k3s's configuration exists",
     )
     buildkit_verify: bool = setting(
         True,

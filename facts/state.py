@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shlex
 
 from pyinfra.api import FactBase
@@ -11,6 +12,8 @@ from ..layout import (
     CREATED_FOLDERS,
     DEFAULT_BIN_DIR,
     DEFAULT_FULL_PREFIX,
+    K3S_CERTS_DIR,
+    K3S_REGISTRIES,
     MARKER,
     STALE_MINUTES,
     TEMP_PREFIX,
@@ -121,6 +124,25 @@ def parse_tls_cert(lines: list[str]) -> str | None:
     return "\n".join(found) + "\n" if found else None
 
 
+def k3s_registries_command(registries: str = K3S_REGISTRIES, certs_dir: str = K3S_CERTS_DIR) -> str:
+    """``k3s_registries=BASE64`` of k3s's registries.yaml when there is one, ``k3s_certs_d=yes`` when its
+    hosts.toml folder exists; nothing else, so a host without k3s pays two shell tests.
+
+    Encoded, so that no line of the operator's file can read as another part's output.
+    """
+    return (
+        f"if [ -f {shlex.quote(registries)} ]; then printf k3s_registries=; base64 -w0 < {shlex.quote(registries)}; "
+        f"echo; fi; if [ -d {shlex.quote(certs_dir)} ]; then echo k3s_certs_d=yes; fi"
+    )
+
+
+def decoded_registries(value: str | None) -> str | None:
+    """The text of registries.yaml from ``k3s_registries_command``'s value; None without the file."""
+    if value is None:
+        return None
+    return base64.b64decode(value).decode("utf-8", errors="replace")
+
+
 def parse_stat_line(line: str, prefix: str) -> tuple[str, StatDict] | None:
     """A ``PREFIX=PATH|raw mode|mode|user|group`` line to ``(path, {"kind", "mode", "user", "group"})``."""
     if not line.startswith(prefix):
@@ -167,8 +189,9 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
     The platform, the installed versions, the managed files and folders (mode,
     owner, SHA-256), the folders the install created (mode, owner), whether the
     socket group exists, the units' state, what else runs BuildKit
-    (``facts.foreign``), and what killed runs left (``leftovers_command``),
-    so a converged host costs one round trip.
+    (``facts.foreign``), what killed runs left (``leftovers_command``), and
+    k3s's registry configuration (``k3s_registries_command``), so a converged
+    host costs one round trip.
 
     .. code:: python
 
@@ -181,7 +204,9 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
          "full": {"version": None, "components": {}, "managed": False},
          "foreign_buildkit": {"units": [], "processes": []},
          "leftovers": ["/var/lib/pyinfra-nerdctl/uploads/3f1e...9a.5c2b..."],
-         "tls_cert": "# Managed by pyinfra-nerdctl...\\n-----BEGIN CERTIFICATE-----\\n..."}  # None: no remote builder
+         "tls_cert": "# Managed by pyinfra-nerdctl...\\n-----BEGIN CERTIFICATE-----\\n...",  # None: no remote builder
+         "k3s_registries": "mirrors:\\n  docker.io:\\n ...",  # k3s's registries.yaml; None: no such file
+         "k3s_certs_d": True}
     """
 
     def command(
@@ -192,6 +217,7 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
         unit_dir: str = UNIT_DIR,
         full_prefix: str = DEFAULT_FULL_PREFIX,
         full_manifests: str = manifest_glob("nerdctl-full"),
+        k3s_registries: bool = True,
     ) -> str:
         parts = [
             PLATFORM_COMMAND,
@@ -208,6 +234,8 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
         ]
         if group:
             parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
+        if k3s_registries:
+            parts.append(k3s_registries_command())
         return in_c_locale("; ".join(parts))
 
     def process(self, output: list[str]) -> BuildHostStateDict:
@@ -225,6 +253,8 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
             "foreign_buildkit": parse_foreign_buildkit(output),
             "leftovers": [line[len("leftover=") :] for line in output if line.startswith("leftover=")],
             "tls_cert": parse_tls_cert(output),
+            "k3s_registries": decoded_registries(values.get("k3s_registries")),
+            "k3s_certs_d": values.get("k3s_certs_d") == "yes",
         }
 
     @staticmethod

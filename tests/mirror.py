@@ -2,18 +2,25 @@
 
 Builds, for any version asked, the nerdctl, nerdctl-full and BuildKit release
 archives in the exact upstream layout (../shared/upstream-facts.md) with small
-stand-in executables inside, and serves them under github.com's paths. It can
+stand-in executables inside, and serves them under github.com's paths, with
+what upstream publishes beside them: nerdctl's SHA256SUMS and its signature
+(by a test key made on first use), BuildKit's provenance statements. It can
 be told to fail (404, 500, a truncated body, an HTML page with status 200,
 wrong bytes, or a body that arrives only after a pause) and counts what it served.
 """
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
 import io
+import json
 import random
+import shutil
+import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -282,6 +289,94 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# The test key that signs every SHA256SUMS the mirror serves (a release manager's key upstream).
+SIGNER = "pyinfra-nerdctl test release manager <release@example.invalid>"
+
+
+@cache
+def _signer_home() -> Path:
+    """A GNUPGHOME holding the test key, made on first use (ed25519, no passphrase: a few ms)."""
+    home = tempfile.mkdtemp(prefix="mirror-gpg-")
+    atexit.register(_forget_signer, home)
+    gpg(home, "--passphrase", "", "--quick-gen-key", SIGNER, "ed25519", "sign", "never")
+    return Path(home)
+
+
+def _forget_signer(home: str) -> None:
+    subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def gpg(home: str | Path, *arguments: str, data: bytes = b"") -> bytes:
+    """gpg's output for ``arguments`` with ``home`` as its GNUPGHOME (never the user's)."""
+    return subprocess.run(
+        ["gpg", "--batch", "--quiet", "--homedir", str(home), *arguments], input=data, capture_output=True, check=True
+    ).stdout
+
+
+def signer_public_key() -> bytes:
+    """The test key, armored, as an operator's ``nerdctl_gpg_keyring`` file holds it."""
+    return gpg(_signer_home(), "--armor", "--export")
+
+
+@cache
+def nerdctl_sums_signature(version: str) -> bytes:
+    """``SHA256SUMS.asc``: the test key's armored detached signature of the release's SHA256SUMS."""
+    return gpg(_signer_home(), "--armor", "--detach-sign", data=nerdctl_sums(version))
+
+
+def provenance_asset(version: str, arch: str) -> str:
+    return f"buildkit-v{version}.linux-{arch}.provenance.json"
+
+
+def provenance_path(version: str, arch: str) -> str:
+    return buildkit_path(version, provenance_asset(version, arch))
+
+
+def provenance(version: str, arch: str, subjects: dict[str, str] | None = None) -> bytes:
+    """BuildKit's ``.provenance.json`` for the archive: a bare in-toto statement, indented as BuildKit writes it.
+
+    Releases built by a BuildKit before v0.31 carry Statement v0.1 with a SLSA v0.2 predicate,
+    later ones Statement v1 with SLSA v1 (the predicate here keeps the shape, not all of it).
+    ``subjects`` (name to SHA-256) replaces the archive, for a statement that names other bytes.
+    """
+    asset = buildkit_asset(version, arch)
+    subjects = subjects or {asset: sha256(buildkit_archive(version, arch))}
+    subject = [{"name": name, "digest": {"sha256": digest}} for name, digest in subjects.items()]
+    source = {"uri": "https://github.com/moby/buildkit.git", "digest": {"sha1": "0" * 40}}
+    if _version_tuple(version) < (0, 31):
+        statement = {
+            "_type": "https://in-toto.io/Statement/v0.1",
+            "predicateType": "https://slsa.dev/provenance/v0.2",
+            "subject": subject,
+            "predicate": {
+                "builder": {"id": ""},
+                "buildType": "https://mobyproject.org/buildkit@v1",
+                "materials": [source],
+                "invocation": {
+                    "configSource": {"entryPoint": "Dockerfile"},
+                    "environment": {"platform": f"linux/{arch.replace('-', '/')}"},
+                },
+                "metadata": {"completeness": {"parameters": True}, "reproducible": False},
+            },
+        }
+    else:
+        statement = {
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": subject,
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {
+                "buildDefinition": {
+                    "buildType": "https://github.com/moby/buildkit/blob/master/docs/attestations/slsa-definitions.md",
+                    "externalParameters": {"configSource": {"uri": source["uri"], "path": "Dockerfile"}},
+                    "resolvedDependencies": [source],
+                },
+                "runDetails": {"builder": {"id": ""}, "metadata": {"invocationID": "x"}},
+            },
+        }
+    return json.dumps(statement, indent=2).encode()
+
+
 def content_for(path: str) -> bytes | None:
     """The bytes github.com would serve at ``path``, or None for a 404."""
     parts = path.strip("/").split("/")
@@ -295,6 +390,8 @@ def content_for(path: str) -> bytes | None:
     if repo == "containerd/nerdctl":
         if asset == "SHA256SUMS":
             return nerdctl_sums(version)
+        if asset == "SHA256SUMS.asc" and shutil.which("gpg"):
+            return nerdctl_sums_signature(version)
         for arch in NERDCTL_ARCHES:
             if asset == nerdctl_asset(version, arch):
                 return nerdctl_archive(version, arch)
@@ -305,6 +402,8 @@ def content_for(path: str) -> bytes | None:
         for arch in BUILDKIT_ARCHES:
             if asset == buildkit_asset(version, arch):
                 return buildkit_archive(version, arch)
+            if asset == provenance_asset(version, arch) and _version_tuple(version) >= (0, 11):
+                return provenance(version, arch)
     return None
 
 

@@ -27,6 +27,7 @@ def test_fetch_verified_keeps_nothing_that_does_not_match(mirror, tmp_path):
 
 
 def test_prefetch_refuses_what_it_cannot_verify(mirror, tmp_path):
+    mirror.fail("404", ".provenance.json")
     refused = subprocess.run(
         [
             sys.executable,
@@ -44,7 +45,7 @@ def test_prefetch_refuses_what_it_cannot_verify(mirror, tmp_path):
         text=True,
     )
     assert refused.returncode == 1
-    assert "BuildKit publishes no checksums: pin it" in refused.stderr
+    assert "its provenance cannot be read" in refused.stderr and "pin it with buildkit_sha256" in refused.stderr
     assert not any(tmp_path.rglob("*.tar.gz"))
 
 

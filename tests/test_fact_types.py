@@ -76,6 +76,8 @@ CAPTURED: dict[str, tuple[type[FactBase[Any]], list[str]]] = {
             "tls_cert=MIIBszCCAVmgAwIBAgIU",
             "tls_cert=-----END CERTIFICATE-----",
             "group=yes",
+            "k3s_registries=bWlycm9yczoKICBkb2NrZXIuaW86CiAgICBlbmRwb2ludDogWyJodHRwOi8vMTI3LjAuMC4xOjUwMDAiXQo=",
+            "k3s_certs_d=yes",
         ],
     ),
     "BuildkitBuilds": (facts.BuildkitBuilds, ["build=qz1k0dxm6c7t2m2vw5ofm7l0a 2026-11-30T19:02:03Z"]),

@@ -146,7 +146,7 @@ def _state(settings, **changes):
 def _steps(settings, state, authority):
     files, _ = tls_files(settings, state, authority, NAMES, NOW)
     takeover = plan_takeover(state, settings.buildkit_takeover)
-    changes = plan_changes(settings, takeover.state, MINIMAL, files)
+    changes = plan_changes(settings, takeover.state, MINIMAL, tls=files)
     steps = install_steps(settings, state, changes, takeover, MINIMAL, ALL, (NERDCTL_FULL,), [])
     return changes, {step.name: step for step in steps}
 
@@ -200,7 +200,7 @@ def test_a_renewal_writes_a_new_pair_and_restarts_the_drained_way(tmp_path, auth
     late = NOW + timedelta(days=340)
     files, reason = tls_files(settings, state, authority, NAMES, late)
     assert "within 30 days" in reason
-    changes = plan_changes(settings, state, MINIMAL, files)
+    changes = plan_changes(settings, state, MINIMAL, tls=files)
     assert {file.path for file in changes.files} == {layout.TLS_CERT, layout.TLS_KEY}
     assert changes.restart_service and changes.wait_for_builds
     # A key that is not root's own is replaced with its certificate.

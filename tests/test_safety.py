@@ -58,8 +58,8 @@ BAD_INPUTS = [
     ({"buildkit_version": "1.2.3.4.5"}, "buildkit_version='1.2.3.4.5' is not a release version"),
     ({"buildkit_sha256": "12ab"}, "buildkit_sha256='12ab' is not a SHA-256"),
     (
-        {"buildkit_version": "9.9.8", "buildkit_sha256": None},
-        "not in the shipped checksum table and BuildKit publishes no checksums",
+        {"buildkit_version": "0.10.8", "buildkit_sha256": None},  # before v0.11: no provenance
+        "not in the shipped checksum table and its provenance cannot be read",
     ),
     ({"bin_dir": "usr/local/bin"}, "bin_dir='usr/local/bin' must be an absolute path"),
     ({"containerd_address": "tcp://127.0.0.1:1234"}, "containerd_address='tcp://127.0.0.1:1234' must be a socket path"),

@@ -188,9 +188,12 @@ def test_checksum_order_pin_then_table_then_sums():
     assert fetched == ["http://127.0.0.1:1/containerd/nerdctl/releases/download/v9.0.0/SHA256SUMS"]
 
 
-def test_buildkit_without_pin_or_table_is_refused():
-    with pytest.raises(ReleaseError, match="publishes no checksums: pin it with buildkit_sha256"):
-        resolve_download(BUILDKIT, "9.9.9", "amd64", "https://github.com", None, _no_fetch)
+def test_buildkit_without_pin_table_or_provenance_is_refused():
+    def no_provenance(url):
+        raise ReleaseError(f"{url} answered HTTP 404")
+
+    with pytest.raises(ReleaseError, match="its provenance cannot be read .*: pin it with buildkit_sha256"):
+        resolve_download(BUILDKIT, "9.9.9", "amd64", "https://github.com", None, no_provenance)
 
 
 def test_nerdctl_asset_missing_from_sums_is_refused():

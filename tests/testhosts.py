@@ -115,6 +115,13 @@ TRIXIE_BUILDX = derived(
     "apt-get clean && rm -rf /var/lib/apt/lists/*",
 )
 BUILDX = "/usr/libexec/docker/cli-plugins/docker-buildx"
+# trixie with a real registry (Debian's docker-registry, off until a test starts it): issue 22's mirrors.
+TRIXIE_REGISTRY = derived(
+    TRIXIE_CONTAINERD,
+    "trixie-registry",
+    "apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-registry >/dev/null && "
+    "systemctl disable docker-registry.service >/dev/null 2>&1 && apt-get clean && rm -rf /var/lib/apt/lists/*",
+)
 # Hosts that real fleets have (issue 15): systemd 247, whose timestamps are whole seconds;
 # a German system locale, which SSH sessions pick up (pam_env); SSH sessions with umask 077 (pam_umask).
 # Python 3.9 has no tomllib, which the stand-ins parse their configs with: a shim over Debian's python3-toml.
