@@ -164,6 +164,8 @@ def _server_tls(settings: Settings, state: BuildHostStateDict, authority: Author
     if authority is None:
         return ()
     names = server_names(settings, host.name, host.data.get("ssh_hostname"))
+    if not names:
+        logger.warning(f"{host.name}: its server certificate can name no address clients use: set buildkit_remote_names")
     files, reason = tls_files(settings, state, authority, names, datetime.now(timezone.utc))
     if reason:
         logger.info(f"{host.name}: new server certificate for {', '.join(names)}: {reason}")
