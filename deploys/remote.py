@@ -47,24 +47,18 @@ def server_names(settings: Settings, inventory_name: str, ssh_hostname: str | No
 def replacement_reason(state: BuildHostStateDict, ca_pem: str, names: Sequence[str], now: datetime) -> str | None:
     """Why the host's server certificate and key are (re)issued; None while both serve as they are.
 
-    The certificate: see ``certs.renewal_reason``. The key: ours, and a ``root:root 0600`` file.
+    The certificate (the fact reads its block alone): see ``certs.renewal_reason``. The file that
+    holds it with the key: ours, and ``root:root 0600``.
     """
-    reason = renewal_reason(pem_of(state["tls_cert"]), ca_pem, names, now)
+    reason = renewal_reason(state["tls_cert"], ca_pem, names, now)
     if reason:
         return reason
-    key = state["paths"].get(layout.TLS_KEY)
-    if key is None or not key["ours"]:
+    server = state["paths"].get(layout.TLS_SERVER)
+    if server is None or not server["ours"]:
         return "no server key of ours"
-    if _wrong(key, "file", SECRET_MODE):
-        return f"the server key is not a root:root {SECRET_MODE} file"
+    if _wrong(server, "file", SECRET_MODE):
+        return f"{layout.TLS_SERVER} is not a root:root {SECRET_MODE} file"
     return None
-
-
-def pem_of(text: str | None) -> str | None:
-    """The PEM block of a file the deploys wrote (their marker line first), or None."""
-    if not text or "-----BEGIN" not in text:
-        return None
-    return text[text.index("-----BEGIN") :]
 
 
 def tls_files(
@@ -77,7 +71,8 @@ def tls_files(
     """A remote builder's TLS files to hold, and why its server pair is reissued (None: the host's serves).
 
     The CA's certificate always (clients' certificates must chain to it); the server's certificate
-    and a new key only when ``replacement_reason`` says so. None at all for a host that is no remote builder.
+    with a new key, in one file, only when ``replacement_reason`` says so. None at all for a host
+    that is no remote builder.
     """
     if settings.buildkit_remote_address is None:
         return (), None
@@ -86,8 +81,5 @@ def tls_files(
     if reason is None:
         return (ca,), None
     cert_pem, key_pem = issue(authority, names[0] if names else "buildkitd", names, server=True, now=now)
-    pair = (
-        ManagedFile(layout.TLS_CERT, HEADER + cert_pem, SECRET_MODE),
-        ManagedFile(layout.TLS_KEY, HEADER + key_pem, SECRET_MODE),
-    )
-    return (ca, *pair), reason
+    # The certificate first: Go's tls.LoadX509KeyPair takes each of the two blocks from the one file.
+    return (ca, ManagedFile(layout.TLS_SERVER, HEADER + cert_pem + key_pem, SECRET_MODE)), reason

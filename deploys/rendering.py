@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from ..layout import BUILDKIT_CONFIG, CONTAINERD_UNIT, MARKER, SOCKET_UNIT, SYSTEM_PATH, TLS_CA, TLS_CERT, TLS_KEY
+from ..layout import BUILDKIT_CONFIG, CONTAINERD_UNIT, MARKER, SOCKET_UNIT, SYSTEM_PATH, TLS_CA, TLS_SERVER
 from .k3s_registries import NO_K3S_REGISTRIES, K3sRegistries
 from .settings import Settings
 
@@ -193,7 +193,7 @@ def remote_listener(settings: Settings) -> str:
         return ""
     return (
         f" --addr tcp://{settings.buildkit_remote_address}"
-        f" --tlscacert {TLS_CA} --tlscert {TLS_CERT} --tlskey {TLS_KEY}"
+        f" --tlscacert {TLS_CA} --tlscert {TLS_SERVER} --tlskey {TLS_SERVER}"
     )
 
 

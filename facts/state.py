@@ -17,7 +17,7 @@ from ..layout import (
     MARKER,
     STALE_MINUTES,
     TEMP_PREFIX,
-    TLS_CERT,
+    TLS_SERVER,
     UNIT_DIR,
     UPLOAD_DIR,
     WORK_DIR,
@@ -112,10 +112,12 @@ def leftovers_command(destinations: tuple[str, ...]) -> str:
 TLS_CERT_PREFIX = "tls_cert="
 
 
-def tls_cert_command(path: str = TLS_CERT) -> str:
+def tls_cert_command(path: str = TLS_SERVER) -> str:
     """A remote builder's server certificate, each line after ``tls_cert=``: the controller decides from it whether
-    it still serves (``deploys.remote``). Public, and a few hundred bytes: read whole on every run."""
-    return f"sed 's/^/{TLS_CERT_PREFIX}/' {shlex.quote(path)} 2>/dev/null; true"
+    it still serves (``deploys.remote``). Public, and a few hundred bytes: read on every run. Only the
+    certificate's block: the key beside it in the file never leaves the host."""
+    block = "/^-----BEGIN CERTIFICATE-----$/,/^-----END CERTIFICATE-----$/"
+    return f"sed -n '{block}s/^/{TLS_CERT_PREFIX}/p' {shlex.quote(path)} 2>/dev/null; true"
 
 
 def parse_tls_cert(lines: list[str]) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import tempfile
 from datetime import datetime, timedelta, timezone
 from io import StringIO
 from types import SimpleNamespace
@@ -20,6 +22,7 @@ from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL
 from pyinfra_nerdctl.deploys.remote import replacement_reason, server_names, tls_files
 from pyinfra_nerdctl.deploys.settings import SettingError, resolve_settings
 from pyinfra_nerdctl.deploys.takeover import plan_takeover
+from pyinfra_nerdctl.facts.state import parse_tls_cert, tls_cert_command
 from states import converged_state
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -130,7 +133,7 @@ def test_the_service_unit_of_a_remote_builder_listens_on_tcp_with_tls_and_starts
     unit = rendering.buildkit_service_unit(remote_settings(tmp_path))
     assert (
         "--addr fd:// --addr tcp://127.0.0.5:1234 --tlscacert /etc/buildkit/tls/ca.pem "
-        "--tlscert /etc/buildkit/tls/cert.pem --tlskey /etc/buildkit/tls/key.pem --config"
+        "--tlscert /etc/buildkit/tls/server.pem --tlskey /etc/buildkit/tls/server.pem --config"
     ) in unit
     assert unit.endswith("[Install]\nWantedBy=multi-user.target\n")
     plain = rendering.buildkit_service_unit(resolve_settings({}.get, {}))
@@ -151,6 +154,27 @@ def _steps(settings, state, authority):
     return changes, {step.name: step for step in steps}
 
 
+def fact_lines(content: str) -> list[str]:
+    """What ``tls_cert_command`` prints for a file holding ``content`` (its own sed, run here)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as handle:
+        handle.write(content)
+        handle.flush()
+        printed = subprocess.run(
+            ["sh", "-c", tls_cert_command(handle.name)], capture_output=True, text=True, check=True
+        )
+    return printed.stdout.splitlines()
+
+
+def test_the_fact_reads_the_certificate_and_never_the_key_beside_it(tmp_path, authority):
+    settings = remote_settings(tmp_path)
+    files, _ = tls_files(settings, _state(settings), authority, NAMES, NOW)
+    server = next(file.content for file in files if file.path == layout.TLS_SERVER)
+    lines = fact_lines(server)
+    assert lines[0] == "tls_cert=-----BEGIN CERTIFICATE-----" and lines[-1] == "tls_cert=-----END CERTIFICATE-----"
+    assert not any("PRIVATE" in line or "Managed" in line for line in lines)
+    assert certs.renewal_reason(parse_tls_cert(lines), authority.cert_pem, NAMES, NOW) is None
+
+
 def remote_converged(settings, authority):
     """A remote builder as a run leaves it: TLS files in place (as the fact reads them), the service enabled."""
     state = _state(settings)
@@ -158,7 +182,8 @@ def remote_converged(settings, authority):
     for file in files:
         state["paths"][file.path] = {**state["paths"][layout.BUILDKIT_CONFIG], "sha256": file.sha256, "mode": file.mode}
     state["paths"][layout.BUILDKIT_TLS_DIR] = {**state["paths"][layout.BUILDKIT_CONFIG_DIR], "mode": "700"}
-    state["tls_cert"] = next(file.content for file in files if file.path == layout.TLS_CERT)
+    server = next(file.content for file in files if file.path == layout.TLS_SERVER)
+    state["tls_cert"] = parse_tls_cert(fact_lines(server))
     state["units"]["service"]["enabled"] = True
     return state
 
@@ -169,12 +194,12 @@ def test_turning_remote_on_writes_the_tls_files_root_only_and_starts_the_service
 
     assert {file.path: file.mode for file in changes.files if file.path.startswith(layout.BUILDKIT_TLS_DIR)} == {
         layout.TLS_CA: "644",
-        layout.TLS_CERT: "600",
-        layout.TLS_KEY: "600",
+        layout.TLS_SERVER: "600",
     }
     assert steps["Directory /etc/buildkit/tls"].options["mode"] == "700"
-    assert steps["Write /etc/buildkit/tls/key.pem"].options["mode"] == "600"
-    assert "BEGIN PRIVATE KEY" in steps["Write /etc/buildkit/tls/key.pem"].options["content"]
+    server = steps["Write /etc/buildkit/tls/server.pem"].options
+    assert server["mode"] == "600"
+    assert server["content"].index("BEGIN CERTIFICATE") < server["content"].index("BEGIN PRIVATE KEY")
     assert "PRIVATE" not in steps["Write /etc/buildkit/tls/ca.pem"].options["content"]  # the CA's key stays here
     assert steps["Enable buildkit.service"].commands == ("systemctl enable buildkit.service",)
     # The running service restarts onto the new unit and files, its builds waited for first.
@@ -201,11 +226,13 @@ def test_a_renewal_writes_a_new_pair_and_restarts_the_drained_way(tmp_path, auth
     files, reason = tls_files(settings, state, authority, NAMES, late)
     assert "within 30 days" in reason
     changes = plan_changes(settings, state, MINIMAL, tls=files)
-    assert {file.path for file in changes.files} == {layout.TLS_CERT, layout.TLS_KEY}
+    assert {file.path for file in changes.files} == {layout.TLS_SERVER}
     assert changes.restart_service and changes.wait_for_builds
     # A key that is not root's own is replaced with its certificate.
-    state["paths"][layout.TLS_KEY]["mode"] = "644"
-    assert replacement_reason(state, authority.cert_pem, NAMES, NOW) == "the server key is not a root:root 600 file"
+    state["paths"][layout.TLS_SERVER]["mode"] = "644"
+    assert replacement_reason(state, authority.cert_pem, NAMES, NOW) == (
+        "/etc/buildkit/tls/server.pem is not a root:root 600 file"
+    )
 
 
 def test_turning_remote_off_closes_the_port_drained_disables_and_then_removes_the_tls_files(tmp_path, authority):
@@ -217,8 +244,7 @@ def test_turning_remote_off_closes_the_port_drained_disables_and_then_removes_th
     assert steps["Disable buildkit.service"].commands == ("systemctl disable buildkit.service",)
     assert steps["Remove the server's TLS files"].commands == (
         "rm -f /etc/buildkit/tls/ca.pem",
-        "rm -f /etc/buildkit/tls/cert.pem",
-        "rm -f /etc/buildkit/tls/key.pem",
+        "rm -f /etc/buildkit/tls/server.pem",
         "rmdir /etc/buildkit/tls 2>/dev/null || true",
     )
     names = list(steps)
@@ -261,13 +287,13 @@ class UploadingHost:
 def test_a_key_uploaded_through_sudo_goes_through_a_temporary_file_only_the_login_user_reads():
     state = SimpleNamespace(print_output=False, print_input=False)
     through_sudo = UploadingHost()
-    assert PrivateUploadCommand(StringIO("key"), "/etc/buildkit/tls/key.pem.tmp").execute(
+    assert PrivateUploadCommand(StringIO("key"), "/etc/buildkit/tls/server.pem.tmp").execute(
         state, through_sudo, {"_sudo": True, "_su_user": None}
     )
     assert through_sudo.calls == [
         ("run", "umask 077 && mktemp", False),
-        ("put", "/etc/buildkit/tls/key.pem.tmp", "/tmp/tmp.Xy12", True),
+        ("put", "/etc/buildkit/tls/server.pem.tmp", "/tmp/tmp.Xy12", True),
     ]
     as_root = UploadingHost()
-    assert PrivateUploadCommand(StringIO("key"), "/etc/buildkit/tls/key.pem.tmp").execute(state, as_root, {})
-    assert as_root.calls == [("put", "/etc/buildkit/tls/key.pem.tmp", None, None)]
+    assert PrivateUploadCommand(StringIO("key"), "/etc/buildkit/tls/server.pem.tmp").execute(state, as_root, {})
+    assert as_root.calls == [("put", "/etc/buildkit/tls/server.pem.tmp", None, None)]

@@ -80,7 +80,7 @@ def test_buildx_on_another_host_builds_with_a_client_certificate_and_nobody_else
     assert run.returncode == 0, run.output
     assert listening(builder.address)
     assert builder.run("systemctl is-enabled buildkit.service").stdout.strip() == "enabled"
-    assert builder.run("stat -c %a:%U /etc/buildkit/tls /etc/buildkit/tls/key.pem").stdout.split() == [
+    assert builder.run("stat -c %a:%U /etc/buildkit/tls /etc/buildkit/tls/server.pem").stdout.split() == [
         "700:root",
         "600:root",
     ]
@@ -132,8 +132,7 @@ def test_buildx_on_another_host_builds_with_a_client_certificate_and_nobody_else
     assert run.returncode == 0, run.output
     changed = {name.rsplit(" | ", 1)[-1] for name in run.changes_made()[builder.name]}
     assert changed == {
-        "Write /etc/buildkit/tls/cert.pem",
-        "Write /etc/buildkit/tls/key.pem",
+        "Write /etc/buildkit/tls/server.pem",
         "Wait for the builds in flight on buildkit.service",
         "Restart buildkit.service",
         "Check that BuildKit answers with the containerd worker",
@@ -177,5 +176,5 @@ def test_a_port_taken_by_something_else_fails_the_run_clearly_and_the_host_keeps
     run = run_pyinfra(via_sudo, DEPLOY, data=remote, extra_args=("--sudo",))
     assert run.returncode == 0, run.output
     assert listening(builder.address)
-    assert builder.run("stat -c %a:%U:%G /etc/buildkit/tls/key.pem").stdout.strip() == "600:root:root"
+    assert builder.run("stat -c %a:%U:%G /etc/buildkit/tls/server.pem").stdout.strip() == "600:root:root"
     assert builder.run(f"find /tmp -user {testhosts.OPERATOR}").stdout == ""
