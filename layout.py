@@ -52,6 +52,13 @@ NERDCTL_CONFIG = f"{NERDCTL_CONFIG_DIR}/nerdctl.toml"
 BUILDKIT_CONFIG = f"{BUILDKIT_CONFIG_DIR}/buildkitd.toml"
 CONTAINERD_CONFIG = f"{CONTAINERD_CONFIG_DIR}/config.toml"
 DOCKER_ALIAS = "/etc/profile.d/nerdctl-docker-alias.sh"
+# A remote builder's TLS files (buildkit_remote_address), in a root-only folder: the fleet CA's certificate,
+# which client certificates must chain to, and this host's server certificate with its key in one file, so
+# that the pair is replaced by one rename (buildkitd's --tlscert and --tlskey both name it).
+BUILDKIT_TLS_DIR = f"{BUILDKIT_CONFIG_DIR}/tls"
+TLS_CA = f"{BUILDKIT_TLS_DIR}/ca.pem"
+TLS_SERVER = f"{BUILDKIT_TLS_DIR}/server.pem"
+TLS_FILES = (TLS_CA, TLS_SERVER)
 # k3s's registry configuration, and the containerd hosts.toml folders k3s (1.26.13 and later) writes from it.
 K3S_REGISTRIES = "/etc/rancher/k3s/registries.yaml"
 K3S_CERTS_DIR = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from pyinfra import host, logger
@@ -9,10 +10,11 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.api.exceptions import DeployError
 
 from .. import layout
+from ..certs import Authority, CertError, load_or_create_ca
 from ..facts import BuildHostState, ReleaseFiles, manifest_glob, manifest_path
 from ..facts.types import BuildHostStateDict, PlatformDict
 from .build_plan import dest_of, install_steps, removal_steps
-from .changes import has_buildkit, plan_changes, plan_removal, wanted_version, watched_paths
+from .changes import ManagedFile, has_buildkit, plan_changes, plan_removal, wanted_version, watched_paths
 from .controller import remove_stale_partials
 from .k3s_registries import NO_K3S_REGISTRIES, K3sRegistries, RegistriesError, k3s_registries
 from .disk import disk_warnings, version_after_run
@@ -27,6 +29,7 @@ from .releases import (
     resolve_download,
     upstream_arch,
 )
+from .remote import server_names, tls_files
 from .settings import SettingError, Settings, resolve_settings, settings_warnings, unknown_key_warnings
 from .steps import carry_out
 from .takeover import ForeignSetupError, Takeover, plan_takeover
@@ -130,6 +133,7 @@ def _install(
     ``possible`` are all the releases this deploy may install on any host (the steps it runs everywhere);
     ``retired`` are the other flavor's releases, whose files the install takes away.
     """
+    authority = _authority(settings) if has_buildkit(releases) else None
     state = _host_state(settings, possible)
     if state is None:
         return
@@ -138,7 +142,9 @@ def _install(
     if not retired and state["full"]["managed"]:
         raise fail("this host runs the nerdctl-full flavor: change it with install_build_host, not piece by piece")
     takeover = _takeover(settings, state, releases)
-    changes = plan_changes(settings, takeover.state, releases, _k3s_registries(settings, state))
+    changes = plan_changes(
+        settings, takeover.state, releases, _k3s_registries(settings, state), _server_tls(settings, state, authority)
+    )
     downloads = [_download(release, settings, machine) for release in changes.outdated]
     warning = containerd_missing_warning(settings, takeover.state) if has_buildkit(releases) else None
     if warning:
@@ -150,6 +156,29 @@ def _install(
     steps = install_steps(settings, state, changes, takeover, releases, possible, retired, downloads)
     with fixed_steps():
         carry_out(steps)
+
+
+def _authority(settings: Settings) -> Authority | None:
+    """The fleet's CA for a remote builder (made on first use), before the host is read; None for none."""
+    if settings.buildkit_remote_address is None:
+        return None
+    try:
+        return load_or_create_ca(settings.buildkit_ca_dir)
+    except CertError as error:
+        raise fail(str(error)) from error
+
+
+def _server_tls(settings: Settings, state: BuildHostStateDict, authority: Authority | None) -> tuple[ManagedFile, ...]:
+    """A remote builder's TLS files (``remote.tls_files``); a new server certificate is said, with why."""
+    if authority is None:
+        return ()
+    names = server_names(settings, host.name, host.data.get("ssh_hostname"))
+    if not names:
+        logger.warning(f"{host.name}: its server certificate can name no address clients use: set buildkit_remote_names")
+    files, reason = tls_files(settings, state, authority, names, datetime.now(timezone.utc))
+    if reason:
+        logger.info(f"{host.name}: new server certificate for {', '.join(names)}: {reason}")
+    return files
 
 
 def _takeover(settings: Settings, state: BuildHostStateDict, releases: tuple[Release, ...]) -> Takeover:

@@ -14,7 +14,18 @@ from collections.abc import Mapping, Sequence
 from .. import layout
 from ..facts.types import BuildHostStateDict
 from . import commands as sh
-from .changes import DIR_MODE, Changes, Removal, dir_slots, file_slots, has_buildkit, has_nerdctl, wanted_version
+from .changes import (
+    DIR_MODE,
+    FILE_MODE,
+    Changes,
+    Removal,
+    dir_mode,
+    dir_slots,
+    file_slots,
+    has_buildkit,
+    has_nerdctl,
+    wanted_version,
+)
 from .drain import drain_commands
 from .operations import remember_script
 from .releases import BUILDKIT, NERDCTL, NERDCTL_FULL, Download, Release
@@ -93,6 +104,7 @@ def install_steps(
         *_setup_steps(changes, settings, possible, takeover),
         *_unit_steps(changes, settings, possible),
         *_check_steps(settings, takeover.state, changes, releases, possible),
+        *_remote_end_steps(changes, possible),
     ]
 
 
@@ -117,10 +129,10 @@ def _folder_steps(changes: Changes, possible: tuple[Release, ...]) -> list[Step]
     folders = [
         Step(
             f"Directory {directory}",
-            (sh.root_directory(directory, DIR_MODE),) if directory in changes.dirs else (),
+            (sh.root_directory(directory, dir_mode(directory)),) if directory in changes.dirs else (),
             f"{directory} is as wanted",
             kind="directory",
-            options={"path": directory},
+            options={"path": directory, "mode": dir_mode(directory)},
         )
         for directory in dir_slots(possible)
     ]
@@ -134,13 +146,17 @@ def _folder_steps(changes: Changes, possible: tuple[Release, ...]) -> list[Step]
 
 def _file_steps(changes: Changes, possible: tuple[Release, ...]) -> list[Step]:
     """Each managed file written where it differs, then a docker alias of ours that is no longer wanted removed."""
-    to_write = {file.path: file.content for file in changes.files}
+    to_write = {file.path: file for file in changes.files}
     files = [
         Step(
             f"Write {path}",
             kind="write",
             unneeded=f"{path} is as wanted",
-            options={"path": path, "content": to_write.get(path)},
+            options={
+                "path": path,
+                "content": to_write[path].content if path in to_write else None,
+                "mode": to_write[path].mode if path in to_write else FILE_MODE,
+            },
         )
         for path in file_slots(possible)
     ]
@@ -210,16 +226,49 @@ def _unit_steps(changes: Changes, settings: Settings, possible: tuple[Release, .
         steps += _unit_control(
             layout.CONTAINERD_UNIT, changes.enable_containerd, changes.start_containerd, changes.restart_containerd
         )
-    return [*steps, _restart_service_step(changes, settings)]
+    start = run(
+        f"Start {layout.SERVICE_UNIT}",
+        # With buildkit_verify, the check that follows waits for it (and undoes a unit the daemon refuses: a port in use).
+        [sh.systemctl("start", *no_block(settings), layout.SERVICE_UNIT)] if changes.start_service else [],
+        f"{layout.SERVICE_UNIT} runs, or starts on demand",
+    )
+    return [*steps, _restart_service_step(changes, settings), start]
+
+
+def no_block(settings: Settings) -> tuple[str, ...]:
+    """``--no-block`` for a start or restart that the check then waits for (``buildkit_verify``)."""
+    return ("--no-block",) if settings.buildkit_verify else ()
+
+
+def _remote_end_steps(changes: Changes, possible: tuple[Release, ...]) -> list[Step]:
+    """After the check, which may go back to the previous units: a remote builder's service enabled at boot (TCP
+    clients cannot start it), or for a host that is none, the service disabled and our TLS files gone."""
+    if not has_buildkit(possible):
+        return []
+    unit = layout.SERVICE_UNIT
+    files = [sh.remove_file(path) for path in changes.remove_tls if path != layout.BUILDKIT_TLS_DIR]
+    folder = [sh.remove_if_empty(layout.BUILDKIT_TLS_DIR)] if layout.BUILDKIT_TLS_DIR in changes.remove_tls else []
+    return [
+        run(
+            f"Enable {unit}",
+            [sh.systemctl("enable", unit)] if changes.enable_service else [],
+            f"{unit} is enabled, or starts on demand",
+        ),
+        run(
+            f"Disable {unit}",
+            [sh.systemctl("disable", unit)] if changes.disable_service else [],
+            f"{unit} is not enabled",
+        ),
+        run("Remove the server's TLS files", files + folder, "no TLS files of a remote builder to remove"),
+    ]
 
 
 def _restart_service_step(changes: Changes, settings: Settings) -> Step:
     """Restart a running ``buildkit.service`` whose binary, config or unit changed since it started."""
     # With buildkit_verify, the check that follows waits for it (and undoes what the daemon refuses).
-    no_block = ("--no-block",) if settings.buildkit_verify else ()
     return run(
         f"Restart {layout.SERVICE_UNIT}",
-        [sh.systemctl("try-restart", *no_block, layout.SERVICE_UNIT)] if changes.restart_service else [],
+        [sh.systemctl("try-restart", *no_block(settings), layout.SERVICE_UNIT)] if changes.restart_service else [],
         f"{layout.SERVICE_UNIT} runs what is on disk",
     )
 
@@ -247,7 +296,9 @@ def _check_steps(
     return [
         check(
             "Check that BuildKit answers with the containerd worker",
-            verify_script(settings, state["units"]["service"]["active"]),
+            verify_script(
+                settings, state["units"]["service"]["active"] or settings.buildkit_remote_address is not None
+            ),
             check_skip_reason(settings, changes, containerd_missing=missing),
         )
     ]
@@ -284,7 +335,8 @@ def removal_steps(
             [sh.remove_if_empty(directory)] if directory in removal.dirs else [],
             f"nothing of ours was in {directory}",
         )
-        for directory in dir_slots(possible)
+        # A folder inside another goes first (the TLS folder in /etc/buildkit).
+        for directory in sorted(dir_slots(possible), key=lambda directory: -directory.count("/"))
     ]
     steps += _purge_steps(state, possible, purge)
     return steps + [
@@ -308,10 +360,11 @@ def _stop_steps(
         # The real buildkitd exits 1 on SIGTERM: leave no "failed" unit behind.
         f"{sh.systemctl('reset-failed', layout.SERVICE_UNIT)} || true",
     ]
+    disable = [sh.systemctl("disable", layout.SERVICE_UNIT)] if removal.disable_service else []
     steps = [
         run(
             f"Stop {layout.SERVICE_UNIT}",
-            stop if removal.stop_service else [],
+            (stop if removal.stop_service else []) + disable,
             f"no running {layout.SERVICE_UNIT} of ours",
         )
     ]

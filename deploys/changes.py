@@ -19,16 +19,19 @@ from .settings import Settings
 
 FILE_MODE = "644"
 DIR_MODE = "755"
+# The TLS folder is root's alone: an uploaded server key is never readable by anyone else, even before its chmod.
+DIR_MODES = {layout.BUILDKIT_TLS_DIR: "700"}
 OWNER = ("root", "root")
 UNIT_FILES = frozenset({layout.SOCKET_PATH, layout.SERVICE_PATH, layout.CONTAINERD_UNIT_PATH})
 
 
 @dataclass(frozen=True)
 class ManagedFile:
-    """A file the deploys own, with the content it must have (``root:root 0644``)."""
+    """A file the deploys own, with the content it must have (``root:root``, ``mode``)."""
 
     path: str
     content: str
+    mode: str = FILE_MODE
 
     @property
     def sha256(self) -> str:
@@ -56,6 +59,7 @@ def dir_slots(possible: tuple[Release, ...]) -> tuple[str, ...]:
     wanted = (
         (has_nerdctl(possible), layout.NERDCTL_CONFIG_DIR),
         (has_buildkit(possible), layout.BUILDKIT_CONFIG_DIR),
+        (has_buildkit(possible), layout.BUILDKIT_TLS_DIR),
         (NERDCTL_FULL in possible, layout.CONTAINERD_CONFIG_DIR),
     )
     return tuple(directory for needed, directory in wanted if needed)
@@ -67,23 +71,33 @@ def file_slots(possible: tuple[Release, ...]) -> tuple[str, ...]:
         (has_nerdctl(possible), (layout.NERDCTL_CONFIG, layout.DOCKER_ALIAS)),
         (NERDCTL_FULL in possible, (layout.CONTAINERD_UNIT_PATH, layout.CONTAINERD_CONFIG)),
         (has_buildkit(possible), (layout.BUILDKIT_CONFIG, layout.SOCKET_PATH, layout.SERVICE_PATH)),
+        (has_buildkit(possible), layout.TLS_FILES),
     )
     return tuple(path for needed, paths in wanted if needed for path in paths)
 
 
+def dir_mode(directory: str) -> str:
+    return DIR_MODES.get(directory, DIR_MODE)
+
+
 def managed_dirs(settings: Settings, releases: tuple[Release, ...]) -> tuple[str, ...]:
-    """The folders ``releases`` need: their slots, ``/etc/containerd`` only for a ``containerd_config``."""
-    return tuple(
-        directory
-        for directory in dir_slots(releases)
-        if directory != layout.CONTAINERD_CONFIG_DIR or _containerd_config(settings, releases)
-    )
+    """The folders ``releases`` need: their slots, ``/etc/containerd`` only for a ``containerd_config``,
+    the TLS folder only for a remote builder."""
+    unless = {
+        layout.CONTAINERD_CONFIG_DIR: _containerd_config(settings, releases),
+        layout.BUILDKIT_TLS_DIR: settings.buildkit_remote_address is not None,
+    }
+    return tuple(directory for directory in dir_slots(releases) if unless.get(directory, True))
 
 
 def managed_files(
-    settings: Settings, releases: tuple[Release, ...], k3s: K3sRegistries = NO_K3S_REGISTRIES
+    settings: Settings,
+    releases: tuple[Release, ...],
+    k3s: K3sRegistries = NO_K3S_REGISTRIES,
+    tls: tuple[ManagedFile, ...] = (),
 ) -> tuple[ManagedFile, ...]:
-    """Every file ``releases`` need, rendered from ``settings`` and the host's ``k3s`` registry configuration."""
+    """Every file ``releases`` need, rendered from ``settings`` and the host's ``k3s`` registry configuration;
+    ``tls``: a remote builder's (``remote.tls_files``)."""
     files = []
     if has_nerdctl(releases):
         files.append(ManagedFile(layout.NERDCTL_CONFIG, rendering.nerdctl_toml(settings, k3s)))
@@ -98,6 +112,7 @@ def managed_files(
             ManagedFile(layout.BUILDKIT_CONFIG, rendering.buildkitd_toml(settings, k3s)),
             ManagedFile(layout.SOCKET_PATH, rendering.buildkit_socket_unit(settings)),
             ManagedFile(layout.SERVICE_PATH, rendering.buildkit_service_unit(settings)),
+            *tls,
         ]
     return tuple(files)
 
@@ -132,6 +147,12 @@ class Changes:
     start_socket: bool = False
     restart_socket: bool = False
     restart_service: bool = False
+    # A remote builder's service runs all the time (enabled, started); back to on-demand, it is disabled.
+    enable_service: bool = False
+    start_service: bool = False
+    disable_service: bool = False
+    # Our TLS files (and their folder) go once the host is no remote builder: they run after the check.
+    remove_tls: tuple[str, ...] = ()
     # A step stops or restarts a running buildkit.service, or the containerd its builds run on.
     wait_for_builds: bool = False
 
@@ -175,7 +196,7 @@ def _wrong(found: StatDict | None, kind: str, mode: str, owner: tuple[str, str |
 
 def file_outdated(found: ManagedPathDict | None, file: ManagedFile, owner: tuple[str, str | None] = OWNER) -> bool:
     """Whether the managed ``file`` must be written: ``found`` (its stat and SHA-256) is missing or differs."""
-    return found is None or _wrong(found, "file", FILE_MODE, owner) or found["sha256"] != file.sha256
+    return found is None or _wrong(found, "file", file.mode, owner) or found["sha256"] != file.sha256
 
 
 def created_dirs_to_fix(state: BuildHostStateDict) -> tuple[str, ...]:
@@ -207,9 +228,10 @@ def plan_changes(
     state: BuildHostStateDict,
     releases: tuple[Release, ...],
     k3s: K3sRegistries = NO_K3S_REGISTRIES,
+    tls: tuple[ManagedFile, ...] = (),
 ) -> Changes:
     """The changes ``releases`` need on a host whose ``BuildHostState`` is ``state`` (``k3s``: what its
-    k3s registry configuration adds to the configs, ``k3s_registries``).
+    k3s registry configuration adds to the configs, ``k3s_registries``; ``tls``: see ``managed_files``).
 
     A unit file change means one daemon-reload (the one ``systemctl enable`` makes, where a
     unit is being enabled). A socket that changed, or that runs a unit older than its file,
@@ -218,12 +240,13 @@ def plan_changes(
     did (an interrupted earlier run). containerd from the full archive follows the same rules.
     """
     paths = state["paths"]
-    files = tuple(file for file in managed_files(settings, releases, k3s) if file_outdated(paths.get(file.path), file))
+    wanted = managed_files(settings, releases, k3s, tls)
+    files = tuple(file for file in wanted if file_outdated(paths.get(file.path), file))
     outdated = tuple(r for r in releases if installed_version(r, state) != wanted_version(r, settings))
     changes = Changes(
         outdated=outdated,
         remember_versions=versions_to_remember(state.get("versions_executed", ()), outdated),
-        dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", DIR_MODE)),
+        dirs=tuple(d for d in managed_dirs(settings, releases) if _wrong(paths.get(d), "dir", dir_mode(d))),
         created_dirs_to_fix=created_dirs_to_fix(state),
         files=files,
         remove_alias=has_nerdctl(releases) and not settings.nerdctl_docker_alias and _ours(paths, layout.DOCKER_ALIAS),
@@ -242,7 +265,7 @@ def _plan_units(
     full = NERDCTL_FULL in releases
     new_binaries = bool(set(changes.outdated) & {BUILDKIT, NERDCTL_FULL})
     restart_socket = socket["active"] and (layout.SOCKET_PATH in changed or socket["stale"])
-    service_inputs_changed = new_binaries or bool(changed & {layout.BUILDKIT_CONFIG, layout.SERVICE_PATH})
+    service_inputs_changed = new_binaries or bool(changed & {layout.BUILDKIT_CONFIG, layout.SERVICE_PATH, *layout.TLS_FILES})
     containerd_inputs_changed = new_binaries or bool(changed & {layout.CONTAINERD_CONFIG, layout.CONTAINERD_UNIT_PATH})
     enable_containerd = full and not containerd["enabled"]
     restart_containerd = full and containerd["active"] and (containerd_inputs_changed or containerd["stale"])
@@ -252,6 +275,7 @@ def _plan_units(
         or changes.retire_containerd
         or any(unit["needs_daemon_reload"] for unit in units.values())
     )
+    changes = _remote_service(changes, settings, state)
     return replace(
         changes,
         create_group=bool(settings.buildkit_socket_group) and not state["group_exists"],
@@ -269,11 +293,23 @@ def _plan_units(
     )
 
 
+def _remote_service(changes: Changes, settings: Settings, state: BuildHostStateDict) -> Changes:
+    """A remote builder's service enabled and running (a TCP client cannot start it); else on demand, TLS files gone."""
+    service = state["units"]["service"]
+    if settings.buildkit_remote_address is not None:
+        return replace(changes, enable_service=not service["enabled"], start_service=not service["active"])
+    paths = state["paths"]
+    ours = tuple(path for path in layout.TLS_FILES if _ours(paths, path))
+    folder = (layout.BUILDKIT_TLS_DIR,) if layout.BUILDKIT_TLS_DIR in paths else ()
+    return replace(changes, disable_service=service["enabled"], remove_tls=ours + folder)
+
+
 @dataclass(frozen=True)
 class Removal:
     """What a removal takes away on one host: only what carries this package's marker."""
 
     stop_service: bool = False
+    disable_service: bool = False  # a remote builder's
     stop_units: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     dirs: tuple[str, ...] = ()
@@ -296,6 +332,7 @@ def plan_removal(state: BuildHostStateDict, possible: tuple[Release, ...]) -> Re
     )
     return Removal(
         stop_service=layout.SERVICE_PATH in files and units["service"]["active"],
+        disable_service=layout.SERVICE_PATH in files and units["service"]["enabled"],
         stop_units=stop_units,
         files=files,
         dirs=tuple(d for d in dir_slots(possible) if any(path.startswith(f"{d}/") for path in files)),

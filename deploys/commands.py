@@ -37,6 +37,11 @@ def stop_buildkitd_process(pid: int, seconds: int) -> str:
     )
 
 
+def private_temp_file() -> str:
+    """A new empty file that only its owner can read; prints its path."""
+    return "umask 077 && mktemp"
+
+
 def remove_file(path: str) -> str:
     return f"rm -f {shlex.quote(path)}"
 

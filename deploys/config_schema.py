@@ -208,6 +208,8 @@ BUILDKITD_OWNED = {
     ("grpc", "address"): SOCKET_IS_SYSTEMDS,
     ("grpc", "uid"): SOCKET_IS_SYSTEMDS,
     ("grpc", "gid"): SOCKET_IS_SYSTEMDS,
+    # Without a TCP address of its own (grpc.address is ours) TLS would guard nothing.
+    ("grpc", "tls"): "use buildkit_remote_address: the deploy issues the certificates",
 }
 NERDCTL_OWNED: dict[tuple[str, ...], str] = {
     ("address",): "use containerd_address",

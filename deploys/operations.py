@@ -30,17 +30,18 @@ from typing import TYPE_CHECKING, Any, ParamSpec, cast
 
 import pyinfra
 from pyinfra import host, logger
-from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, StringCommand, operation
 
 from ..facts import manifest_glob, manifest_path, shell_glob
 from ..facts.versions import VERSION_KEY, VERSIONED_BINARIES
 from ..layout import BINARY_VERSIONS, CREATED_FOLDERS, STALE_MINUTES, TEMP_PREFIX, UPLOAD_DIR, WORK_DIR
-from .commands import lock_commands, locked, naming_a_kill, private_dirs_command, replace_file
+from .commands import lock_commands, locked, naming_a_kill, private_dirs_command, private_temp_file, replace_file
 from .commands import root_directory as root_directory_command
 from .controller import cache_path, cached_archive
 from .releases import Download, Release, ReleaseError
 
 if TYPE_CHECKING:
+    from pyinfra.api.arguments import ConnectorArguments
     from pyinfra.api.arguments_typed import PyinfraOperation
 
 try:
@@ -405,6 +406,32 @@ def show_diff(label: str, current: list[str] | None, content: str) -> None:
     logger.info("")
 
 
+# How pyinfra runs a command as another user (``--sudo``, su, doas, dzdo), and the value that turns each off.
+ELEVATION = {"_sudo": False, "_doas": False, "_dzdo": False, "_su_user": None}
+SECRET_MODES = ("600", "400")
+
+
+class PrivateUploadCommand(FileUploadCommand):
+    """An upload no other user of the host can read on its way (a server key).
+
+    As another user (``--sudo``), pyinfra uploads first as the login user to a temporary file
+    in /tmp that the session's umask makes, usually readable by all, and copies it in from
+    there. Here that file is made first, by the login user under ``umask 077``, and the upload
+    fills it: an SFTP upload into an existing file keeps the file's mode.
+    """
+
+    def execute(self, state: State, host: Host, connector_arguments: ConnectorArguments) -> bool:
+        arguments = {**connector_arguments, **self.connector_arguments}
+        if any(arguments.get(key) for key in ELEVATION):
+            as_login = {**arguments, **{key: off for key, off in ELEVATION.items() if key in arguments}}
+            made, output = host.run_shell_command(StringCommand(private_temp_file()), **as_login)
+            if not made or not output.stdout.strip().startswith("/"):
+                logger.error(f"{host.name}: could not make a private temporary file for {self.dest}: {output.stderr}")
+                return False
+            self.remote_temp_filename = output.stdout.strip()
+        return bool(super().execute(state, host, connector_arguments))
+
+
 @step_operation(lambda path, content, **_: f"{path} is as wanted" if content is None else None)
 def write_file(path: str, content: str | None, mode: str = "644") -> Generator[str | FileUploadCommand, None, None]:
     """Write ``content`` to ``path`` as ``root:root`` ``mode``, atomically; ``None``: nothing to write.
@@ -426,7 +453,8 @@ def write_file(path: str, content: str | None, mode: str = "644") -> Generator[s
         show_diff(path, host.get_fact(FileContents, path=path), content)
     # A name of its own per run (two runs at once), in a root-owned folder.
     temp = f"{path}.{TEMP_PREFIX.lstrip('.')}-{secrets.token_hex(4)}.tmp"
-    yield FileUploadCommand(StringIO(content), temp)
+    upload = PrivateUploadCommand if mode in SECRET_MODES else FileUploadCommand
+    yield upload(StringIO(content), temp)
     yield replace_file(temp, path, mode)
 
 

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from ..layout import BUILDKIT_CONFIG, CONTAINERD_UNIT, MARKER, SOCKET_UNIT, SYSTEM_PATH
+from ..layout import BUILDKIT_CONFIG, CONTAINERD_UNIT, MARKER, SOCKET_UNIT, SYSTEM_PATH, TLS_CA, TLS_SERVER
 from .k3s_registries import NO_K3S_REGISTRIES, K3sRegistries
 from .settings import Settings
 
@@ -182,18 +182,40 @@ def stop_and_start_timeouts(settings: Settings) -> str:
     return f"TimeoutStopSec={stop}\nTimeoutStartSec={settings.buildkit_verify_timeout}\n"
 
 
+def remote_listener(settings: Settings) -> str:
+    """buildkitd's flags for its TCP listener with mutual TLS (``buildkit_remote_address``); none when it is off.
+
+    buildkitd wraps only TCP listeners in TLS (``getListener``, and go-systemd's ``TLSListeners`` for
+    ``fd://``), so the unix socket systemd passes stays as it is. Flags, not ``[grpc]`` in
+    buildkitd.toml: ``--addr`` on the command line replaces the config's whole address list.
+    """
+    if settings.buildkit_remote_address is None:
+        return ""
+    return (
+        f" --addr tcp://{settings.buildkit_remote_address}"
+        f" --tlscacert {TLS_CA} --tlscert {TLS_SERVER} --tlskey {TLS_SERVER}"
+    )
+
+
 def buildkit_service_unit(settings: Settings) -> str:
-    """``buildkit.service``: started by its socket, never enabled on its own."""
+    """``buildkit.service``: started by its socket, never enabled on its own, unless it serves remote clients.
+
+    A TCP client cannot start it through the socket (systemd's socket passes buildkitd one
+    listener), so a remote builder's service is enabled at boot and runs all the time.
+    """
+    remote = settings.buildkit_remote_address is not None
     return (
         HEADER
         + "[Unit]\nDescription=BuildKit\nDocumentation=https://github.com/moby/buildkit\n"
         + f"Requires={SOCKET_UNIT}\n"
-        + f"After={SOCKET_UNIT} {' '.join(CONTAINERD_UNITS)}\n\n"
-        + "[Service]\nType=notify\n"
+        + f"After={SOCKET_UNIT} {' '.join(CONTAINERD_UNITS)}{' network-online.target' if remote else ''}\n"
+        + ("Wants=network-online.target\n" if remote else "")
+        + "\n[Service]\nType=notify\n"
         # buildkitd finds buildkit-qemu-* and buildkit-cni-* through PATH: bin_dir first, wherever it is.
         + f"Environment=PATH={settings.bin_dir}:{SYSTEM_PATH}\n"
-        + f"ExecStart={settings.bin_dir}/buildkitd --addr fd:// --config {BUILDKIT_CONFIG}\n"
+        + f"ExecStart={settings.bin_dir}/buildkitd --addr fd://{remote_listener(settings)} --config {BUILDKIT_CONFIG}\n"
         + stop_and_start_timeouts(settings)
+        + ("\n[Install]\nWantedBy=multi-user.target\n" if remote else "")
     )
 
 

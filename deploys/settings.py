@@ -13,6 +13,7 @@ fields (tests/test_settings_table.py holds the docs' tables equal to them).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from functools import partial
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlparse
 
+from ..certs import default_ca_dir, name_kind
 from ..layout import CONTAINERD_SOCKET, DEFAULT_BIN_DIR, DEFAULT_FULL_PREFIX
 from .config_schema import ConfigError, check_buildkitd_config, check_nerdctl_config
 from .controller import default_cache_dir
@@ -182,6 +184,59 @@ def _absolute_path(value: Any, key: str) -> str:
 
 def _cache_dir(value: Any, key: str) -> str:
     return _controller_path(value or default_cache_dir(), key)
+
+
+def _remote_address(value: Any, key: str) -> str | None:
+    """``IP:PORT`` (``[IPv6]:PORT``) or ``:PORT`` (every address) for buildkitd's TCP listener; off when unset."""
+    if value in (None, "", False):
+        return None
+    text = str(value).strip()
+    host, colon, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host) if host else None
+    except ValueError:
+        address = None
+    if (
+        not colon
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+        or (host and address is None)
+        or (address is not None and address.version == 6) != bracketed
+    ):
+        raise SettingError(f"{key}={value!r} is neither IP:PORT nor :PORT (e.g. 10.0.0.5:1234 or :1234)")
+    return f"{f'[{address}]' if bracketed else address or ''}:{int(port)}"
+
+
+def _remote_names(value: Any, key: str) -> tuple[str, ...]:
+    """Extra DNS names or IP addresses for the hosts' server certificates: a list, or words split by commas."""
+    if value in (None, "", False):
+        return ()
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)):
+        raise SettingError(f"{key}={value!r} is not a list of DNS names or IP addresses")
+    checked = tuple(str(name).strip() for name in names if str(name).strip())
+    for name in checked:
+        if name_kind(name) is None:
+            raise SettingError(f"{key}={value!r}: {name!r} is neither a DNS name nor an IP address")
+    return checked
+
+
+def _ca_dir(value: Any, key: str, remote_address: str | None) -> str:
+    """The CA's folder on the controller; with a remote address, one the controller can make or use."""
+    path = _controller_path(value or default_ca_dir(), key)
+    if remote_address is None:
+        return path
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    usable = os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK)
+    if existing == path and not usable:
+        # A CA someone made for this user to read is enough: nothing is written then.
+        usable = os.access(os.path.join(path, "ca-key.pem"), os.R_OK) and os.access(os.path.join(path, "ca.pem"), os.R_OK)
+    if not usable:
+        raise SettingError(f"{key}={value or path!r} is not writable on the controller ({existing}): the CA cannot be made there")
+    return path
 
 
 def _controller_path(value: Any, key: str) -> str:
@@ -379,6 +434,25 @@ class Settings:
         300,
         _seconds,
         "how long the check after a change waits for a daemon that is still stopping or starting, and the unit's `TimeoutStartSec`: buildkitd opens its cache at start, which upstream has seen take minutes on big caches (moby/buildkit#4267), and a stop that finishes a build takes as long as the build (see [Proof that the host builds](docs/configuration.md#proof-that-the-host-builds))",
+    )
+    buildkit_remote_address: str | None = setting(
+        None,
+        _remote_address,
+        "`IP:PORT`, or `:PORT` for every address: BuildKit also listens there over TCP with mutual TLS, for `docker buildx create --driver remote` and `buildctl --addr tcp://...`, and runs all the time (see [Remote builders](docs/remote.md#remote-builders)). Unset: the unix socket only, and a host's TLS files go",
+        shown="off",
+    )
+    buildkit_ca_dir: str = setting(
+        None,
+        _ca_dir,
+        "the folder on the controller holding the fleet's CA for `buildkit_remote_address` (`ca.pem`, `ca-key.pem` at 0600, which never leaves it); created on first use",
+        shown="`~/.config/pyinfra-nerdctl/ca`",
+        note="`$XDG_CONFIG_HOME` if set",
+        needs=("buildkit_remote_address",),
+    )
+    buildkit_remote_names: tuple[str, ...] = setting(
+        None,
+        _remote_names,
+        "extra DNS names or IP addresses for each host's server certificate, beside its inventory name, its SSH address and the IP of `buildkit_remote_address`: a list, or names split by commas",
     )
 
     @property

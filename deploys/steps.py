@@ -5,8 +5,8 @@ A step is one operation with a fixed name in a fixed place of its deploy's seque
 why. Its ``kind`` chooses the operation that runs it:
 
 - ``run``: ``run_commands`` (under the host's lock with ``lock_wait``)
-- ``directory``: ``root_directory`` (``options``: ``path``; needed when it has a command)
-- ``write``: ``write_file`` (``options``: ``path``, ``content``; ``None``: nothing to write)
+- ``directory``: ``root_directory`` (``options``: ``path``, ``mode``; needed when it has a command)
+- ``write``: ``write_file`` (``options``: ``path``, ``content``, ``mode``; ``None`` content: nothing to write)
 - ``release``: ``release_files`` (``options``: ``downloads``, ``dest``, ``cache_dir``, ``retired``)
 - ``remove_release``: ``remove_release_files`` (``options``: ``release``, ``dest``, ``installed_files``)
 - ``check``: ``buildkit_answers`` (its one command is the check's script)
@@ -56,11 +56,11 @@ def _run(step: Step) -> None:
 
 
 def _directory(step: Step) -> None:
-    root_directory(name=step.name, path=step.options["path"], needed=bool(step.commands))
+    root_directory(name=step.name, path=step.options["path"], needed=bool(step.commands), mode=step.options["mode"])
 
 
 def _write(step: Step) -> None:
-    write_file(name=step.name, path=step.options["path"], content=step.options["content"])
+    write_file(name=step.name, path=step.options["path"], content=step.options["content"], mode=step.options["mode"])
 
 
 def _release(step: Step) -> None:

@@ -57,6 +57,7 @@ def buildkit_inputs_changed(changes: Changes) -> bool:
         or changes.start_socket
         or changes.restart_socket
         or changes.restart_service
+        or changes.start_service
     )
 
 

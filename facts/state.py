@@ -17,6 +17,7 @@ from ..layout import (
     MARKER,
     STALE_MINUTES,
     TEMP_PREFIX,
+    TLS_SERVER,
     UNIT_DIR,
     UPLOAD_DIR,
     WORK_DIR,
@@ -108,6 +109,23 @@ def leftovers_command(destinations: tuple[str, ...]) -> str:
     )
 
 
+TLS_CERT_PREFIX = "tls_cert="
+
+
+def tls_cert_command(path: str = TLS_SERVER) -> str:
+    """A remote builder's server certificate, each line after ``tls_cert=``: the controller decides from it whether
+    it still serves (``deploys.remote``). Public, and a few hundred bytes: read on every run. Only the
+    certificate's block: the key beside it in the file never leaves the host."""
+    block = "/^-----BEGIN CERTIFICATE-----$/,/^-----END CERTIFICATE-----$/"
+    return f"sed -n '{block}s/^/{TLS_CERT_PREFIX}/p' {shlex.quote(path)} 2>/dev/null; true"
+
+
+def parse_tls_cert(lines: list[str]) -> str | None:
+    """The lines of ``tls_cert_command`` as the file's text; None when there is no such file."""
+    found = [line[len(TLS_CERT_PREFIX) :] for line in lines if line.startswith(TLS_CERT_PREFIX)]
+    return "\n".join(found) + "\n" if found else None
+
+
 def k3s_registries_command(registries: str = K3S_REGISTRIES, certs_dir: str = K3S_CERTS_DIR) -> str:
     """``k3s_registries=BASE64`` of k3s's registries.yaml when there is one, ``k3s_certs_d=yes`` when its
     hosts.toml folder exists; nothing else, so a host without k3s pays two shell tests.
@@ -188,6 +206,7 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
          "full": {"version": None, "components": {}, "managed": False},
          "foreign_buildkit": {"units": [], "processes": []},
          "leftovers": ["/var/lib/pyinfra-nerdctl/uploads/3f1e...9a.5c2b..."],
+         "tls_cert": "# Managed by pyinfra-nerdctl...\\n-----BEGIN CERTIFICATE-----\\n...",  # None: no remote builder
          "k3s_registries": "mirrors:\\n  docker.io:\\n ...",  # k3s's registries.yaml; None: no such file
          "k3s_certs_d": True}
     """
@@ -213,6 +232,7 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
             unit_state_command(bin_dir, unit_dir, full_prefix),
             foreign_buildkit_command(),
             leftovers_command((bin_dir, full_prefix)),
+            tls_cert_command(),
         ]
         if group:
             parts.append(f"if getent group {shlex.quote(group)} >/dev/null; then echo group=yes; fi")
@@ -234,6 +254,7 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
             "full": {**parse_full_readme(output), "managed": values.get("full_managed") == "yes"},
             "foreign_buildkit": parse_foreign_buildkit(output),
             "leftovers": [line[len("leftover=") :] for line in output if line.startswith("leftover=")],
+            "tls_cert": parse_tls_cert(output),
             "k3s_registries": decoded_registries(values.get("k3s_registries")),
             "k3s_certs_d": values.get("k3s_certs_d") == "yes",
         }

@@ -158,6 +158,8 @@ class BuildHostStateDict(PlatformDict):
     foreign_buildkit: ForeignBuildkitDict
     # What killed runs left (``leftovers_command``).
     leftovers: list[str]
+    # A remote builder's server certificate as the file holds it (``tls_cert_command``); None: no such file.
+    tls_cert: str | None
     # k3s's registries.yaml (None: no such file), and whether k3s's hosts.toml folder (certs.d) exists.
     k3s_registries: str | None
     k3s_certs_d: bool

@@ -23,6 +23,7 @@ from ..layout import (
     DEFAULT_FULL_PREFIX,
     SERVICE_UNIT,
     SOCKET_UNIT,
+    TLS_FILES,
     UNIT_DIR,
     UNITS,
 )
@@ -140,7 +141,7 @@ def unit_inputs(bin_dir: str, unit_dir: str, full_prefix: str) -> dict[str, tupl
     """What each unit runs: a change to any of these makes a running unit stale."""
     return {
         "socket": (f"{unit_dir}/{SOCKET_UNIT}",),
-        "service": (f"{bin_dir}/buildkitd", BUILDKIT_CONFIG, f"{unit_dir}/{SERVICE_UNIT}"),
+        "service": (f"{bin_dir}/buildkitd", BUILDKIT_CONFIG, f"{unit_dir}/{SERVICE_UNIT}", *TLS_FILES),
         "containerd": (f"{full_prefix}/bin/containerd", CONTAINERD_CONFIG, f"{unit_dir}/{CONTAINERD_UNIT}"),
     }
 

@@ -15,7 +15,7 @@ def converged_state(settings, releases=(NERDCTL, BUILDKIT)) -> dict:
     for file in managed_files(settings, releases):
         paths[file.path] = {
             "kind": "file",
-            "mode": "644",
+            "mode": file.mode,
             "user": "root",
             "group": "root",
             "sha256": file.sha256,

@@ -30,6 +30,7 @@ INSTALL_NAMES = [
     "Group for buildkit_socket_group",
     "Directory /etc/nerdctl",
     "Directory /etc/buildkit",
+    "Directory /etc/buildkit/tls",
     "Directory /etc/containerd",
     "Modes of the folders the install made",
     "Stop and disable another BuildKit setup",
@@ -40,6 +41,8 @@ INSTALL_NAMES = [
     "Write /etc/buildkit/buildkitd.toml",
     "Write /etc/systemd/system/buildkit.socket",
     "Write /etc/systemd/system/buildkit.service",
+    "Write /etc/buildkit/tls/ca.pem",
+    "Write /etc/buildkit/tls/server.pem",
     "Remove /etc/profile.d/nerdctl-docker-alias.sh",
     "Wait for the builds in flight on buildkit.service",
     "Stop, disable and remove our containerd.service",
@@ -51,7 +54,11 @@ INSTALL_NAMES = [
     "Start containerd.service",
     "Restart containerd.service",
     "Restart buildkit.service",
+    "Start buildkit.service",
     "Check that BuildKit answers with the containerd worker",
+    "Enable buildkit.service",
+    "Disable buildkit.service",
+    "Remove the server's TLS files",
 ]
 
 

@@ -93,6 +93,7 @@ COMMANDS = {
     "systemctl": lambda: commands.systemctl("disable", "--now", "buildkit.socket"),
     "reset_failed": lambda: commands.reset_failed("buildkit.socket", "buildkit.service"),
     "stop_buildkitd_process": lambda: commands.stop_buildkitd_process(4242, 20),
+    "private_temp_file": commands.private_temp_file,
     "remove_file": lambda: commands.remove_file("/etc/a b"),
     "remove_tree": lambda: commands.remove_tree("/var/lib/a b"),
     "remove_if_empty": lambda: commands.remove_if_empty("/etc/a b"),

@@ -612,7 +612,7 @@ def test_full_flavor_plans():
 
 def test_every_deploy_has_one_fixed_sequence_of_slots():
     assert file_slots((NERDCTL,)) == (layout.NERDCTL_CONFIG, layout.DOCKER_ALIAS)
-    assert dir_slots((BUILDKIT,)) == (layout.BUILDKIT_CONFIG_DIR,)
+    assert dir_slots((BUILDKIT,)) == (layout.BUILDKIT_CONFIG_DIR, layout.BUILDKIT_TLS_DIR)
     everything = (NERDCTL, BUILDKIT, NERDCTL_FULL)
     assert file_slots(everything) == (
         layout.NERDCTL_CONFIG,
@@ -622,6 +622,7 @@ def test_every_deploy_has_one_fixed_sequence_of_slots():
         layout.BUILDKIT_CONFIG,
         layout.SOCKET_PATH,
         layout.SERVICE_PATH,
+        *layout.TLS_FILES,
     )
     # Every file a flavor writes has its slot, so no host ever runs an operation the others lack.
     for settings in (resolve_settings({}.get, {"nerdctl_docker_alias": True}), FULL):

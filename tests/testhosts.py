@@ -107,6 +107,14 @@ TRIXIE_CONTAINERD = ImageRecipe("trixie", BASE_PACKAGES + ",containerd,runc,pyth
 TRIXIE_ROOTLESS = ImageRecipe(
     "trixie", TRIXIE_CONTAINERD.packages + ",rootlesskit,slirp4netns,uidmap,dbus-user-session,libpam-systemd,iptables"
 )
+# trixie with Debian's docker-buildx, run standalone (no docker daemon) as a remote builder's client.
+TRIXIE_BUILDX = derived(
+    TRIXIE_CONTAINERD,
+    "trixie-buildx",
+    "apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-buildx >/dev/null && "
+    "apt-get clean && rm -rf /var/lib/apt/lists/*",
+)
+BUILDX = "/usr/libexec/docker/cli-plugins/docker-buildx"
 # trixie with a real registry (Debian's docker-registry, off until a test starts it): issue 22's mirrors.
 TRIXIE_REGISTRY = derived(
     TRIXIE_CONTAINERD,
