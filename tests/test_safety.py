@@ -92,6 +92,18 @@ def test_bad_input_is_refused_and_the_host_is_untouched(boot_hosts, mirror):
         assert run.returncode != 0 and message in run.output, run.output
         assert host_state(host) == before, change
 
+    # The same faults on a fresh host, which the host downloads itself: not even this package's folders stay.
+    fresh = boot_containerd_host(boot_hosts)
+    before = host_state(fresh)
+    for change, message in (
+        ({"buildkit_sha256": "0" * 64}, "SHA-256 mismatch"),
+        ({"buildkit_version": "9.9.9"}, "download of"),
+        ({"github_url": "http://127.0.0.1:9"}, "download of"),
+    ):
+        run = run_pyinfra(inventory([fresh], **{**deploy_data(mirror), **change}), DEPLOY)
+        assert run.returncode != 0 and message in run.output, run.output
+        assert host_state(fresh) == before, change
+
 
 def test_misspelt_key_warns_and_plain_http_warns(boot_hosts, mirror):
     host, hosts = converged_host(boot_hosts, mirror)
