@@ -10,6 +10,7 @@ import testhosts
 from conftest import deploy_data, inventory
 from hostcheck import DEPLOY, client_call, deploy
 from pyinfra_cli import run_pyinfra
+from pyinfra_nerdctl.layout import LOCK_FILE
 
 pytestmark = pytest.mark.hosts
 
@@ -55,13 +56,13 @@ def test_a_run_waits_for_the_lock_a_bounded_time_and_says_so(boot_hosts, mirror)
     (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
     hosts = inventory([host], **deploy_data(mirror))
     deploy(hosts, {})
-    host.run(f"setsid -f flock {PRIVATE}/lock sleep 120 >/dev/null 2>&1 < /dev/null")
+    host.run(f"setsid -f flock {LOCK_FILE} sleep 120 >/dev/null 2>&1 < /dev/null")
     before = host.run("ls -l --time-style=full-iso /usr/local/bin").stdout
 
     run = run_pyinfra(hosts, DEPLOY, data={"nerdctl_version": "2.4.1", "host_lock_wait": "2"})
 
     assert run.returncode != 0
-    assert f"another pyinfra-nerdctl run on this host held {PRIVATE}/lock for 2 s" in run.output, run.output
+    assert f"another pyinfra-nerdctl run on this host held {LOCK_FILE} for 2 s" in run.output, run.output
     assert host.run("ls -l --time-style=full-iso /usr/local/bin").stdout == before
     host.run("pkill -f 'sleep 120'")
     deploy(hosts, {"nerdctl_version": "2.4.1"})
@@ -87,4 +88,5 @@ def test_files_prepared_at_the_old_temporary_names_are_neither_followed_nor_used
     assert host.run(listing).stdout == before
     assert host.run("test -e /root/planted", check=False).returncode == 1
     assert host.run(f"stat -c '%a %U' {PRIVATE} {PRIVATE}/work {PRIVATE}/uploads").stdout == "700 root\n" * 3
+    assert host.run(f"stat -c '%a %U' {LOCK_FILE}").stdout == "600 root\n"  # no other user can hold it
     assert client_call(host)["buildkitd.version"] == "0.12.5"
