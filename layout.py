@@ -17,6 +17,9 @@ BUILDKIT_STATE = "/var/lib/buildkit"
 BUILDKIT_GOOD_DIR = f"{STATE_DIR}/buildkit-good"  # copies of the last BuildKit setup that answered
 WORK_DIR = f"{STATE_DIR}/work"  # the install's scratch folders, one per run
 UPLOAD_DIR = f"{STATE_DIR}/uploads"  # archives and files the controller uploads, one name per run
+# The host's lock (deploys/commands.py lock_commands): in /run, where only root writes, and not in
+# STATE_DIR, which a run that failed on a fresh host takes away again while the next run waits on its lock.
+LOCK_FILE = "/run/pyinfra-nerdctl.lock"
 TEMP_PREFIX = ".pyinfra-nerdctl"  # the install's unpack folder inside its destination, and temporary files
 # Untouched this long, a run's scratch file is a killed run's: longer than any upload waits for the host's lock.
 STALE_MINUTES = 60

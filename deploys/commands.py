@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Sequence
 
 from ..facts.rootless import marker_path, user_runtime_env
-from ..layout import ROOTLESS_STATE_DIR, STATE_DIR, SUBID_FILES, UPLOAD_DIR, WORK_DIR
+from ..layout import LOCK_FILE, ROOTLESS_STATE_DIR, STATE_DIR, SUBID_FILES, UPLOAD_DIR, WORK_DIR
 
 
 def groupadd(group: str) -> str:
@@ -142,24 +142,33 @@ def purge_user_data(rootlesskit: str, paths: Sequence[str]) -> str:
     return f"{rootlesskit} rm -rf {' '.join(map(shlex.quote, paths))}"
 
 
-LOCK_FILE = f"{STATE_DIR}/lock"
-
-
 def private_dirs_command() -> str:
     """Root-only folders for this package's file lists, work and uploads (never a world-writable one)."""
     return f"install -d -m 700 -o root -g root {STATE_DIR} {WORK_DIR} {UPLOAD_DIR}"
 
 
+def open_lock() -> str:
+    """Open the host's lock on file descriptor 9, made first if need be: mode 0600, so that no other user can hold it."""
+    return f"(umask 077 && : >>{LOCK_FILE}) && exec 9>>{LOCK_FILE}"
+
+
 def lock_commands(wait_seconds: int) -> list[str]:
     """Hold this host's lock until the script ends: one install, removal or check at a time, the others wait.
 
-    The lock lives in root's own folder, made first if need be.
+    Root's own folders are made once the lock is held. The EXIT trap ``clean_up PATHS`` removes a
+    script's temporary PATHS and, when the script fails on a host it found without root's folders
+    (a fresh host), those folders too if empty (another run's upload keeps them): the host stays as it was.
     """
     return [
-        f'{private_dirs_command()} || {{ echo "cannot create {STATE_DIR}" >&2; exit 1; }}',
-        f"exec 9>>{LOCK_FILE}",
+        f'{{ {open_lock()}; }} || {{ echo "cannot create {LOCK_FILE}" >&2; exit 1; }}',
         f'flock -w {wait_seconds} 9 || {{ echo "another pyinfra-nerdctl run on this host held {LOCK_FILE} '
         f'for {wait_seconds} s (host_lock_wait): nothing was changed; run again when it has finished" >&2; exit 1; }}',
+        f"made_private_dirs=$([ -d {STATE_DIR} ] || echo yes)",
+        "# shellcheck disable=SC2317  # clean_up runs as the EXIT trap, which shellcheck does not follow",
+        'clean_up() { status=$?; rm -rf "$@"; if [ "$status" -ne 0 ] && [ -n "$made_private_dirs" ]; then '
+        f"rmdir {WORK_DIR} {UPLOAD_DIR} {STATE_DIR} 2>/dev/null || true; fi; }}",
+        "trap clean_up EXIT",
+        f'{private_dirs_command()} || {{ echo "cannot create {STATE_DIR}" >&2; exit 1; }}',
     ]
 
 
@@ -175,7 +184,7 @@ def leftovers_script(paths: Sequence[str]) -> str:
     """
     quoted = " ".join(shlex.quote(path) for path in paths)
     return (
-        f"{private_dirs_command()} && exec 9>>{LOCK_FILE} && "
+        f"{open_lock()} && "
         f"if flock -n 9; then rm -rf -- {quoted}; "
         f'else echo "another pyinfra-nerdctl run holds {LOCK_FILE}: what killed runs left stays for a later run"; fi'
     )

@@ -198,7 +198,8 @@ def install_script(
     Last, the ``--version`` line of each of the archives' ``VERSIONED_BINARIES`` is recorded (``versions.sh``), so
     that the next runs' facts read it rather than execute the binary.
     Temporary files go on success and failure, and those of an earlier run that
-    was killed go at the start; all live in root's own folders (``private_dirs_command``).
+    was killed go at the start; all live in root's own folders (``private_dirs_command``),
+    which a failed run that made them takes away again (``lock_commands``).
     """
     uploads = " ".join(upload_path(download, run_token) for download in downloads) if run_token else ""
     steps = _install_lines(downloads, dest, run_token, retired)
@@ -206,11 +207,12 @@ def install_script(
         "\n".join(
             [
                 *_install_prelude(dest, lock_wait),
-                f"trap 'rm -rf \"$work\" {uploads}' EXIT",
+                f"trap 'clean_up \"$work\" {uploads}' EXIT",
                 *steps["fetch"],
+                'make_dirs "$dest" || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
                 f'unpacked=$(mktemp -d "$dest/{TEMP_PREFIX}.XXXXXX" 2>/dev/null) || '
                 '{ echo "bin_dir $dest is not writable: nothing was installed" >&2; exit 1; }',
-                f'trap \'rm -rf "$work" "$unpacked" {uploads}\' EXIT',
+                f'trap \'clean_up "$work" "$unpacked" {uploads}\' EXIT',
                 *(line for part in INSTALL_PARTS for line in steps[part]),
             ]
         )
@@ -223,7 +225,7 @@ INSTALL_PARTS = ("unpack", "intend", "place", "place_last", "record", "remember"
 
 
 def _install_prelude(dest: str, lock_wait: int) -> list[str]:
-    """The functions and variables of the install, the lock, ``dest``, and a fresh work folder."""
+    """The functions and variables of the install, the lock, and a fresh work folder."""
     return [
         "set -eu",
         "export LC_ALL=C",
@@ -232,7 +234,6 @@ def _install_prelude(dest: str, lock_wait: int) -> list[str]:
         _version_variables(),
         INSTALL_FUNCTIONS.strip(),
         *lock_commands(lock_wait),
-        'make_dirs "$dest" || { echo "cannot create bin_dir $dest" >&2; exit 1; }',
         # What a killed earlier run left: under the lock, no other run's work is in progress,
         # and an upload waiting for the lock is younger than the stale ones.
         f'rm -rf {WORK_DIR}/* "$dest"/{TEMP_PREFIX}.*',

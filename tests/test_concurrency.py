@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import mirror as mirror_module
 import pytest
@@ -10,6 +11,7 @@ import testhosts
 from conftest import deploy_data, inventory
 from hostcheck import DEPLOY, client_call, deploy
 from pyinfra_cli import run_pyinfra
+from pyinfra_nerdctl.layout import LOCK_FILE
 
 pytestmark = pytest.mark.hosts
 
@@ -51,17 +53,72 @@ def test_two_runs_at_once_both_succeed_and_the_host_ends_on_one_version(boot_hos
     assert third.returncode == 0 and third.json["results"]["totals"]["success"] == 0, third.output
 
 
+# Fault injection: the download of BuildKit 0.12.5 waits until the test lets it go on.
+HELD_CURL = """#!/bin/sh
+case "$*" in *buildkit-v0.12.5*)
+  touch /run/curl-held
+  while [ ! -e /run/curl-go-on ]; do sleep 0.1; done
+;; esac
+exec /usr/bin/curl "$@"
+"""
+# The processes waiting for the host's lock (one line per process: the scripts' own lines start with flock too).
+LOCK_WAITERS = (
+    "for f in /proc/[0-9]*/cmdline; do tr '\\0\\n' '  ' < $f; echo; done 2>/dev/null | grep -c '^flock -w' || true"
+)
+
+
+def until(condition, what: str, runs: dict) -> None:
+    """Wait for ``condition`` while the runs started go on."""
+    deadline = time.monotonic() + 60  # a bound that proves a hang, not a speed
+    while not condition():
+        assert time.monotonic() < deadline and not runs, (what, runs)
+        time.sleep(0.1)
+
+
+def test_a_run_failing_on_a_fresh_host_takes_its_folders_back_under_the_lock_and_the_waiting_run_converges(
+    boot_hosts, mirror
+):
+    (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
+    host.run(f"cat > /usr/local/sbin/curl <<'EOF'\n{HELD_CURL}EOF\nchmod 755 /usr/local/sbin/curl")
+    runs = {}
+    data = {
+        "failing": deploy_data(mirror, buildkit_sha256="0" * 64),
+        "waiting": deploy_data(mirror, nerdctl_version="2.4.1", buildkit_version="0.13.0"),
+    }
+
+    def run(label: str) -> None:
+        runs[label] = run_pyinfra(inventory([host], **data[label]), DEPLOY)
+
+    failing = threading.Thread(target=run, args=("failing",))
+    failing.start()
+    until(lambda: host.run("test -e /run/curl-held", check=False).returncode == 0, "the failing run's download", runs)
+    waiting = threading.Thread(target=run, args=("waiting",))
+    waiting.start()
+    until(lambda: host.run(LOCK_WAITERS).stdout.strip() == "1", "the second run waiting for the lock", runs)
+    # It made nothing before the lock; the failing run made root's folders, and takes them back.
+    assert host.run(f"ls -A {PRIVATE}").stdout.split() == ["uploads", "work"]
+    host.run("touch /run/curl-go-on")
+    failing.join()
+    waiting.join()
+
+    assert runs["failing"].returncode != 0 and "SHA-256 mismatch" in runs["failing"].output, runs["failing"].output
+    assert runs["waiting"].returncode == 0, runs["waiting"].output
+    assert client_call(host)["buildkitd.version"] == "0.13.0"
+    third = run_pyinfra(inventory([host], **data["waiting"]), DEPLOY, as_json=True)
+    assert third.returncode == 0 and third.json["results"]["totals"]["success"] == 0, third.output
+
+
 def test_a_run_waits_for_the_lock_a_bounded_time_and_says_so(boot_hosts, mirror):
     (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
     hosts = inventory([host], **deploy_data(mirror))
     deploy(hosts, {})
-    host.run(f"setsid -f flock {PRIVATE}/lock sleep 120 >/dev/null 2>&1 < /dev/null")
+    host.run(f"setsid -f flock {LOCK_FILE} sleep 120 >/dev/null 2>&1 < /dev/null")
     before = host.run("ls -l --time-style=full-iso /usr/local/bin").stdout
 
     run = run_pyinfra(hosts, DEPLOY, data={"nerdctl_version": "2.4.1", "host_lock_wait": "2"})
 
     assert run.returncode != 0
-    assert f"another pyinfra-nerdctl run on this host held {PRIVATE}/lock for 2 s" in run.output, run.output
+    assert f"another pyinfra-nerdctl run on this host held {LOCK_FILE} for 2 s" in run.output, run.output
     assert host.run("ls -l --time-style=full-iso /usr/local/bin").stdout == before
     host.run("pkill -f 'sleep 120'")
     deploy(hosts, {"nerdctl_version": "2.4.1"})
@@ -87,4 +144,5 @@ def test_files_prepared_at_the_old_temporary_names_are_neither_followed_nor_used
     assert host.run(listing).stdout == before
     assert host.run("test -e /root/planted", check=False).returncode == 1
     assert host.run(f"stat -c '%a %U' {PRIVATE} {PRIVATE}/work {PRIVATE}/uploads").stdout == "700 root\n" * 3
+    assert host.run(f"stat -c '%a %U' {LOCK_FILE}").stdout == "600 root\n"  # no other user can hold it
     assert client_call(host)["buildkitd.version"] == "0.12.5"

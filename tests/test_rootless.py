@@ -11,6 +11,7 @@ import pytest
 import testhosts
 from conftest import deploy_data, inventory
 from pyinfra_cli import run_pyinfra
+from pyinfra_nerdctl.layout import LOCK_FILE
 
 pytestmark = pytest.mark.hosts
 
@@ -266,7 +267,6 @@ def test_missing_programs_come_from_the_distribution_with_pyinfras_apt_operation
     assert_converged(hosts, INSTALL, rootless_user="alice")
 
 
-LOCK = "/var/lib/pyinfra-nerdctl/lock"
 USER_CHECK = "Check that the user's BuildKit answers with the containerd worker"
 # A buildkitd that refuses to run from a unit with TimeoutStopSec=120 (buildkit_drain_timeout=120), as a
 # daemon refuses new files it cannot run with.
@@ -304,11 +304,11 @@ def test_rootless_runs_share_the_host_lock_show_their_diff_and_prove_the_users_b
 
     # A held lock: the run waits host_lock_wait, then fails with one line naming the lock, before any change.
     before = snapshot(host)
-    host.run(f"setsid -f sh -c 'echo $$ > /tmp/holder; exec flock {LOCK} sleep 300' >/dev/null 2>&1 < /dev/null")
+    host.run(f"setsid -f sh -c 'echo $$ > /tmp/holder; exec flock {LOCK_FILE} sleep 300' >/dev/null 2>&1 < /dev/null")
     host.run("for i in $(seq 50); do [ -s /tmp/holder ] && break; sleep 0.1; done")
     held = run_pyinfra(hosts, INSTALL, data={"rootless_user": "alice", "host_lock_wait": 3})
     assert held.returncode != 0
-    one_line(held.output, f"another pyinfra-nerdctl run on this host held {LOCK} for 3 s (host_lock_wait)")
+    one_line(held.output, f"another pyinfra-nerdctl run on this host held {LOCK_FILE} for 3 s (host_lock_wait)")
     assert snapshot(host) == before
     host.run("kill $(cat /tmp/holder)")
 

@@ -8,12 +8,13 @@ import signal
 import subprocess
 import time
 
+import mirror as mirror_module
 import pytest
 import testhosts
 from conftest import deploy_data, inventory
 from hostcheck import DEPLOY, boot_build_host, boot_containerd_host, client_call, deploy, plan, unit_state
 from pyinfra_cli import PYINFRA, run_pyinfra, write_inventory
-from pyinfra_nerdctl.deploys.commands import LOCK_FILE
+from pyinfra_nerdctl.layout import LOCK_FILE
 
 pytestmark = pytest.mark.hosts
 
@@ -22,11 +23,14 @@ STATE_PATHS = (
 )
 
 
+NERDCTL_SHA256 = mirror_module.sha256(mirror_module.nerdctl_archive("2.4.0", "amd64"))
+
+
 def host_state(host: testhosts.TestHost) -> dict[str, object]:
     """Everything a deploy could touch: file contents and modes, leftovers, unit state."""
     files = host.run(
         # The work and upload folders are scratch space (their mtimes move); what they hold is "leftovers".
-        f"find {STATE_PATHS} -maxdepth 1 2>/dev/null | grep -v -e '/work$' -e '/uploads$' -e '/lock$' | sort | "
+        f"find {STATE_PATHS} -maxdepth 1 2>/dev/null | grep -v -e '/work$' -e '/uploads$' | sort | "
         'while read -r f; do printf \'%s %s \' "$f" "$(stat -c \'%a %U:%G %Y\' "$f")"; '
         'if [ -f "$f" ]; then sha256sum < "$f"; else echo; fi; done'
     ).stdout
@@ -91,6 +95,18 @@ def test_bad_input_is_refused_and_the_host_is_untouched(boot_hosts, mirror):
         run = run_pyinfra([(host.name, {**base, **change})], DEPLOY)
         assert run.returncode != 0 and message in run.output, run.output
         assert host_state(host) == before, change
+
+    # The same faults on a fresh host, which the host downloads itself: not even this package's folders stay.
+    fresh = boot_containerd_host(boot_hosts)
+    before = host_state(fresh)
+    for change, message in (
+        ({"buildkit_sha256": "0" * 64}, "SHA-256 mismatch"),
+        ({"buildkit_version": "9.9.9"}, "download of"),
+        ({"github_url": "http://127.0.0.1:9", "nerdctl_sha256": NERDCTL_SHA256}, "download of"),  # no server there
+    ):
+        run = run_pyinfra(inventory([fresh], **{**deploy_data(mirror), **change}), DEPLOY)
+        assert run.returncode != 0 and message in run.output, run.output
+        assert host_state(fresh) == before, change
 
 
 def test_misspelt_key_warns_and_plain_http_warns(boot_hosts, mirror):

@@ -118,6 +118,7 @@ COMMANDS = {
         "alice", 1001, commands.purge_user_data("/usr/bin/rootlesskit", ["/home/a b/.local/share/containerd"])
     ),
     "private_dirs_command": commands.private_dirs_command,
+    "open_lock": commands.open_lock,
     "lock_commands": lambda: "\n".join(commands.lock_commands(600)),
     "locked": lambda: commands.locked(["true"], 600),
     "leftovers_script": lambda: commands.leftovers_script(["/a b"]),
