@@ -70,7 +70,8 @@ def test_builds_still_running_at_the_timeout_fail_with_one_line_naming_them(tmp_
     started = time.monotonic()
     result = drain(host, 1)
     assert result.returncode == 1
-    assert 1 <= time.monotonic() - started < 8
+    # It gave up instead of waiting for the builds (a hang bound, not a speed measure).
+    assert 1 <= time.monotonic() - started < 60
     (line,) = result.stderr.splitlines()
     assert line.startswith("2 build(s) still running on buildkit.service (the oldest since 2026-11-30T19:02:03Z)")
     assert "BuildKit keeps its previous setup until a later run" in line
