@@ -16,8 +16,8 @@ from ..facts.types import BuildHostStateDict, PlatformDict
 from .build_plan import dest_of, install_steps, removal_steps
 from .changes import ManagedFile, has_buildkit, plan_changes, plan_removal, wanted_version, watched_paths
 from .controller import remove_stale_partials
-from .k3s_registries import NO_K3S_REGISTRIES, K3sRegistries, RegistriesError, k3s_registries
 from .disk import disk_warnings, version_after_run
+from .k3s_registries import NO_K3S_REGISTRIES, K3sRegistries, RegistriesError, k3s_registries
 from .operations import fixed_steps
 from .releases import (
     BUILDKIT,

@@ -15,11 +15,10 @@ import shlex
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
-from pyinfra import logger
-from pyinfra.api import StringCommand, deploy
+from pyinfra.api import deploy
 
 from .. import layout
 from ..facts import BuildkitVersion
@@ -30,12 +29,7 @@ from .drain import IDLE_FUNCTIONS
 from .operations import fixed_steps, step_operation
 from .settings import SettingError, Settings, parse_flag
 from .steps import OPERATIONS, Step, carry_out
-from .verify import locked_check
-
-if TYPE_CHECKING:
-    from pyinfra.api import Host, State
-    from pyinfra.api.arguments import ConnectorArguments
-    from pyinfra.connectors.util import CommandOutput
+from .verify import RelayingCommand, locked_check
 
 PRUNE_SCRIPT = Path(__file__).with_name("prune.sh")
 STEP_NAME = "Prune BuildKit's cache"
@@ -183,15 +177,10 @@ def prune_step(settings: Settings, options: PruneOptions, versions: BuildkitVers
     return Step(STEP_NAME, (locked_check(settings.host_lock_wait, body),), kind="prune")
 
 
-class ReportCommand(StringCommand):
+class ReportCommand(RelayingCommand):
     """The prune, whose ``freed ...`` line pyinfra shows, as it shows what an operation changed."""
 
-    def execute(self, state: State, host: Host, connector_arguments: ConnectorArguments) -> tuple[bool, CommandOutput]:
-        status, output = super().execute(state, host, connector_arguments)
-        for line in output.stdout_lines:
-            if line.startswith(FREED):
-                logger.info(f"{host.name}: {line}")
-        return status, output
+    PREFIX = FREED
 
 
 @step_operation(lambda script, unneeded: unneeded or None)

@@ -130,15 +130,29 @@ def verify_script(settings: Settings, service_was_running: bool) -> str:
 WARNING = "warning: "
 
 
-class CheckCommand(StringCommand):
-    """The check, whose ``warning:`` lines pyinfra shows as warnings even when the check succeeds."""
+class RelayingCommand(StringCommand):
+    """A command whose output lines starting with ``PREFIX`` pyinfra shows, even when it succeeds."""
+
+    PREFIX = ""
+
+    def relay(self, host: Host, line: str) -> None:
+        logger.info(f"{host.name}: {line}")
 
     def execute(self, state: State, host: Host, connector_arguments: ConnectorArguments) -> tuple[bool, CommandOutput]:
         status, output = super().execute(state, host, connector_arguments)
         for line in output.stdout_lines:
-            if line.startswith(WARNING):
-                logger.warning(f"{host.name}: {line[len(WARNING) :]}")
+            if line.startswith(self.PREFIX):
+                self.relay(host, line)
         return status, output
+
+
+class CheckCommand(RelayingCommand):
+    """The check, whose ``warning:`` lines pyinfra shows as warnings."""
+
+    PREFIX = WARNING
+
+    def relay(self, host: Host, line: str) -> None:
+        logger.warning(f"{host.name}: {line[len(WARNING) :]}")
 
 
 @step_operation(lambda script, skip_reason: skip_reason)
