@@ -105,7 +105,9 @@ def _k3s_registries(settings: Settings, state: BuildHostStateDict) -> K3sRegistr
     if not settings.k3s_registries:
         return NO_K3S_REGISTRIES
     try:
-        registries = k3s_registries(state.get("k3s_registries"), state.get("k3s_certs_d", False))
+        registries = k3s_registries(
+            state.get("k3s_registries"), state.get("k3s_certs_d", False), state.get("k3s_hosts_toml", {})
+        )
     except RegistriesError as error:
         raise fail(f"{layout.K3S_REGISTRIES}: {error} (k3s_registries=false leaves k3s's registries out)") from error
     for warning in registries.warnings:

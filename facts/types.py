@@ -163,6 +163,8 @@ class BuildHostStateDict(PlatformDict):
     # k3s's registries.yaml (None: no such file), and whether k3s's hosts.toml folder (certs.d) exists.
     k3s_registries: str | None
     k3s_certs_d: bool
+    # The hosts.toml files in k3s's certs.d that k3s did not write, by folder name (``k3s_registries_command``).
+    k3s_hosts_toml: dict[str, str]
 
 
 class AccountDict(TypedDict):

@@ -78,6 +78,7 @@ CAPTURED: dict[str, tuple[type[FactBase[Any]], list[str]]] = {
             "group=yes",
             "k3s_registries=bWlycm9yczoKICBkb2NrZXIuaW86CiAgICBlbmRwb2ludDogWyJodHRwOi8vMTI3LjAuMC4xOjUwMDAiXQo=",
             "k3s_certs_d=yes",
+            "k3s_hosts_toml=Z2hjci5pbw== W2hvc3QuImh0dHA6Ly8xMC4wLjAuNTo1MDAwIl0KICBjYXBhYmlsaXRpZXMgPSBbInB1bGwiLCAicmVzb2x2ZSJdCg==",
         ],
     ),
     "BuildkitBuilds": (facts.BuildkitBuilds, ["build=qz1k0dxm6c7t2m2vw5ofm7l0a 2026-11-30T19:02:03Z"]),
