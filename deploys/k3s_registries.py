@@ -296,7 +296,10 @@ def _merge(
         kept = tables.setdefault(host, {})
         for key, value in table.items():
             if kept.setdefault(key, value) != value:
-                warnings.append(f"{where}: {host}'s {key} is set otherwise before (BuildKit has one): first kept")
+                warnings.append(
+                    f"{where}: {host}'s {key} differs from what {FILE} or an earlier hosts.toml gives it, "
+                    "and BuildKit has one: the first kept"
+                )
 
 
 def _hosts_toml_tables(name: str, folder: str, text: str, where: str, warnings: list[str]) -> dict[str, dict[str, Any]]:
