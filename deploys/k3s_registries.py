@@ -11,6 +11,12 @@ loopback address with a port other than 443, else ``https``; an endpoint path ot
 say is left out with a warning naming the registry: the ``"*"`` wildcard, ``rewrite``,
 ``auth`` (BuildKit takes credentials from the client, never from its config), and
 endpoint paths outside ``/v2``.
+
+k3s removes only the folders whose ``hosts.toml`` begins with its header: a file written by hand in
+its ``certs.d`` stays, and k3s's containerd uses it. Those files (``BuildHostState`` sends only
+them) are read as containerd reads them (``remotes/docker/config/hosts.go``) into the same
+tables, for the registries the YAML does not name; what BuildKit cannot say is warned about,
+naming the file and the registry, and a file containerd cannot read leaves its registry alone.
 """
 
 from __future__ import annotations
