@@ -149,17 +149,15 @@ def k3s_registries_command(registries: str = K3S_REGISTRIES, certs_dir: str = K3
     )
 
 
-def decoded(value: str | None) -> str | None:
-    """The text of a file from ``k3s_registries_command``'s value; None without the file."""
-    if value is None:
-        return None
+def decoded(value: str) -> str:
+    """The text of a file (or a folder's name) as ``k3s_registries_command`` sends it."""
     return base64.b64decode(value).decode("utf-8", errors="replace")
 
 
 def parse_hand_written_hosts_toml(lines: list[str]) -> dict[str, str]:
     """``k3s_hosts_toml=`` lines as ``{folder: text}``."""
     found = (line[len(HOSTS_TOML_PREFIX) :].partition(" ") for line in lines if line.startswith(HOSTS_TOML_PREFIX))
-    return {str(decoded(folder)): str(decoded(text)) for folder, _, text in found}
+    return {decoded(folder): decoded(text) for folder, _, text in found}
 
 
 def parse_stat_line(line: str, prefix: str) -> tuple[str, StatDict] | None:
@@ -273,7 +271,7 @@ class BuildHostState(FactBase[BuildHostStateDict | None]):
             "foreign_buildkit": parse_foreign_buildkit(output),
             "leftovers": [line[len("leftover=") :] for line in output if line.startswith("leftover=")],
             "tls_cert": parse_tls_cert(output),
-            "k3s_registries": decoded(values.get("k3s_registries")),
+            "k3s_registries": decoded(values["k3s_registries"]) if "k3s_registries" in values else None,
             "k3s_certs_d": values.get("k3s_certs_d") == "yes",
             "k3s_hosts_toml": parse_hand_written_hosts_toml(output),
         }
