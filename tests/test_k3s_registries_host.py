@@ -87,7 +87,9 @@ def build_from_hub(host: testhosts.TestHost, tag: str) -> str:
     return "" if result.returncode == 0 else result.stderr or "failed"
 
 
-def test_buildkit_pulls_through_the_mirrors_k3s_is_configured_with(boot_hosts, mirror, real_buildkit):
+def built_beside_a_plain_registry(boot_hosts, mirror, real_buildkit):
+    """A k3s-like host with BuildKit installed and the base image in a plain-HTTP registry that no config names
+    yet: the host, its inventory, the run's data and the registry's address."""
     (host,) = boot_hosts(1, image=testhosts.TRIXIE_REGISTRY, **testhosts.REAL_BUILDS)
     start_k3s_containerd(host)
     make_ca_and_server_cert(host)
@@ -98,6 +100,18 @@ def test_buildkit_pulls_through_the_mirrors_k3s_is_configured_with(boot_hosts, m
     push_base_image(host, plain)
     # Today's failure, which the issue reports: without a mirror BuildKit asks Docker Hub, out of reach.
     assert "registry-1.docker.io" in build_from_hub(host, "before")
+    return host, hosts, data, plain
+
+
+def assert_rerun_changes_nothing(host: testhosts.TestHost, hosts, data) -> None:
+    pid = unit_state(host, "buildkit.service")["MainPID"]
+    rerun = run_pyinfra(hosts, DEPLOY, data=data, as_json=True)
+    assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 0, rerun.output
+    assert unit_state(host, "buildkit.service")["MainPID"] == pid
+
+
+def test_buildkit_pulls_through_the_mirrors_k3s_is_configured_with(boot_hosts, mirror, real_buildkit):
+    host, hosts, data, plain = built_beside_a_plain_registry(boot_hosts, mirror, real_buildkit)
 
     # k3s's way only: the deploy carries it to BuildKit, which restarts and answers.
     declare_k3s_mirror(host, f"http://{plain}")
@@ -119,10 +133,7 @@ def test_buildkit_pulls_through_the_mirrors_k3s_is_configured_with(boot_hosts, m
     images = host.run("ctr --address /run/k3s/containerd/containerd.sock -n k8s.io images ls -q").stdout.split()
     assert {"docker.io/library/pnt-plain:1", "docker.io/library/pnt-tls:1"} <= set(images)
 
-    pid = unit_state(host, "buildkit.service")["MainPID"]
-    rerun = run_pyinfra(hosts, DEPLOY, data=data, as_json=True)
-    assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 0, rerun.output
-    assert unit_state(host, "buildkit.service")["MainPID"] == pid
+    assert_rerun_changes_nothing(host, hosts, data)
 
     # A file this package cannot read: one line naming the host and the file, and nothing changed.
     written = host.run(f"cat {layout.BUILDKIT_CONFIG}").stdout
@@ -147,14 +158,7 @@ def declare_hand_written_mirror(host: testhosts.TestHost, endpoint: str) -> None
 
 
 def test_buildkit_pulls_through_a_mirror_only_a_hand_written_hosts_toml_names(boot_hosts, mirror, real_buildkit):
-    (host,) = boot_hosts(1, image=testhosts.TRIXIE_REGISTRY, **testhosts.REAL_BUILDS)
-    start_k3s_containerd(host)
-    hosts = inventory([host])
-    data = real_data(mirror, real_buildkit, **K3S_DATA)
-    assert run_pyinfra(hosts, DEPLOY, data=data).returncode == 0
-    plain = start_registry(host, "pnt-registry-plain", 5000)
-    push_base_image(host, plain)
-    assert "registry-1.docker.io" in build_from_hub(host, "before")
+    host, hosts, data, plain = built_beside_a_plain_registry(boot_hosts, mirror, real_buildkit)
 
     declare_hand_written_mirror(host, f"http://{plain}")
     run = run_pyinfra(hosts, DEPLOY, data=data, as_json=True)
@@ -169,8 +173,5 @@ def test_buildkit_pulls_through_a_mirror_only_a_hand_written_hosts_toml_names(bo
     assert "unreachable.example.com" not in written and "quay.io" not in written, written
     assert not build_from_hub(host, "hand-written")
 
-    pid = unit_state(host, "buildkit.service")["MainPID"]
-    rerun = run_pyinfra(hosts, DEPLOY, data=data, as_json=True)
-    assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 0, rerun.output
-    assert unit_state(host, "buildkit.service")["MainPID"] == pid
+    assert_rerun_changes_nothing(host, hosts, data)
     assert host.run(f"cat {layout.BUILDKIT_CONFIG}").stdout == written
