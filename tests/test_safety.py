@@ -109,6 +109,22 @@ def test_bad_input_is_refused_and_the_host_is_untouched(boot_hosts, mirror):
         assert host_state(fresh) == before, change
 
 
+def test_a_failed_run_on_a_fresh_host_leaves_nothing_when_the_controller_uploads(boot_hosts, mirror, tmp_path):
+    fresh = boot_containerd_host(boot_hosts)
+    before = host_state(fresh)
+    controller = deploy_data(mirror, download_on_controller=True, release_cache_dir=str(tmp_path))
+    for change, message in (
+        # Found on the controller when the operation runs, after the nerdctl archive was fetched.
+        ({"buildkit_sha256": "0" * 64}, "SHA-256 mismatch"),
+        # Found on the host by the install, after both archives were uploaded.
+        ({"bin_dir": "/proc/pyinfra-bin"}, "cannot create bin_dir /proc/pyinfra-bin"),
+    ):
+        run = run_pyinfra(inventory([fresh], **{**controller, **change}), DEPLOY)
+        assert run.returncode != 0 and message in run.output, run.output
+        assert host_state(fresh) == before, change
+        assert fresh.run("test -e /var/lib/pyinfra-nerdctl", check=False).returncode == 1, change
+
+
 def test_misspelt_key_warns_and_plain_http_warns(boot_hosts, mirror):
     host, hosts = converged_host(boot_hosts, mirror)
     run = run_pyinfra([(host.name, {**hosts[0][1], "nerdctl_verison": "2.4.1"})], DEPLOY)
