@@ -167,9 +167,10 @@ def lock_commands(wait_seconds: int) -> list[str]:
     """Hold this host's lock until the script ends: one install, removal or check at a time, the others wait.
 
     Root's own folders are made once the lock is held. The EXIT trap ``clean_up PATHS`` removes a
-    script's temporary PATHS and, when the script fails on a fresh host, root's folders too if empty
-    (another run's upload keeps them): the host stays as it was. A fresh host is one found without
-    them, or with the mark of a run in flight that found it so (``claim_uploads``).
+    script's temporary PATHS and, when the script fails on a fresh host, root's folders too if they
+    hold nothing else (another run's upload or installed files keep them): the host stays as it was.
+    A fresh host is one found without them, or with the mark of a run in flight that found it so
+    (``claim_uploads``).
     """
     return [
         f'{{ {open_lock()}; }} || {{ echo "cannot create {LOCK_FILE}" >&2; exit 1; }}',
@@ -177,7 +178,8 @@ def lock_commands(wait_seconds: int) -> list[str]:
         f'for {wait_seconds} s (host_lock_wait): nothing was changed; run again when it has finished" >&2; exit 1; }}',
         f"fresh_host=$([ -d {STATE_DIR} ] && ! ls {FRESH_HOST_MARK.format(upload=UPLOAD_DIR + '/*')} >/dev/null 2>&1 || echo yes)",
         "# shellcheck disable=SC2317  # clean_up runs as the EXIT trap, which shellcheck does not follow",
-        'clean_up() { status=$?; rm -rf "$@"; if [ "$status" -ne 0 ] && [ -n "$fresh_host" ]; then '
+        'clean_up() { status=$?; rm -rf "$@"; if [ "$status" -ne 0 ] && [ -n "$fresh_host" ] && '
+        f"! find {STATE_DIR} -mindepth 1 ! -path {WORK_DIR} ! -path {UPLOAD_DIR} 2>/dev/null | grep -q .; then "
         f"rmdir {WORK_DIR} {UPLOAD_DIR} {STATE_DIR} 2>/dev/null || true; fi; }}",
         "trap clean_up EXIT",
         f'{private_dirs_command()} || {{ echo "cannot create {STATE_DIR}" >&2; exit 1; }}',

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from types import SimpleNamespace
@@ -418,6 +419,16 @@ def test_failing_runs_that_upload_take_root_folders_back_once_no_run_holds_a_cla
     assert sorted(path.name for path in (state / "uploads").iterdir()) == ["bb.2", "bb.2.fresh-host"]
     assert _run_at(tmp_path, commands.take_back_uploads([upload_b], 5)) == 1
     assert not state.exists()
+
+    # B fails after A installed: the folders stay, with A's file lists in them.
+    assert _run_at(tmp_path, commands.claim_uploads([upload_a], 5)) == 0
+    assert _run_at(tmp_path, commands.claim_uploads([upload_b], 5)) == 0
+    (state / "uploads" / "aa.1").unlink()
+    (state / "uploads" / "aa.1.fresh-host").unlink()
+    (state / "nerdctl@_usr_local_bin.files").touch()
+    assert _run_at(tmp_path, commands.take_back_uploads([upload_b], 5)) == 1
+    assert sorted(path.name for path in state.iterdir()) == ["nerdctl@_usr_local_bin.files", "uploads", "work"]
+    shutil.rmtree(state)
 
     # A host that had the folders keeps them, and a claim there leaves no mark.
     (state / "uploads").mkdir(parents=True)
