@@ -172,11 +172,12 @@ def lock_commands(wait_seconds: int) -> list[str]:
     A fresh host is one found without them, or with the mark of a run in flight that found it so
     (``claim_uploads``).
     """
+    marks = FRESH_HOST_MARK.format(upload=f"{UPLOAD_DIR}/*")
     return [
         f'{{ {open_lock()}; }} || {{ echo "cannot create {LOCK_FILE}" >&2; exit 1; }}',
         f'flock -w {wait_seconds} 9 || {{ echo "another pyinfra-nerdctl run on this host held {LOCK_FILE} '
         f'for {wait_seconds} s (host_lock_wait): nothing was changed; run again when it has finished" >&2; exit 1; }}',
-        f"fresh_host=$([ -d {STATE_DIR} ] && ! ls {FRESH_HOST_MARK.format(upload=UPLOAD_DIR + '/*')} >/dev/null 2>&1 || echo yes)",
+        f"fresh_host=$([ -d {STATE_DIR} ] && ! ls {marks} >/dev/null 2>&1 || echo yes)",
         "# shellcheck disable=SC2317  # clean_up runs as the EXIT trap, which shellcheck does not follow",
         'clean_up() { status=$?; rm -rf "$@"; if [ "$status" -ne 0 ] && [ -n "$fresh_host" ] && '
         f"! find {STATE_DIR} -mindepth 1 ! -path {WORK_DIR} ! -path {UPLOAD_DIR} 2>/dev/null | grep -q .; then "
