@@ -17,6 +17,9 @@ BUILDKIT_STATE = "/var/lib/buildkit"
 BUILDKIT_GOOD_DIR = f"{STATE_DIR}/buildkit-good"  # copies of the last BuildKit setup that answered
 WORK_DIR = f"{STATE_DIR}/work"  # the install's scratch folders, one per run
 UPLOAD_DIR = f"{STATE_DIR}/uploads"  # archives and files the controller uploads, one name per run
+# Beside a run's (first) upload until its last command there, when the run found the host without root's
+# folders (deploys/commands.py claim_uploads): while one is there, a failing run takes the folders back.
+FRESH_HOST_MARK = "{upload}.fresh-host"
 # The host's lock (deploys/commands.py lock_commands): in /run, where only root writes, and not in
 # STATE_DIR, which a run that failed on a fresh host takes away again while the next run waits on its lock.
 LOCK_FILE = "/run/pyinfra-nerdctl.lock"

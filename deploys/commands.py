@@ -10,7 +10,15 @@ import shlex
 from collections.abc import Sequence
 
 from ..facts.rootless import marker_path, user_runtime_env
-from ..layout import LOCK_FILE, ROOTLESS_STATE_DIR, STATE_DIR, SUBID_FILES, UPLOAD_DIR, WORK_DIR
+from ..layout import (
+    FRESH_HOST_MARK,
+    LOCK_FILE,
+    ROOTLESS_STATE_DIR,
+    STATE_DIR,
+    SUBID_FILES,
+    UPLOAD_DIR,
+    WORK_DIR,
+)
 
 
 def groupadd(group: str) -> str:
@@ -96,12 +104,15 @@ def user_write(path: str, temp: str) -> str:
 
 
 def user_upload_write(user: str, uid: int, upload: str, write: str, lock_wait: int) -> str:
-    """Run ``write`` as the user on the root-owned ``upload``, under the host's lock; the upload goes whatever happens.
+    """Run ``write`` as the user on the root-owned ``upload`` (claimed by ``claim_uploads``), under the host's lock;
+    the upload and its run's mark go whatever happens, and on a fresh host a failure takes root's folders back.
 
     In a subshell, so that the upload goes whether or not the lock was had.
     """
-    script = locked([f"chmod 600 {upload}", f"{as_user(user, uid, write)} < {upload}"], lock_wait)
-    return f"( {script} ); status=$?; rm -f {upload}; exit $status"
+    claim = f"{upload} {FRESH_HOST_MARK.format(upload=upload)}"
+    write_as_user = f"{as_user(user, uid, write)} < {upload}"
+    script = locked([f"trap 'clean_up {claim}' EXIT", f"chmod 600 {upload}", write_as_user], lock_wait)
+    return f"( {script} ); status=$?; rm -f {claim}; exit $status"
 
 
 def mark(user: str, what: str, content: str = "") -> str:
@@ -156,20 +167,40 @@ def lock_commands(wait_seconds: int) -> list[str]:
     """Hold this host's lock until the script ends: one install, removal or check at a time, the others wait.
 
     Root's own folders are made once the lock is held. The EXIT trap ``clean_up PATHS`` removes a
-    script's temporary PATHS and, when the script fails on a host it found without root's folders
-    (a fresh host), those folders too if empty (another run's upload keeps them): the host stays as it was.
+    script's temporary PATHS and, when the script fails on a fresh host, root's folders too if they
+    hold nothing else (another run's upload or installed files keep them): the host stays as it was.
+    A fresh host is one found without them, or with the mark of a run in flight that found it so
+    (``claim_uploads``).
     """
+    marks = FRESH_HOST_MARK.format(upload=f"{UPLOAD_DIR}/*")
     return [
         f'{{ {open_lock()}; }} || {{ echo "cannot create {LOCK_FILE}" >&2; exit 1; }}',
         f'flock -w {wait_seconds} 9 || {{ echo "another pyinfra-nerdctl run on this host held {LOCK_FILE} '
         f'for {wait_seconds} s (host_lock_wait): nothing was changed; run again when it has finished" >&2; exit 1; }}',
-        f"made_private_dirs=$([ -d {STATE_DIR} ] || echo yes)",
+        f"fresh_host=$([ -d {STATE_DIR} ] && ! ls {marks} >/dev/null 2>&1 || echo yes)",
         "# shellcheck disable=SC2317  # clean_up runs as the EXIT trap, which shellcheck does not follow",
-        'clean_up() { status=$?; rm -rf "$@"; if [ "$status" -ne 0 ] && [ -n "$made_private_dirs" ]; then '
+        'clean_up() { status=$?; rm -rf "$@"; if [ "$status" -ne 0 ] && [ -n "$fresh_host" ] && '
+        f"! find {STATE_DIR} -mindepth 1 ! -path {WORK_DIR} ! -path {UPLOAD_DIR} 2>/dev/null | grep -q .; then "
         f"rmdir {WORK_DIR} {UPLOAD_DIR} {STATE_DIR} 2>/dev/null || true; fi; }}",
         "trap clean_up EXIT",
         f'{private_dirs_command()} || {{ echo "cannot create {STATE_DIR}" >&2; exit 1; }}',
     ]
+
+
+def claim_uploads(uploads: Sequence[str], wait_seconds: int) -> str:
+    """Before a run's ``uploads``, under the host's lock: root's folders, the upload names taken, and on a fresh host
+    the run's mark (``layout.FRESH_HOST_MARK``), so that a failing run takes the folders back only once none holds a claim.
+    """
+    quoted = " ".join(map(shlex.quote, uploads))
+    mark = shlex.quote(FRESH_HOST_MARK.format(upload=uploads[0]))
+    return locked([f"touch {quoted}", f'if [ -n "$fresh_host" ]; then touch {mark}; fi'], wait_seconds)
+
+
+def take_back_uploads(uploads: Sequence[str], wait_seconds: int) -> str:
+    """After a run's upload failed: its ``uploads`` and mark go, and on a fresh host root's folders (``lock_commands``)."""
+    claim = " ".join(map(shlex.quote, [*uploads, FRESH_HOST_MARK.format(upload=uploads[0])]))
+    # The run has failed: the trap's clean_up sees a failure.
+    return "\n".join([*lock_commands(wait_seconds), f"trap {shlex.quote('clean_up ' + claim)} EXIT", "exit 1", ""])
 
 
 def locked(commands: Sequence[str], wait_seconds: int) -> str:

@@ -13,7 +13,7 @@
 - ``lock_commands`` / ``locked``: the host's lock, held by the install, removal and check
   steps and by every rootless step that changes the host, so two runs at once take turns;
   ``leftovers_script`` removes what killed runs left, while no run holds it.
-- ``private_dirs_command``: root's own folders for work, uploads and the lock.
+- ``ClaimedUploadCommand``: an upload to a name the run claimed (``claim_uploads``), taken back when it fails.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from functools import wraps
 from io import StringIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, cast
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, cast
 
 import pyinfra
 from pyinfra import host, logger
@@ -34,8 +34,24 @@ from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, StringC
 
 from ..facts import manifest_glob, manifest_path, shell_glob
 from ..facts.versions import VERSION_KEY, VERSIONED_BINARIES
-from ..layout import BINARY_VERSIONS, CREATED_FOLDERS, STALE_MINUTES, TEMP_PREFIX, UPLOAD_DIR, WORK_DIR
-from .commands import lock_commands, locked, naming_a_kill, private_dirs_command, private_temp_file, replace_file
+from ..layout import (
+    BINARY_VERSIONS,
+    CREATED_FOLDERS,
+    FRESH_HOST_MARK,
+    STALE_MINUTES,
+    TEMP_PREFIX,
+    UPLOAD_DIR,
+    WORK_DIR,
+)
+from .commands import (
+    claim_uploads,
+    lock_commands,
+    locked,
+    naming_a_kill,
+    private_temp_file,
+    replace_file,
+    take_back_uploads,
+)
 from .commands import root_directory as root_directory_command
 from .controller import cache_path, cached_archive
 from .releases import Download, Release, ReleaseError
@@ -154,6 +170,23 @@ def _version_variables() -> str:
     return f"versions={shlex.quote(BINARY_VERSIONS)}\nversion_key={shlex.quote(VERSION_KEY)}"
 
 
+class ClaimedUploadCommand(FileUploadCommand):
+    """An upload to a name ``claim_uploads`` took that, when it fails, runs ``take_back`` (``take_back_uploads``)."""
+
+    def __init__(self, src: str | IO[Any], dest: str, take_back: str) -> None:
+        super().__init__(src, dest)
+        self.take_back = take_back
+
+    def execute(self, state: State, host: Host, connector_arguments: ConnectorArguments) -> bool:
+        uploaded = False
+        try:
+            uploaded = bool(super().execute(state, host, connector_arguments))
+        finally:
+            if not uploaded:
+                host.run_shell_command(StringCommand(self.take_back), **connector_arguments)
+        return uploaded
+
+
 def upload_path(download: Download, run_token: str) -> str:
     """Where an archive the controller uploads waits for ``install_script``: root's folder, one name per run.
 
@@ -182,7 +215,8 @@ def install_script(
     The script runs in the C locale, so names sort and match byte by byte.
 
     With ``run_token``, the archives were uploaded to ``upload_path`` instead of being
-    downloaded by the host; they are verified all the same.
+    downloaded by the host; they are verified all the same, and they and the run's mark
+    (``claim_uploads``) go when the script ends.
 
     The script holds the host's lock (``lock_commands``) from start to end, so that two
     runs at once install one after the other; a run waits at most ``lock_wait`` seconds.
@@ -199,9 +233,12 @@ def install_script(
     that the next runs' facts read it rather than execute the binary.
     Temporary files go on success and failure, and those of an earlier run that
     was killed go at the start; all live in root's own folders (``private_dirs_command``),
-    which a failed run that made them takes away again (``lock_commands``).
+    which a failed run on a fresh host takes away again (``lock_commands``).
     """
-    uploads = " ".join(upload_path(download, run_token) for download in downloads) if run_token else ""
+    uploads = ""
+    if run_token:
+        claim = [upload_path(download, run_token) for download in downloads]
+        uploads = " ".join([*claim, FRESH_HOST_MARK.format(upload=claim[0])])
     steps = _install_lines(downloads, dest, run_token, retired)
     return (
         "\n".join(
@@ -332,11 +369,15 @@ def release_files(
     run_token = None
     if cache_dir is not None:
         run_token = secrets.token_hex(8)
-        yield private_dirs_command()
-        yield FunctionCommand(_prefer_aead_cipher, (), {})
+        # Every archive on the controller, verified, before anything reaches the host.
         for download in downloads:
             yield FunctionCommand(_fetch_to_controller_cache, (download, cache_dir), {})
-            yield FileUploadCommand(str(cache_path(download, cache_dir)), upload_path(download, run_token))
+        uploads = [upload_path(download, run_token) for download in downloads]
+        yield claim_uploads(uploads, lock_wait)
+        yield FunctionCommand(_prefer_aead_cipher, (), {})
+        take_back = take_back_uploads(uploads, lock_wait)
+        for download, upload in zip(downloads, uploads, strict=True):
+            yield ClaimedUploadCommand(str(cache_path(download, cache_dir)), upload, take_back)
     script = install_script(downloads, dest, run_token=run_token, retired=retired, lock_wait=lock_wait)
     yield naming_a_kill(script, f"the install into {dest}")
 

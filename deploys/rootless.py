@@ -20,8 +20,8 @@ from ..facts.rootless import RootlessState, UserFileContents
 from ..facts.types import RootlessStateDict
 from ..layout import TEMP_PREFIX, UPLOAD_DIR
 from .build_host import fail, host_settings, read_state
-from .commands import private_dirs_command, user_upload_write, user_write
-from .operations import diff_wanted, show_diff
+from .commands import claim_uploads, take_back_uploads, user_upload_write, user_write
+from .operations import ClaimedUploadCommand, diff_wanted, show_diff
 from .rootless_plan import (
     RootlessError,
     plan_rootless,
@@ -76,9 +76,9 @@ def user_file(
         show_diff(f"~{user}/{relative}", host.get_fact(UserFileContents, user=user, path=f"{home}/{relative}"), content)
     # Root's own upload folder (a link in /tmp, planted by a user, could redirect root's upload), a name per run.
     upload = f"{UPLOAD_DIR}/{TEMP_PREFIX.lstrip('.')}-user.{uid}.{secrets.token_hex(4)}"
-    yield private_dirs_command()
+    yield claim_uploads([upload], lock_wait)
     temp = f"{home}/{relative}.{TEMP_PREFIX.lstrip('.')}-{secrets.token_hex(4)}.tmp"
-    yield FileUploadCommand(StringIO(content), upload)
+    yield ClaimedUploadCommand(StringIO(content), upload, take_back_uploads([upload], lock_wait))
     yield user_upload_write(user, uid, upload, user_write(f"{home}/{relative}", temp), lock_wait)
 
 

@@ -108,6 +108,50 @@ def test_a_run_failing_on_a_fresh_host_takes_its_folders_back_under_the_lock_and
     assert third.returncode == 0 and third.json["results"]["totals"]["success"] == 0, third.output
 
 
+def _two_runs_at_once(host: testhosts.TestHost, data: dict[str, dict]) -> dict:
+    """Both runs of ``data`` started while the test holds the host's lock, so that they claim their uploads together."""
+    host.run(f"setsid -f flock {LOCK_FILE} sleep 121 >/dev/null 2>&1 < /dev/null")
+    runs: dict = {}
+
+    def run(label: str) -> None:
+        runs[label] = run_pyinfra(inventory([host], **data[label]), DEPLOY)
+
+    threads = [threading.Thread(target=run, args=(label,)) for label in data]
+    for thread in threads:
+        thread.start()
+    until(lambda: host.run(LOCK_WAITERS).stdout.strip() == "2", "both runs waiting for the lock", runs)
+    host.run("pkill -f 'sleep 121'")
+    for thread in threads:
+        thread.join()
+    return runs
+
+
+def test_runs_uploading_at_once_on_a_fresh_host_take_its_folders_back_only_when_all_failed(
+    boot_hosts, mirror, tmp_path
+):
+    (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
+    good = deploy_data(mirror, download_on_controller=True, release_cache_dir=str(tmp_path))
+    bad = {**good, "bin_dir": "/proc/pyinfra-bin"}
+
+    runs = _two_runs_at_once(host, {"first": bad, "second": bad})
+
+    for result in runs.values():
+        assert result.returncode != 0 and "cannot create bin_dir /proc/pyinfra-bin" in result.output, result.output
+    assert host.run(f"test -e {PRIVATE}", check=False).returncode == 1
+
+    runs = _two_runs_at_once(host, {"failing": bad, "converging": good})
+
+    assert runs["failing"].returncode != 0, runs["failing"].output
+    assert runs["converging"].returncode == 0, runs["converging"].output
+    assert client_call(host)["buildkitd.version"] == "0.12.5"
+    assert host.run(f"ls -A {PRIVATE}/work {PRIVATE}/uploads").stdout.split() == [
+        f"{PRIVATE}/uploads:",
+        f"{PRIVATE}/work:",
+    ]
+    third = run_pyinfra(inventory([host], **good), DEPLOY, as_json=True)
+    assert third.returncode == 0 and third.json["results"]["totals"]["success"] == 0, third.output
+
+
 def test_a_run_waits_for_the_lock_a_bounded_time_and_says_so(boot_hosts, mirror):
     (host,) = boot_hosts(1, image=testhosts.TRIXIE_CONTAINERD)
     hosts = inventory([host], **deploy_data(mirror))

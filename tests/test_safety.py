@@ -109,6 +109,22 @@ def test_bad_input_is_refused_and_the_host_is_untouched(boot_hosts, mirror):
         assert host_state(fresh) == before, change
 
 
+def test_a_failed_run_on_a_fresh_host_leaves_nothing_when_the_controller_uploads(boot_hosts, mirror, tmp_path):
+    fresh = boot_containerd_host(boot_hosts)
+    before = host_state(fresh)
+    controller = deploy_data(mirror, download_on_controller=True, release_cache_dir=str(tmp_path))
+    for change, message in (
+        # Found on the controller when the operation runs, after the nerdctl archive was fetched.
+        ({"buildkit_sha256": "0" * 64}, "SHA-256 mismatch"),
+        # Found on the host by the install, after both archives were uploaded.
+        ({"bin_dir": "/proc/pyinfra-bin"}, "cannot create bin_dir /proc/pyinfra-bin"),
+    ):
+        run = run_pyinfra(inventory([fresh], **{**controller, **change}), DEPLOY)
+        assert run.returncode != 0 and message in run.output, run.output
+        assert host_state(fresh) == before, change
+        assert fresh.run("test -e /var/lib/pyinfra-nerdctl", check=False).returncode == 1, change
+
+
 def test_misspelt_key_warns_and_plain_http_warns(boot_hosts, mirror):
     host, hosts = converged_host(boot_hosts, mirror)
     run = run_pyinfra([(host.name, {**hosts[0][1], "nerdctl_verison": "2.4.1"})], DEPLOY)
@@ -445,23 +461,16 @@ def test_a_run_killed_during_a_controller_fetch_leaves_nothing_after_a_converged
     mirror.heal()
     (partial,) = cache.glob("*/.buildkit-v0.13.0.linux-amd64.tar.gz.*.partial")
     assert partial.name.endswith(f".{run.pid}.partial")
-    uploads = host.run("ls /var/lib/pyinfra-nerdctl/uploads").stdout.split()
-    assert uploads, "the nerdctl archive was uploaded before the kill"
-    # A rerun at once keeps the controller's partial (a shared cache's other controller could be writing it).
-    stale = time.time() - 120
-    os.utime(partial, (stale, stale))
-    host.run("touch -d '2 hours ago' /var/lib/pyinfra-nerdctl/uploads/*")
-
-    rerun = run_pyinfra(hosts, DEPLOY, as_json=True)
-
-    assert rerun.returncode == 0, rerun.output
-    assert rerun.changes_made()[host.name] == [
-        "Install the nerdctl and BuildKit build host | Remove what killed runs left"
-    ]
+    # Every archive is on the controller, verified, before anything reaches the host: not even nerdctl's, fetched first.
     assert host.run("ls -A /var/lib/pyinfra-nerdctl/uploads /var/lib/pyinfra-nerdctl/work").stdout.split() == [
         "/var/lib/pyinfra-nerdctl/uploads:",
         "/var/lib/pyinfra-nerdctl/work:",
     ]
+    # A rerun at once keeps the controller's partial (a shared cache's other controller could be writing it).
+    stale = time.time() - 120
+    os.utime(partial, (stale, stale))
+
+    rerun = run_pyinfra(hosts, DEPLOY, as_json=True)
+
+    assert rerun.returncode == 0 and rerun.json["results"]["totals"]["success"] == 0, rerun.output
     assert not list(cache.glob("*/.*.partial"))
-    again = run_pyinfra(hosts, DEPLOY, as_json=True)
-    assert again.returncode == 0 and again.json["results"]["totals"]["success"] == 0, again.output

@@ -121,6 +121,8 @@ COMMANDS = {
     "open_lock": commands.open_lock,
     "lock_commands": lambda: "\n".join(commands.lock_commands(600)),
     "locked": lambda: commands.locked(["true"], 600),
+    "claim_uploads": lambda: commands.claim_uploads(["/var/lib/pyinfra-nerdctl/uploads/a b", "/x"], 600),
+    "take_back_uploads": lambda: commands.take_back_uploads(["/var/lib/pyinfra-nerdctl/uploads/a b"], 600),
     "leftovers_script": lambda: commands.leftovers_script(["/a b"]),
     "naming_a_kill": lambda: commands.naming_a_kill("exit 3", "the install"),
 }

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 import tomllib
 from pyinfra_nerdctl import layout
-from pyinfra_nerdctl.deploys import rendering
+from pyinfra_nerdctl.deploys import commands, rendering
 from pyinfra_nerdctl.deploys.changes import (
     Changes,
     Removal,
@@ -20,7 +22,7 @@ from pyinfra_nerdctl.deploys.changes import (
     plan_changes,
     plan_removal,
 )
-from pyinfra_nerdctl.deploys.operations import install_script
+from pyinfra_nerdctl.deploys.operations import ClaimedUploadCommand, install_script
 from pyinfra_nerdctl.deploys.releases import (
     BUILDKIT,
     NERDCTL,
@@ -393,6 +395,79 @@ def test_install_script_is_valid_shell_and_checks_hash_before_unpacking():
         and "unpack https://github.com/containerd/nerdctl/releases/download/v2.3.5/nerdctl-2.3.5-linux-amd64.tar.gz 0 . nerdctl"
         in script
     )
+
+
+def _run_at(root, script: str) -> int:
+    """``script`` run with root's folders and the host's lock moved under ``root``; its exit status."""
+    moved = script.replace(layout.STATE_DIR, f"{root}/state").replace(layout.LOCK_FILE, f"{root}/lock")
+    return subprocess.run(["sh", "-c", moved], capture_output=True).returncode
+
+
+def test_failing_runs_that_upload_take_root_folders_back_once_no_run_holds_a_claim(tmp_path):
+    upload_a, upload_b = f"{layout.UPLOAD_DIR}/aa.1", f"{layout.UPLOAD_DIR}/bb.2"
+    state = tmp_path / "state"
+
+    assert _run_at(tmp_path, commands.claim_uploads([upload_a], 5)) == 0  # a fresh host: run A marks it
+    assert _run_at(tmp_path, commands.claim_uploads([upload_b], 5)) == 0  # B, while A is in flight
+    assert sorted(path.name for path in (state / "uploads").iterdir()) == [
+        "aa.1",
+        "aa.1.fresh-host",
+        "bb.2",
+        "bb.2.fresh-host",
+    ]
+    assert _run_at(tmp_path, commands.take_back_uploads([upload_a], 5)) == 1  # B's claim keeps the folders
+    assert sorted(path.name for path in (state / "uploads").iterdir()) == ["bb.2", "bb.2.fresh-host"]
+    assert _run_at(tmp_path, commands.take_back_uploads([upload_b], 5)) == 1
+    assert not state.exists()
+
+    # B fails after A installed: the folders stay, with A's file lists in them.
+    assert _run_at(tmp_path, commands.claim_uploads([upload_a], 5)) == 0
+    assert _run_at(tmp_path, commands.claim_uploads([upload_b], 5)) == 0
+    (state / "uploads" / "aa.1").unlink()
+    (state / "uploads" / "aa.1.fresh-host").unlink()
+    (state / "nerdctl@_usr_local_bin.files").touch()
+    assert _run_at(tmp_path, commands.take_back_uploads([upload_b], 5)) == 1
+    assert sorted(path.name for path in state.iterdir()) == ["nerdctl@_usr_local_bin.files", "uploads", "work"]
+    shutil.rmtree(state)
+
+    # A host that had the folders keeps them, and a claim there leaves no mark.
+    (state / "uploads").mkdir(parents=True)
+    assert _run_at(tmp_path, commands.claim_uploads([upload_a], 5)) == 0
+    assert [path.name for path in (state / "uploads").iterdir()] == ["aa.1"]
+    assert _run_at(tmp_path, commands.take_back_uploads([upload_a], 5)) == 1
+    assert sorted(path.name for path in state.iterdir()) == ["uploads", "work"]
+
+
+class _UploadFailing:
+    """A host whose uploads fail as ``failure`` says (False, or an exception), and that records its commands."""
+
+    name = "build-1"
+
+    def __init__(self, failure: bool | Exception) -> None:
+        self.failure, self.commands = failure, []
+
+    def put_file(self, *args, **arguments):
+        if isinstance(self.failure, Exception):
+            raise self.failure
+        return self.failure
+
+    def run_shell_command(self, command, **arguments):
+        self.commands.append((str(command), arguments.get("_sudo")))
+        return False, None
+
+
+@pytest.mark.parametrize("failure", [False, OSError("Failure")], ids=["refused", "raised"])
+def test_a_failed_upload_takes_its_claim_back_as_the_same_user(failure):
+    host = _UploadFailing(failure)
+    state = SimpleNamespace(print_output=False, print_input=False)
+    upload = ClaimedUploadCommand("/cache/a.tar.gz", "/var/lib/pyinfra-nerdctl/uploads/a", "take it back")
+
+    if isinstance(failure, Exception):
+        with pytest.raises(OSError):
+            upload.execute(state, host, {"_sudo": True})
+    else:
+        assert upload.execute(state, host, {"_sudo": True}) is False
+    assert host.commands == [("take it back", True)]
 
 
 def test_unit_freshness_parsing():
