@@ -398,8 +398,10 @@ def test_install_script_is_valid_shell_and_checks_hash_before_unpacking():
 
 
 def _run_at(root, script: str) -> int:
-    """``script`` run with root's folders and the host's lock moved under ``root``; its exit status."""
+    """``script`` run with root's folders and the host's lock moved under ``root``, and owned by whoever runs the
+    tests (the README's fresh-clone block runs them as a user); its exit status."""
     moved = script.replace(layout.STATE_DIR, f"{root}/state").replace(layout.LOCK_FILE, f"{root}/lock")
+    moved = moved.replace("-o root -g root", f"-o {os.getuid()} -g {os.getgid()}")
     return subprocess.run(["sh", "-c", moved], capture_output=True).returncode
 
 
