@@ -51,10 +51,11 @@ def ca_step(settings: Settings, authority: Authority | None) -> Step:
     while planning, ``certs.planned_ca``) written into ``buildkit_ca_dir`` on the controller; ``authority``:
     the CA a remote builder's files are signed by, None for a host that is none."""
     ca_dir = settings.buildkit_ca_dir
+    in_place = f"the fleet's CA is in {ca_dir}"
     return Step(
         f"Create the fleet's CA in {ca_dir} on the controller",
         kind="ca",
-        unneeded=f"the fleet's CA is in {ca_dir}" if authority else "no buildkit_remote_address: no CA is needed",
+        unneeded=in_place if authority is not None else "no buildkit_remote_address: no CA is needed",
         options={"ca_dir": ca_dir, "authority": None if authority is None or authority.saved else authority},
     )
 
