@@ -6,6 +6,9 @@ controller (``ca.pem``, and ``ca-key.pem`` at 0600, which never leaves it); each
 server certificate and key signed by it, and each client one from
 ``python -m pyinfra_nerdctl.certs client NAME --ca-dir DIR --out DIR``.
 
+A deploy plans with ``planned_ca``, which writes nothing (a new CA stays in memory), and the
+CA is written by ``save_ca`` when the run executes: a ``--dry`` run leaves the folder as it was.
+
 Keys are ECDSA P-256 (what Go's TLS, and so buildkitd and buildx, handle everywhere). The
 decision whether a host's certificate still serves (``renewal_reason``) is pure.
 """
@@ -18,8 +21,10 @@ import ipaddress
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -75,14 +80,23 @@ def canonical_names(names: Iterable[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Authority:
-    """The CA: its certificate (PEM) and its key (on the controller only)."""
+    """The CA: its certificate (PEM) and its key (on the controller only).
+
+    ``saved`` False: made in memory by ``planned_ca``, not yet in its folder (``save_ca`` writes it).
+    """
 
     cert_pem: str
     key: ec.EllipticCurvePrivateKey
+    saved: bool = True
 
     @property
     def cert(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.cert_pem.encode())
+
+
+# The CAs this controller process made in memory and has not written yet, by real path of their folder:
+# every host of a run, and every deploy of one file, plans with the same one (``planned_ca``).
+_unsaved: dict[str, Authority] = {}
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -99,7 +113,23 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def _create_ca(folder: Path, now: datetime) -> None:
+def _replace_atomically(path: Path, data: bytes, mode: int) -> None:
+    """``data`` at ``path`` by one rename: a reader sees the old file or the whole new one, never a part."""
+    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def new_authority(now: datetime) -> Authority:
+    """A new CA, in memory only (``saved`` False)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pyinfra-nerdctl remote builders CA")])
     cert = (
@@ -115,21 +145,14 @@ def _create_ca(folder: Path, now: datetime) -> None:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(folder / CA_KEY, _key_pem(key))
-    (folder / CA_CERT).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Authority(cert.public_bytes(serialization.Encoding.PEM).decode(), key, saved=False)
 
 
-def load_or_create_ca(ca_dir: str, now: datetime | None = None) -> Authority:
-    """The CA in ``ca_dir``, made there on first use (the folder 0700, the key 0600); a ``CertError`` if it cannot be."""
-    folder = Path(ca_dir)
+@contextmanager
+def _ca_errors(ca_dir: str) -> Iterator[None]:
+    """A failure to read or write the CA in ``ca_dir`` as one ``CertError`` naming the folder."""
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(folder / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # two controllers at once make one CA
-            if not (folder / CA_KEY).exists():
-                _create_ca(folder, now or datetime.now(timezone.utc))
-            cert_pem = (folder / CA_CERT).read_text()
-            key = serialization.load_pem_private_key((folder / CA_KEY).read_bytes(), password=None)
+        yield
     except OSError as error:
         raise CertError(
             f"buildkit_ca_dir={ca_dir!r}: cannot read or create the CA there ({error.strerror or error})"
@@ -138,9 +161,71 @@ def load_or_create_ca(ca_dir: str, now: datetime | None = None) -> Authority:
         raise CertError(
             f"buildkit_ca_dir={ca_dir!r}: {CA_CERT} or {CA_KEY} is not a PEM certificate and key"
         ) from error
+
+
+def _read_ca(folder: Path, ca_dir: str) -> Authority | None:
+    """The CA in ``folder``; None while it holds no key.
+
+    No lock needed: ``save_ca`` renames the key into place last and never replaces it, so once
+    the key is there, the certificate beside it is its own.
+    """
+    try:
+        key_pem = (folder / CA_KEY).read_bytes()
+    except FileNotFoundError:
+        return None
+    cert_pem = (folder / CA_CERT).read_text()
+    x509.load_pem_x509_certificate(cert_pem.encode())
+    key = serialization.load_pem_private_key(key_pem, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise CertError(f"buildkit_ca_dir={ca_dir!r}: {CA_KEY} is not an ECDSA key made by pyinfra-nerdctl")
     return Authority(cert_pem, key)
+
+
+def planned_ca(ca_dir: str, now: datetime | None = None) -> Authority:
+    """The CA a run plans with, writing nothing: the one in ``ca_dir``, else one made in memory (``saved``
+    False) that every later call of this process for ``ca_dir`` gets too, until ``save_ca`` has written it.
+
+    A ``--dry`` run plans and never executes, so it leaves ``ca_dir`` as it was.
+    """
+    key = os.path.realpath(ca_dir)
+    if key in _unsaved:
+        return _unsaved[key]
+    with _ca_errors(ca_dir):
+        found = _read_ca(Path(ca_dir), ca_dir)
+    return found or _unsaved.setdefault(key, new_authority(now or datetime.now(timezone.utc)))
+
+
+def save_ca(ca_dir: str, authority: Authority) -> None:
+    """Write ``authority`` into ``ca_dir`` (the folder 0700, the key 0600), unless the folder holds it already.
+
+    Under the folder's lock, each file by one rename, the key last: of two writers at once (hosts of
+    one run, or two controllers), one writes, and the other finds that CA. A ``CertError`` when the
+    folder holds another CA than ``authority``, or cannot be written.
+    """
+    folder = Path(ca_dir)
+    with _ca_errors(ca_dir):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(folder / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            found = _read_ca(folder, ca_dir)
+            if found is None:
+                _replace_atomically(folder / CA_CERT, authority.cert_pem.encode(), 0o644)
+                _replace_atomically(folder / CA_KEY, _key_pem(authority.key), 0o600)
+    if found is not None and found.cert_pem != authority.cert_pem:
+        raise CertError(
+            f"buildkit_ca_dir={ca_dir!r} holds another CA than the one this run planned with "
+            "(made meanwhile by another run): nothing was sent to the host; run again"
+        )
+    if _unsaved.get(os.path.realpath(ca_dir)) is authority:
+        del _unsaved[os.path.realpath(ca_dir)]
+
+
+def load_or_create_ca(ca_dir: str, now: datetime | None = None) -> Authority:
+    """The CA in ``ca_dir``, made and written there on first use; a ``CertError`` if it cannot be."""
+    authority = planned_ca(ca_dir, now)
+    if not authority.saved:
+        save_ca(ca_dir, authority)
+    return replace(authority, saved=True)
 
 
 def issue(

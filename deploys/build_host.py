@@ -10,7 +10,7 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.api.exceptions import DeployError
 
 from .. import layout
-from ..certs import Authority, CertError, load_or_create_ca
+from ..certs import Authority, CertError, planned_ca
 from ..facts import BuildHostState, ReleaseFiles, manifest_glob, manifest_path
 from ..facts.types import BuildHostStateDict, PlatformDict
 from .build_plan import dest_of, install_steps, removal_steps
@@ -155,17 +155,21 @@ def _install(
         log_warnings(disk_warnings(settings, version_after_run(settings, state["buildkit"]["buildkitd"])))
     if settings.fetch_on_controller:
         remove_stale_partials(settings.release_cache_dir)
-    steps = install_steps(settings, state, changes, takeover, releases, possible, retired, downloads)
+    steps = install_steps(settings, state, changes, takeover, releases, possible, retired, downloads, authority)
     with fixed_steps():
         carry_out(steps)
 
 
 def _authority(settings: Settings) -> Authority | None:
-    """The fleet's CA for a remote builder (made on first use), before the host is read; None for none."""
+    """The fleet's CA for a remote builder, before the host is read; None for none.
+
+    A new one is made in memory, the same for every host of the run, and written by the deploy's
+    first step (``build_plan.ca_step``), so that a ``--dry`` run writes nothing.
+    """
     if settings.buildkit_remote_address is None:
         return None
     try:
-        return load_or_create_ca(settings.buildkit_ca_dir)
+        return planned_ca(settings.buildkit_ca_dir)
     except CertError as error:
         raise fail(str(error)) from error
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .. import layout
+from ..certs import Authority
 from ..facts.types import BuildHostStateDict
 from . import commands as sh
 from .changes import (
@@ -45,8 +46,22 @@ def _names(releases: Sequence[Release], settings: Settings) -> str:
     return " and ".join(f"{release.label} {wanted_version(release, settings)}" for release in releases)
 
 
+def ca_step(settings: Settings, authority: Authority | None) -> Step:
+    """First in a deploy that may install BuildKit, before any host is touched: a new CA (made in memory
+    while planning, ``certs.planned_ca``) written into ``buildkit_ca_dir`` on the controller; ``authority``:
+    the CA a remote builder's files are signed by, None for a host that is none."""
+    ca_dir = settings.buildkit_ca_dir
+    in_place = f"the fleet's CA is in {ca_dir}"
+    return Step(
+        f"Create the fleet's CA in {ca_dir} on the controller",
+        kind="ca",
+        unneeded=in_place if authority is not None else "no buildkit_remote_address: no CA is needed",
+        options={"ca_dir": ca_dir, "authority": None if authority is None or authority.saved else authority},
+    )
+
+
 def leftovers_step(state: BuildHostStateDict) -> Step:
-    """First on every host: what killed runs left (uploads, scratch and unpack folders, partial copies)."""
+    """First on the host: what killed runs left (uploads, scratch and unpack folders, partial copies)."""
     leftovers = state["leftovers"]
     return run(
         "Remove what killed runs left",
@@ -77,8 +92,10 @@ def install_steps(
     possible: tuple[Release, ...],
     retired: tuple[Release, ...],
     downloads: Sequence[Download],
+    authority: Authority | None,
 ) -> list[Step]:
-    """Every step of an install of ``releases`` by a deploy of ``possible``; ``downloads``: the outdated archives."""
+    """Every step of an install of ``releases`` by a deploy of ``possible``; ``downloads``: the outdated archives;
+    ``authority``: the CA of a remote builder's files (``ca_step``)."""
     dest = dest_of(releases[0], settings)  # one flavor per run: all its releases share a destination
     install = Step(
         f"Install {_names(changes.outdated or releases, settings)} into {dest}",
@@ -98,6 +115,7 @@ def install_steps(
         "the recorded versions hold",
     )
     return [
+        *([ca_step(settings, authority)] if has_buildkit(possible) else []),
         leftovers_step(state),
         install,
         remember,

@@ -13,6 +13,7 @@
 - ``lock_commands`` / ``locked``: the host's lock, held by the install, removal and check
   steps and by every rootless step that changes the host, so two runs at once take turns;
   ``leftovers_script`` removes what killed runs left, while no run holds it.
+- ``fleet_ca``: the fleet's CA written on the controller, when the run executes (a ``--dry`` run writes nothing).
 - ``ClaimedUploadCommand``: an upload to a name the run claimed (``claim_uploads``), taken back when it fails.
 """
 
@@ -32,6 +33,7 @@ import pyinfra
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, FunctionCommand, Host, State, StringCommand, operation
 
+from ..certs import Authority, CertError, save_ca
 from ..facts import manifest_glob, manifest_path, shell_glob
 from ..facts.versions import VERSION_KEY, VERSIONED_BINARIES
 from ..layout import (
@@ -339,6 +341,30 @@ def _fetch_to_controller_cache(state: State, host: Host, download: Download, cac
         host.log_styled(f"{host.name}: {error}", fg="red", log_func=logger.error)
         return False
     return True
+
+
+def _save_ca(state: State, host: Host, ca_dir: str, authority: Authority) -> bool:
+    """Write the CA the run planned with into ``ca_dir`` on the controller (when the operation runs, never while planning)."""
+    try:
+        save_ca(ca_dir, authority)
+    except CertError as error:
+        host.log_styled(f"{host.name}: {error}", fg="red", log_func=logger.error)
+        return False
+    return True
+
+
+@step_operation(lambda authority, unneeded, **_: unneeded if authority is None else None)
+def fleet_ca(ca_dir: str, authority: Authority | None, unneeded: str) -> Generator[FunctionCommand, None, None]:
+    """Write the fleet's CA, made in memory while planning (``certs.planned_ca``), into ``ca_dir`` on the controller.
+
+    Every host of the run writes the same CA, the first one for real (``certs.save_ca``); a host
+    fails here, before anything is sent to it, when ``ca_dir`` meanwhile got another CA.
+
+    + ca_dir: ``buildkit_ca_dir``
+    + authority: the CA the host's files are signed by; None: it is in ``ca_dir`` already (no change)
+    + unneeded: the no-op's reason
+    """
+    yield FunctionCommand(_save_ca, (ca_dir, authority), {})
 
 
 @step_operation(lambda downloads, installed, **_: None if downloads else installed)

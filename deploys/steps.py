@@ -11,6 +11,7 @@ why. Its ``kind`` chooses the operation that runs it:
 - ``remove_release``: ``remove_release_files`` (``options``: ``release``, ``dest``, ``installed_files``)
 - ``check``: ``buildkit_answers`` (its one command is the check's script)
 - ``user_file``: ``rootless.user_file`` (``options``: ``user``, ``uid``, ``home``, ``relative``, ``content``)
+- ``ca``: ``fleet_ca``, on the controller (``options``: ``ca_dir``, ``authority``: the CA to write, None: nothing to write)
 - ``packages``: apt's packages (``options``: ``packages``), a no-op reading nothing when none is missing
 """
 
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .operations import release_files, remove_release_files, root_directory, run_commands, write_file
+from .operations import fleet_ca, release_files, remove_release_files, root_directory, run_commands, write_file
 from .verify import buildkit_answers
 
 
@@ -83,6 +84,10 @@ def _check(step: Step) -> None:
     buildkit_answers(name=step.name, script="".join(step.commands), skip_reason=step.unneeded or None)
 
 
+def _ca(step: Step) -> None:
+    fleet_ca(name=step.name, ca_dir=step.options["ca_dir"], authority=step.options["authority"], unneeded=step.unneeded)
+
+
 # The operation that carries out each kind of step of the build-host deploys.
 OPERATIONS: dict[str, Callable[[Step], None]] = {
     "run": _run,
@@ -91,6 +96,7 @@ OPERATIONS: dict[str, Callable[[Step], None]] = {
     "release": _release,
     "remove_release": _remove_release,
     "check": _check,
+    "ca": _ca,
 }
 
 

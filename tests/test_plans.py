@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from pyinfra_nerdctl.certs import default_ca_dir
 from pyinfra_nerdctl.deploys.build_plan import install_steps, removal_steps
 from pyinfra_nerdctl.deploys.changes import plan_changes, plan_removal
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL
@@ -24,6 +25,7 @@ ALL = (NERDCTL, BUILDKIT, NERDCTL_FULL)
 MINIMAL = (NERDCTL, BUILDKIT)
 ABSENT = {"enabled": False, "active": False, "needs_daemon_reload": False, "stale": False}
 INSTALL_NAMES = [
+    f"Create the fleet's CA in {default_ca_dir()} on the controller",
     "Remove what killed runs left",
     "Install nerdctl 2.3.5 and BuildKit 0.32.2 into /usr/local/bin",
     "Record the versions of the installed binaries",
@@ -76,7 +78,7 @@ def _install(settings, state, releases=MINIMAL, possible=ALL, retired=(NERDCTL_F
     takeover = plan_takeover(state, settings.buildkit_takeover)
     changes = plan_changes(settings, takeover.state, releases)
     downloads = ["archive"] * len(changes.outdated)  # carried, never looked into
-    return install_steps(settings, state, changes, takeover, releases, possible, retired, downloads)
+    return install_steps(settings, state, changes, takeover, releases, possible, retired, downloads, None)
 
 
 def _busy(step: Step) -> bool:

@@ -6,6 +6,8 @@ import os
 import stat
 import subprocess
 import tempfile
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from io import StringIO
 from types import SimpleNamespace
@@ -17,7 +19,7 @@ from pyinfra_nerdctl import certs, layout
 from pyinfra_nerdctl.deploys import rendering
 from pyinfra_nerdctl.deploys.build_plan import install_steps, removal_steps
 from pyinfra_nerdctl.deploys.changes import plan_changes, plan_removal
-from pyinfra_nerdctl.deploys.operations import PrivateUploadCommand
+from pyinfra_nerdctl.deploys.operations import PrivateUploadCommand, _save_ca
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL
 from pyinfra_nerdctl.deploys.remote import replacement_reason, server_names, tls_files
 from pyinfra_nerdctl.deploys.settings import SettingError, resolve_settings
@@ -56,6 +58,113 @@ def test_a_ca_folder_that_cannot_be_made_is_one_clear_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(certs.CertError, match=r"^buildkit_ca_dir='.*/file/ca': cannot read or create the CA there"):
         certs.load_or_create_ca(str(tmp_path / "file" / "ca"))
+
+
+def test_planning_writes_no_ca_and_every_plan_of_the_process_gets_the_same_new_one(tmp_path):
+    folder = tmp_path / "config" / "ca"
+    planned = certs.planned_ca(str(folder), now=NOW)
+    assert not planned.saved and not (tmp_path / "config").exists()
+    (tmp_path / "link").symlink_to(tmp_path / "config")
+    assert certs.planned_ca(str(folder)) is planned
+    assert certs.planned_ca(str(tmp_path / "link" / "ca")) is planned  # the same folder by another path
+    assert certs.planned_ca(str(tmp_path / "other")).cert_pem != planned.cert_pem
+    assert not (tmp_path / "config").exists()
+
+
+def test_saving_writes_the_planned_ca_once_root_only_and_a_rerun_reads_it(tmp_path):
+    folder = tmp_path / "ca"
+    planned = certs.planned_ca(str(folder), now=NOW)
+    certs.save_ca(str(folder), planned)
+    certs.save_ca(str(folder), planned)  # another host of the same run: the same CA, nothing to do
+    # No temporary file is left.
+    assert sorted(path.name for path in folder.iterdir()) == sorted([".lock", certs.CA_CERT, certs.CA_KEY])
+    assert (mode_of(folder), mode_of(folder / certs.CA_KEY)) == (0o700, 0o600)
+    again = certs.planned_ca(str(folder))
+    assert again.saved and again.cert_pem == planned.cert_pem
+    assert again.key.private_numbers() == planned.key.private_numbers()
+
+
+def test_a_folder_that_got_another_ca_meanwhile_fails_the_save_and_keeps_its_ca(tmp_path):
+    folder = tmp_path / "ca"
+    theirs = certs.load_or_create_ca(str(folder), now=NOW)
+    ours = certs.new_authority(NOW)
+    with pytest.raises(certs.CertError, match=r"^buildkit_ca_dir='.*/ca' holds another CA than the one this run"):
+        certs.save_ca(str(folder), ours)
+    assert (folder / certs.CA_CERT).read_text() == theirs.cert_pem
+
+
+def _race(monkeypatch, folder, authorities) -> list[str]:
+    """``save_ca`` of each of ``authorities`` at once, each writer slow between reading and writing the folder."""
+    read = certs._read_ca
+
+    def slow_read(*arguments):
+        found = read(*arguments)
+        time.sleep(0.2)  # without the lock, both writers would find no CA here
+        return found
+
+    monkeypatch.setattr(certs, "_read_ca", slow_read)
+    start = threading.Barrier(len(authorities))
+    outcomes = [""] * len(authorities)
+
+    def save(index: int) -> None:
+        start.wait()
+        try:
+            certs.save_ca(str(folder), authorities[index])
+            outcomes[index] = "saved"
+        except certs.CertError as error:
+            outcomes[index] = str(error)
+
+    threads = [threading.Thread(target=save, args=(index,)) for index in range(len(authorities))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_of_two_writers_at_once_of_different_cas_one_wins_and_the_other_fails_clearly(tmp_path, monkeypatch):
+    folder = tmp_path / "ca"
+    authorities = [certs.new_authority(NOW), certs.new_authority(NOW)]
+    outcomes = _race(monkeypatch, folder, authorities)
+    assert sorted(outcome == "saved" for outcome in outcomes) == [False, True]
+    winner = authorities[outcomes.index("saved")]
+    assert (folder / certs.CA_CERT).read_text() == winner.cert_pem
+    assert "holds another CA than the one this run planned with" in next(o for o in outcomes if o != "saved")
+
+
+def test_two_writers_at_once_of_the_same_ca_both_go_on(tmp_path, monkeypatch):
+    folder = tmp_path / "ca"
+    planned = certs.planned_ca(str(folder), now=NOW)
+    assert _race(monkeypatch, folder, [planned, planned]) == ["saved", "saved"]
+    assert (folder / certs.CA_CERT).read_text() == planned.cert_pem
+
+
+def test_the_step_that_writes_a_new_ca_fails_the_host_with_one_line_naming_the_folder(tmp_path, caplog):
+    folder = tmp_path / "ca"
+    certs.load_or_create_ca(str(folder), now=NOW)
+    host = SimpleNamespace(name="build-1", log_styled=lambda message, log_func, **_: log_func(message))
+    assert not _save_ca(None, host, str(folder), certs.new_authority(NOW))
+    assert [record.getMessage() for record in caplog.records] == [
+        f"build-1: buildkit_ca_dir={str(folder)!r} holds another CA than the one this run planned with "
+        "(made meanwhile by another run): nothing was sent to the host; run again"
+    ]
+    assert _save_ca(None, host, str(tmp_path / "new"), certs.new_authority(NOW))
+    assert (tmp_path / "new" / certs.CA_KEY).exists()
+
+
+def test_a_new_ca_is_written_by_the_first_step_and_a_saved_one_by_none(tmp_path):
+    settings = remote_settings(tmp_path)
+    state = _state(settings)
+    planned = certs.planned_ca(settings.buildkit_ca_dir, now=NOW)
+    name = f"Create the fleet's CA in {tmp_path / 'ca'} on the controller"
+    first = _steps(settings, state, planned)[1][name]
+    assert (first.kind, first.options["authority"]) == ("ca", planned)
+    assert list(_steps(settings, state, planned)[1]).index(name) == 0
+    certs.save_ca(settings.buildkit_ca_dir, planned)
+    saved = _steps(settings, state, certs.planned_ca(settings.buildkit_ca_dir))[1][name]
+    assert (saved.options["authority"], saved.unneeded) == (None, f"the fleet's CA is in {tmp_path / 'ca'}")
+    off = resolve_settings({}.get, {"buildkit_ca_dir": str(tmp_path / "ca")})
+    assert _steps(off, state, None)[1][name].unneeded == "no buildkit_remote_address: no CA is needed"
 
 
 def test_a_fresh_server_certificate_serves_until_close_to_its_end(authority):
@@ -150,7 +259,7 @@ def _steps(settings, state, authority):
     files, _ = tls_files(settings, state, authority, NAMES, NOW)
     takeover = plan_takeover(state, settings.buildkit_takeover)
     changes = plan_changes(settings, takeover.state, MINIMAL, tls=files)
-    steps = install_steps(settings, state, changes, takeover, MINIMAL, ALL, (NERDCTL_FULL,), [])
+    steps = install_steps(settings, state, changes, takeover, MINIMAL, ALL, (NERDCTL_FULL,), [], authority)
     return changes, {step.name: step for step in steps}
 
 

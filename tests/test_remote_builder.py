@@ -76,9 +76,16 @@ def test_buildx_on_another_host_builds_with_a_client_certificate_and_nobody_else
     assert refused.returncode != 0 and "buildkit_ca_dir=" in refused.output and "is not writable" in refused.output
     assert builder.run("test ! -e /etc/buildkit && test ! -e /usr/local/bin/buildkitd", check=False).returncode == 0
 
+    # --dry on a controller without a CA: the plan says it would be made; the controller and the host stay as they were.
+    dry = run_pyinfra(hosts, DEPLOY, data=remote, dry=True)
+    assert dry.returncode == 0 and f"Create the fleet's CA in {ca_dir} on the controller" in dry.output, dry.output
+    assert not ca_dir.exists()
+    assert builder.run("test ! -e /etc/buildkit && test ! -e /usr/local/bin/buildkitd", check=False).returncode == 0
+
     run = run_pyinfra(hosts, DEPLOY, data=remote)
     assert run.returncode == 0, run.output
     assert listening(builder.address)
+    assert (ca_dir / certs.CA_KEY).stat().st_mode & 0o777 == 0o600
     assert builder.run("systemctl is-enabled buildkit.service").stdout.strip() == "enabled"
     assert builder.run("stat -c %a:%U /etc/buildkit/tls /etc/buildkit/tls/server.pem").stdout.split() == [
         "700:root",
