@@ -24,7 +24,7 @@ import secrets
 import shlex
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from functools import wraps
+from functools import partial, wraps
 from io import StringIO
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ParamSpec, cast
@@ -333,21 +333,12 @@ def _prefer_aead_cipher(state: State, host: Host) -> bool:
     return True
 
 
-def _fetch_to_controller_cache(state: State, host: Host, download: Download, cache_dir: str) -> bool:
-    """Fetch ``download`` into the controller's cache when the operation runs (never while planning)."""
+def _on_controller(state: State, host: Host, action: Callable[[], object], failure: type[Exception]) -> bool:
+    """``action`` on the controller when the operation runs (never while planning): fetching an archive into the
+    cache, writing the fleet's CA. A ``failure`` fails this host alone, in one line naming it."""
     try:
-        cached_archive(download, cache_dir)
-    except ReleaseError as error:
-        host.log_styled(f"{host.name}: {error}", fg="red", log_func=logger.error)
-        return False
-    return True
-
-
-def _save_ca(state: State, host: Host, ca_dir: str, authority: Authority) -> bool:
-    """Write the CA the run planned with into ``ca_dir`` on the controller (when the operation runs, never while planning)."""
-    try:
-        save_ca(ca_dir, authority)
-    except CertError as error:
+        action()
+    except failure as error:
         host.log_styled(f"{host.name}: {error}", fg="red", log_func=logger.error)
         return False
     return True
@@ -364,7 +355,8 @@ def fleet_ca(ca_dir: str, authority: Authority | None, unneeded: str) -> Generat
     + authority: the CA the host's files are signed by; None: it is in ``ca_dir`` already (no change)
     + unneeded: the no-op's reason
     """
-    yield FunctionCommand(_save_ca, (ca_dir, authority), {})
+    if authority is not None:  # None: step_operation has made this step a no-op
+        yield FunctionCommand(_on_controller, (partial(save_ca, ca_dir, authority), CertError), {})
 
 
 @step_operation(lambda downloads, installed, **_: None if downloads else installed)
@@ -397,7 +389,7 @@ def release_files(
         run_token = secrets.token_hex(8)
         # Every archive on the controller, verified, before anything reaches the host.
         for download in downloads:
-            yield FunctionCommand(_fetch_to_controller_cache, (download, cache_dir), {})
+            yield FunctionCommand(_on_controller, (partial(cached_archive, download, cache_dir), ReleaseError), {})
         uploads = [upload_path(download, run_token) for download in downloads]
         yield claim_uploads(uploads, lock_wait)
         yield FunctionCommand(_prefer_aead_cipher, (), {})

@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from io import StringIO
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ from pyinfra_nerdctl import certs, layout
 from pyinfra_nerdctl.deploys import rendering
 from pyinfra_nerdctl.deploys.build_plan import install_steps, removal_steps
 from pyinfra_nerdctl.deploys.changes import plan_changes, plan_removal
-from pyinfra_nerdctl.deploys.operations import PrivateUploadCommand, _save_ca
+from pyinfra_nerdctl.deploys.operations import PrivateUploadCommand, _on_controller
 from pyinfra_nerdctl.deploys.releases import BUILDKIT, NERDCTL, NERDCTL_FULL
 from pyinfra_nerdctl.deploys.remote import replacement_reason, server_names, tls_files
 from pyinfra_nerdctl.deploys.settings import SettingError, resolve_settings
@@ -143,12 +144,16 @@ def test_the_step_that_writes_a_new_ca_fails_the_host_with_one_line_naming_the_f
     folder = tmp_path / "ca"
     certs.load_or_create_ca(str(folder), now=NOW)
     host = SimpleNamespace(name="build-1", log_styled=lambda message, log_func, **_: log_func(message))
-    assert not _save_ca(None, host, str(folder), certs.new_authority(NOW))
+    assert not _on_controller(
+        None, host, partial(certs.save_ca, str(folder), certs.new_authority(NOW)), certs.CertError
+    )
     assert [record.getMessage() for record in caplog.records] == [
         f"build-1: buildkit_ca_dir={str(folder)!r} holds another CA than the one this run planned with "
         "(made meanwhile by another run): nothing was sent to the host; run again"
     ]
-    assert _save_ca(None, host, str(tmp_path / "new"), certs.new_authority(NOW))
+    assert _on_controller(
+        None, host, partial(certs.save_ca, str(tmp_path / "new"), certs.new_authority(NOW)), certs.CertError
+    )
     assert (tmp_path / "new" / certs.CA_KEY).exists()
 
 
