@@ -413,7 +413,7 @@ def _client_pairs(value: Any, base: str, where: str) -> list[tuple[str, str]]:
 def _containerd_url(url: str, override_path: bool) -> str:
     """A hosts.toml host as an endpoint whose path is the registry API's root, as containerd reads it: https
     without a scheme, and /v2 after a path that does not end with it unless ``override_path``."""
-    absolute = url if url.startswith("http") else f"https://{url}"
+    absolute = url if "://" in url else f"https://{url}"
     try:
         parts = urlsplit(absolute)
     except ValueError:
